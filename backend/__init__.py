@@ -1,0 +1,1 @@
+"""Visual-RFT Studio back end: datasets, rewards, evaluation and (later) training."""

@@ -1,0 +1,126 @@
+"""Task templates: prompts, ground truth rows and default rewards per task, in one registry.
+
+A dataset sample becomes one or more examples (prompt text + `solution` for the rewards).
+Prompts follow the Visual-RFT reference wording; coordinates are written in the model
+family's convention (backend/coords.py).
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Callable
+
+from backend.coords import convention, model_frame
+
+FORMAT_INSTRUCTION = ("Output the thinking process in <think> </think> and the final answer in "
+                      "<answer> </answer> tags.")
+
+
+@dataclass
+class TaskSettings:
+    """Settings that shape the prompts (the same object for UI, CLI and worker)."""
+    negative_share: float = 0.25
+    """Detection: chance per image of one extra prompt for a category absent from it."""
+    classes_in_prompt: bool = True
+    """Classification: list the candidate classes in the prompt."""
+    object_kind: str = "object"
+    """Classification: what the image contains ('plant', 'dog', 'aircraft', ...)."""
+
+
+@dataclass(frozen=True)
+class Example:
+    prompt: str
+    solution: dict
+    category: str | None = None
+
+
+def _coordinate_phrase(family: str | None, image_size: tuple[int, int]) -> str:
+    if family is None:
+        return f"integer pixel coordinates of the {image_size[0]}x{image_size[1]} image"
+    conv = convention(family)
+    if conv.kind == "normalized":
+        return f"integers between 0 and {conv.scale}"
+    w, h = model_frame(family, image_size)
+    return f"integer pixel coordinates of the {int(w)}x{int(h)} image"
+
+
+def detection_prompt(category: str, family: str | None, image_size: tuple[int, int]) -> str:
+    return (f"Detect all objects belonging to the category '{category}' in the image, and provide the "
+            f"bounding boxes ({_coordinate_phrase(family, image_size)}) and confidence (between 0 and 1, "
+            f"with two decimal places). If no object belonging to the category '{category}' is in the image, "
+            f"return 'No Objects'. {FORMAT_INSTRUCTION} The output answer format should be as follows: "
+            "<think> ... </think> <answer>[{'Position': [x1, y1, x2, y2], 'Confidence': number}, ...]</answer> "
+            "Please strictly follow the format.")
+
+
+def classification_prompt(classes: list[str] | None, object_kind: str) -> str:
+    choices = f" Answer with one of: {', '.join(classes)}." if classes else ""
+    return (f"This is an image containing a {object_kind}. Please identify the class of the {object_kind} "
+            f"based on the image.{choices} {FORMAT_INSTRUCTION} The output answer format should be as follows: "
+            "<think> ... </think> <answer>class name</answer> Please strictly follow the format.")
+
+
+def grounding_prompt(expression: str, family: str | None, image_size: tuple[int, int]) -> str:
+    return (f"Please provide the bounding box of the region this sentence describes: '{expression}'. "
+            f"Give the box as [x1, y1, x2, y2] ({_coordinate_phrase(family, image_size)}). "
+            f"{FORMAT_INSTRUCTION} The output answer format should be as follows: "
+            "<think> ... </think> <answer>[x1, y1, x2, y2]</answer> Please strictly follow the format.")
+
+
+def _frame(sample: dict, family: str | None) -> dict:
+    sol = {"image_size": [sample["width"], sample["height"]]}
+    if family is not None:
+        sol["family"] = family
+    return sol
+
+
+def detection_examples(sample: dict, classes: list[str], family: str | None, settings: TaskSettings,
+                       rng: random.Random, synonyms: dict[str, list[str]] | None = None) -> list[Example]:
+    size = (sample["width"], sample["height"])
+    by_class: dict[str, list] = {}
+    for x1, y1, x2, y2, label in sample.get("boxes", []):
+        by_class.setdefault(label, []).append([x1, y1, x2, y2])
+    out = [Example(detection_prompt(c, family, size), {**_frame(sample, family), "boxes": boxes}, c)
+           for c, boxes in sorted(by_class.items())]
+    absent = [c for c in classes if c not in by_class]
+    if absent and (not out or rng.random() < settings.negative_share):
+        c = rng.choice(absent)
+        out.append(Example(detection_prompt(c, family, size), {**_frame(sample, family), "boxes": []}, c))
+    return out
+
+
+def classification_examples(sample: dict, classes: list[str], family: str | None, settings: TaskSettings,
+                            rng: random.Random, synonyms: dict[str, list[str]] | None = None) -> list[Example]:
+    label = sample["label"]
+    prompt = classification_prompt(classes if settings.classes_in_prompt else None, settings.object_kind)
+    return [Example(prompt, {"label": label, "synonyms": list((synonyms or {}).get(label, []))}, label)]
+
+
+def grounding_examples(sample: dict, classes: list[str], family: str | None, settings: TaskSettings,
+                       rng: random.Random, synonyms: dict[str, list[str]] | None = None) -> list[Example]:
+    size = (sample["width"], sample["height"])
+    return [Example(grounding_prompt(sample["expression"], family, size), {**_frame(sample, family), "box": sample["box"]})]
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    build_examples: Callable[..., list[Example]]
+    default_rewards: dict[str, float] = field(default_factory=dict)
+    """Reward name -> weight, the defaults a new run starts from."""
+
+
+TASKS: dict[str, Task] = {
+    "detection": Task("detection", detection_examples,
+                      {"detection_iou": 1.0, "detection_confidence": 1.0, "format": 1.0}),
+    "classification": Task("classification", classification_examples,
+                           {"classification_accuracy": 1.0, "format": 1.0}),
+    "grounding": Task("grounding", grounding_examples, {"grounding_giou": 1.0, "format": 1.0}),
+}
+
+
+def get_task(name: str) -> Task:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ValueError(f"unknown task '{name}' (known: {', '.join(TASKS)})") from None
