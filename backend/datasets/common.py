@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
-from backend.datasets.safety import IMAGE_SUFFIXES, ImportProblem
+from backend.datasets.safety import IMAGE_SUFFIXES, REFUSED_IMAGE_SUFFIXES, ImportProblem
 
 MAX_LISTED_PROBLEMS = 5
 
@@ -54,7 +54,8 @@ class Upload:
     def __init__(self, root: Path):
         self.root = root
         self.files = sorted(p for p in root.rglob("*") if p.is_file())
-        self.images = [p for p in self.files if p.suffix.lower() in IMAGE_SUFFIXES]
+        # Refused formats count as images so the checks name them instead of skipping them.
+        self.images = [p for p in self.files if p.suffix.lower() in IMAGE_SUFFIXES | REFUSED_IMAGE_SUFFIXES]
         self._by_rel = {self.rel(p): p for p in self.images}
         self._by_name: dict[str, list[Path]] = {}
         for p in self.images:

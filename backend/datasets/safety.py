@@ -14,6 +14,8 @@ from backend.config import ImportLimits
 
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+REFUSED_IMAGE_SUFFIXES = {".gif", ".tif", ".tiff", ".heic", ".heif", ".avif", ".ico", ".psd", ".svg"}
+"""Images in these formats are reported, not silently skipped."""
 ANNOTATION_SUFFIXES = {".json", ".txt", ".yaml", ".yml", ".xml", ".csv", ".jsonl"}
 IGNORED_PARTS = {"__MACOSX", ".DS_Store", "Thumbs.db"}
 _CHUNK = 1 << 16
@@ -100,7 +102,7 @@ def gather_upload(sources: list[Path], dest: Path, limits: ImportLimits, names: 
             extract_zip(src, dest, limits, budget, label)
         elif suffix == ".zip":
             raise ImportProblem(f"{label} is not a valid zip archive")
-        elif suffix in IMAGE_SUFFIXES or suffix in ANNOTATION_SUFFIXES:
+        elif suffix in IMAGE_SUFFIXES | REFUSED_IMAGE_SUFFIXES | ANNOTATION_SUFFIXES:
             budget.take(src.stat().st_size, label)
             shutil.copyfile(src, dest / Path(label).name)
         else:

@@ -1,0 +1,30 @@
+"""Shared fixtures: a fresh data dir with its database for each test."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from backend.workspace import open_workspace
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def ws(tmp_path):
+    os.environ.pop("DATABASE_URL", None)
+    workspace = open_workspace(tmp_path / "data")
+    yield workspace
+    workspace.store.close()
+
+
+def run_cli(*args: str, data_dir: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """`python app.py --data-dir DIR ...` as a person would run it."""
+    proc = subprocess.run([sys.executable, str(ROOT / "app.py"), "--data-dir", str(data_dir), *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"app.py {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc

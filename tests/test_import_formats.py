@@ -1,0 +1,117 @@
+"""Each annotation format imports a small dataset; the boxes come back in original-image pixels."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from backend.datasets import get_dataset, import_dataset
+from tests import builders
+from tests.conftest import run_cli
+
+
+def _boxes_by_file(info: dict) -> dict:
+    return {s["file"].rsplit("/", 1)[-1]: s["boxes"] for s in info["samples"]}
+
+
+@pytest.mark.parametrize("writer,fmt", [
+    (builders.write_coco, "coco"),
+    (builders.write_voc, "voc"),
+    (builders.write_labelstudio, "labelstudio"),
+    (builders.write_yolo, "yolo"),
+])
+def test_detection_formats_import_with_exact_boxes(ws, tmp_path, writer, fmt):
+    samples = builders.detection_samples(10)
+    root = tmp_path / "export"
+    writer(root, samples)
+    archive = builders.zip_dir(root, tmp_path / f"{fmt}.zip")
+
+    import_dataset(ws.store, ws.data_dir, [archive], f"{fmt}-set")
+    info = get_dataset(ws.store, f"{fmt}-set")
+
+    assert info["format"] == fmt and info["task"] == "detection"
+    assert sorted(info["classes"]) == ["bird", "cat", "dog"]
+    got = _boxes_by_file(info)
+    for s in samples:  # Label Studio percent and YOLO normalised values convert back exactly
+        assert got[s["file"]] == [[float(x1), float(y1), float(x2), float(y2), l] for x1, y1, x2, y2, l in s["boxes"]]
+    assert info["counts"] == {"train": 8, "val": 2, "total": 10}
+
+
+def test_yolo_with_data_yaml(ws, tmp_path):
+    samples = builders.detection_samples(4)
+    builders.write_yolo(tmp_path / "y", samples, names_file="data.yaml")
+    import_dataset(ws.store, ws.data_dir, [builders.zip_dir(tmp_path / "y", tmp_path / "y.zip")], "yaml-set")
+    info = get_dataset(ws.store, "yaml-set")
+    assert info["classes"] == ["cat", "dog", "bird"]
+    assert _boxes_by_file(info)["img001.jpg"] == [[float(v) for v in b[:4]] + [b[4]] for b in samples[1]["boxes"]]
+
+
+@pytest.mark.parametrize("writer,fmt", [(builders.write_folders, "folders"), (builders.write_csv, "csv")])
+def test_classification_formats(ws, tmp_path, writer, fmt):
+    samples = builders.classification_samples(5)
+    writer(tmp_path / "c", samples)
+    import_dataset(ws.store, ws.data_dir, [builders.zip_dir(tmp_path / "c", tmp_path / "c.zip")], "cls")
+    info = get_dataset(ws.store, "cls")
+    assert (info["format"], info["task"]) == (fmt, "classification")
+    assert sorted(s["label"] for s in info["samples"]) == sorted(s["label"] for s in samples)
+    # stratified: each class gives one of its five images to the held-out split
+    assert info["per_class"] == {"cat": {"train": 4, "val": 1}, "dog": {"train": 4, "val": 1}}
+
+
+def test_grounding_jsonl(ws, tmp_path):
+    samples = builders.grounding_samples(6)
+    builders.write_jsonl(tmp_path / "g", samples)
+    import_dataset(ws.store, ws.data_dir, [builders.zip_dir(tmp_path / "g", tmp_path / "g.zip")], "refs")
+    info = get_dataset(ws.store, "refs")
+    assert info["task"] == "grounding"
+    got = {s["file"]: (s["expression"], s["box"]) for s in info["samples"]}
+    for s in samples:
+        assert got[f"images/{s['file']}"] == (s["expression"], [float(v) for v in s["box"]])
+
+
+def test_loose_files_upload(ws, tmp_path):
+    """Several files at once (no zip): a COCO JSON beside its images."""
+    samples = builders.detection_samples(3)
+    ann = builders.write_coco(tmp_path / "loose", samples)
+    files = [ann] + [tmp_path / "loose" / "images" / s["file"] for s in samples]
+    import_dataset(ws.store, ws.data_dir, files, "loose", val_fraction=0.0)
+    assert get_dataset(ws.store, "loose")["counts"] == {"train": 3, "val": 0, "total": 3}
+
+
+def test_split_is_fixed_for_the_same_upload(ws, tmp_path):
+    builders.write_coco(tmp_path / "s", builders.detection_samples(20))
+    archive = builders.zip_dir(tmp_path / "s", tmp_path / "s.zip")
+    import_dataset(ws.store, ws.data_dir, [archive], "a")
+    import_dataset(ws.store, ws.data_dir, [archive], "b")
+    split = lambda name: {s["file"]: s["split"] for s in get_dataset(ws.store, name)["samples"]}  # noqa: E731
+    assert split("a") == split("b")
+    assert list(split("a").values()).count("val") == 4
+
+
+def test_cli_import_show_list_delete(tmp_path):
+    data = tmp_path / "data"
+    builders.write_voc(tmp_path / "voc", builders.detection_samples(5))
+    archive = builders.zip_dir(tmp_path / "voc", tmp_path / "voc.zip")
+
+    out = json.loads(run_cli("datasets", "import", str(archive), "--name", "pets", "--json", data_dir=data).stdout)
+    assert out["name"] == "pets" and out["counts"]["total"] == 5
+
+    shown = json.loads(run_cli("datasets", "show", "pets", "--json", data_dir=data).stdout)
+    sample = shown["samples"][0]
+    assert set(sample) >= {"file", "split", "width", "height", "boxes"}
+    assert sample["split"] in ("train", "val") and (sample["width"], sample["height"]) == (200, 100)
+    assert isinstance(sample["boxes"][0][4], str)
+
+    listed = json.loads(run_cli("datasets", "list", "--json", data_dir=data).stdout)
+    assert [d["name"] for d in listed] == ["pets"]
+
+    run_cli("datasets", "delete", "pets", data_dir=data)
+    assert json.loads(run_cli("datasets", "list", "--json", data_dir=data).stdout) == []
+    assert list((data / "datasets").iterdir()) == []
+
+
+def test_cli_errors_are_one_sentence(tmp_path):
+    proc = run_cli("datasets", "show", "nope", data_dir=tmp_path / "d", check=False)
+    assert proc.returncode != 0
+    assert proc.stderr.strip() == "error: there is no dataset named 'nope'"
+    assert "Traceback" not in proc.stderr
