@@ -16,6 +16,6 @@ def build_app(ws: Workspace) -> gr.Blocks:
             data = create_data_tab(ws)
             create_playground_tab()
         # The page re-reads storage on load: a reload shows what another process changed.
-        app.load(data["on_pick"], [data["picker"], data["split"]], [data["summary"], data["counts"], data["gallery"]],
-                 api_visibility="private")
+        for fn, inputs, outputs in (data["load"],):
+            app.load(fn, inputs, outputs, api_visibility="private")
     return app

@@ -72,31 +72,31 @@ def create_data_tab(ws: Workspace) -> dict:
                 status = gr.Markdown(elem_id="import-status")
             with gr.Column(scale=2):
                 with gr.Row():
-                    picker = gr.Dropdown(dataset_names(ws.store), label="Dataset", scale=3,
-                                         value=(dataset_names(ws.store) or [None])[-1])
+                    picker = gr.Dropdown([], label="Dataset", scale=3)
                     split = gr.Radio(["all", "train", "val"], value="all", label="Split", scale=2)
-                    delete_btn = gr.Button("Delete dataset", variant="stop", scale=1)
+                    delete_btn = gr.Button("Delete", variant="stop", scale=1, size="sm")
                 summary = gr.Markdown(elem_id="dataset-summary")
                 counts = gr.Dataframe(headers=["class", "train", "val", "total"], label="Per class",
                                       interactive=False)
                 gallery = gr.Gallery(label="Images with their annotations", columns=4, height=560,
-                                     elem_id="dataset-gallery")
+                                     object_fit="contain", elem_id="dataset-gallery")
 
     def on_upload(paths):
         return gr.update(value=suggest_task(paths))
 
     def on_import(paths, ds_name, task_choice, fraction):
+        unchanged = (gr.update(),) * 5
         if not paths:
-            return "⚠ Choose a zip or files to upload first.", gr.update(), gr.update(), gr.update(), gr.update()
+            return "⚠ Choose a zip or files to upload first.", *unchanged
         try:
             import_dataset(ws.store, ws.data_dir, [Path(p) for p in paths], (ds_name or "").strip(),
                            task=None if task_choice == AUTO else task_choice, val_fraction=float(fraction),
                            source_names=[Path(p).name for p in paths])
         except ImportProblem as e:
-            return f"⚠ {e}", gr.update(), gr.update(), gr.update(), gr.update()
+            return f"⚠ {e}", *unchanged
         md, rows, items = dataset_view(ws, ds_name.strip())
         return (f"✓ Imported **{ds_name.strip()}**.", gr.update(choices=dataset_names(ws.store), value=ds_name.strip()),
-                md, rows, items)
+                md, rows, items, None)
 
     def on_pick(ds_name, which):
         return dataset_view(ws, ds_name, which)
@@ -109,10 +109,16 @@ def create_data_tab(ws: Workspace) -> dict:
         return gr.update(choices=names, value=names[-1] if names else None), md, rows, items
 
     files.upload(on_upload, files, task, api_visibility="private")
-    import_btn.click(on_import, [files, name, task, val_fraction], [status, picker, summary, counts, gallery],
+    import_btn.click(on_import, [files, name, task, val_fraction], [status, picker, summary, counts, gallery, files],
                      api_name="import_dataset")
     picker.change(on_pick, [picker, split], [summary, counts, gallery], api_visibility="private")
     split.change(on_pick, [picker, split], [summary, counts, gallery], api_visibility="private")
-    delete_btn.click(on_delete, picker, [picker, summary, counts, gallery], api_name="delete_dataset")
-    return {"picker": picker, "summary": summary, "counts": counts, "gallery": gallery, "on_pick": on_pick,
-            "split": split}
+    delete_btn.click(on_delete, picker, [picker, summary, counts, gallery], api_name="delete_dataset",
+                     js="(name) => (name && confirm(`Delete dataset ${name} and its images?`)) ? name : null")
+    def on_load(which):
+        """The page holds no state: on every load, the dataset list comes from storage."""
+        names = dataset_names(ws.store)
+        current = names[-1] if names else None
+        return (gr.update(choices=names, value=current), *dataset_view(ws, current, which))
+
+    return {"load": (on_load, [split], [picker, summary, counts, gallery])}

@@ -1,0 +1,11 @@
+# GPU image: CUDA runtime + the app. `docker run --gpus all -p 7860:7860 -v $PWD/data:/app/data IMAGE`
+FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+ENV DEBIAN_FRONTEND=noninteractive PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 VRFT_DATA_DIR=/app/data
+RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv python3-dev build-essential \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY requirements.txt .
+RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install -r requirements.txt
+COPY . .
+EXPOSE 7860
+CMD ["/opt/venv/bin/python", "app.py", "--host", "0.0.0.0"]
