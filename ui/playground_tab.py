@@ -45,7 +45,7 @@ def create_playground_tab() -> dict:
             with gr.Column():
                 task = gr.Dropdown(["detection", "classification", "grounding"], value="detection", label="Task")
                 family = gr.Dropdown([PIXELS, *CONVENTIONS], value=PIXELS, label="Model family (coordinates)")
-                image = gr.Image(type="pil", label="Image (optional: for drawing and its size)")
+                image = gr.Image(type="pil", label="Image (optional: for drawing and its size)", elem_id="playground-image")
                 size = gr.Textbox(label="Image size WIDTHxHEIGHT (taken from the image when empty)")
                 truth = gr.Textbox(EXAMPLE_TRUTH["detection"], label="Truth (JSON)", lines=2)
                 completion = gr.Textbox(EXAMPLE_COMPLETION["detection"], label="Completion", lines=5)
@@ -53,7 +53,7 @@ def create_playground_tab() -> dict:
             with gr.Column():
                 message = gr.Markdown()
                 table = gr.Dataframe(headers=["reward", "value"], label="Rewards", interactive=False)
-                drawn = gr.Image(label="Truth (green) and prediction (red)", interactive=False)
+                drawn = gr.Image(label="Truth (green) and prediction (red)", interactive=False, elem_id="playground-drawn")
                 result = gr.JSON(label="Parsed")
 
     task.change(lambda t: (EXAMPLE_TRUTH[t], EXAMPLE_COMPLETION[t]), task, [truth, completion], api_visibility="private")
