@@ -86,6 +86,106 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings(args: argparse.Namespace):
+    from backend.settings import preset
+    rewards = [r.strip() for r in args.rewards.split(",") if r.strip()] if args.rewards else None
+    try:
+        weights = [float(w) for w in args.reward_weights.split(",")] if args.reward_weights else None
+    except ValueError:
+        raise CliError(f"--reward-weights must be numbers separated by commas, got '{args.reward_weights}'") from None
+    return preset(args.preset, max_steps=args.max_steps, num_generations=args.num_generations,
+                  learning_rate=args.learning_rate, beta=args.beta, seed=args.seed, save_steps=args.save_steps,
+                  rewards=rewards, reward_weights=weights)
+
+
+def cmd_runs_create(args: argparse.Namespace) -> int:
+    from backend.runs import create_run
+    run_id = create_run(_open(args).store, args.dataset, args.model, _settings(args))
+    _print({"id": run_id}, args.json, f"queued run {run_id}")
+    return 0
+
+
+def cmd_runs_list(args: argparse.Namespace) -> int:
+    from backend.runs import list_runs
+    rows = list_runs(_open(args).store)
+    text = "\n".join(f"{r['id']}\t{r['status']}\t{r['step']}/{r['max_steps']}\t{r['model']}\t{r['task']}"
+                     for r in rows) or "no runs yet"
+    _print(rows, args.json, text)
+    return 0
+
+
+def cmd_runs_show(args: argparse.Namespace) -> int:
+    from backend.runs import run_json
+    run = run_json(_open(args).store, args.id)
+    last = {k: v[-1][1] for k, v in run["metrics"].items() if k in ("reward", "kl", "completions/mean_length")}
+    text = (f"run {run['id']}: {run['status']} at step {run['step']}/{run['max_steps']}, {run['model']} on "
+            f"{run['task']}\n  latest: {json.dumps(last)}\n  evaluation: {json.dumps(run['evaluation'])}"
+            + (f"\n  error: {run['error']}" if run["error"] else ""))
+    _print(run, args.json, text)
+    return 0
+
+
+def cmd_runs_cancel(args: argparse.Namespace) -> int:
+    from backend.runs import cancel_run
+    status = cancel_run(_open(args).store, args.id)
+    print(f"run {args.id}: " + ("cancel requested; it stops at the next step" if status == "running" else status))
+    return 0
+
+
+def cmd_runs_logs(args: argparse.Namespace) -> int:
+    from backend.runs import get_run
+    ws = _open(args)
+    run = get_run(ws.store, args.id)
+    log = ws.data_dir / (run.folder or "") / "train.log"
+    print(log.read_text(errors="replace") if log.is_file() else (run.log_tail or "no log yet"))
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from backend.worker import work
+    n = work(_open(args), once=args.once, lease_seconds=args.lease_seconds)
+    print(f"worker finished {n} run{'s' if n != 1 else ''}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from backend.demo.dataset import ensure_demo_dataset
+    from backend.models import DEMO_FOLDER, DEMO_MODEL
+    ws = _open(args)
+    if not (DEMO_FOLDER / "config.json").is_file():
+        raise CliError(f"the demo model is missing from {DEMO_FOLDER}; rebuild it with "
+                       "`python -m backend.demo.builder`")
+    dataset = ensure_demo_dataset(ws.store, ws.data_dir)
+    _print({"model": DEMO_MODEL, "dataset": dataset}, args.json, f"model: {DEMO_MODEL}\ndataset: {dataset}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from backend.predict import predict
+    ws = _open(args)
+    result = predict(ws, Path(args.image), run_id=args.run, model=args.model, category=args.category,
+                     question=args.question)
+    text = f"reasoning: {result['think']}\nanswer: {result['answer']}"
+    if "boxes" in result:
+        text += f"\nboxes (pixels): {result['boxes']}"
+    _print(result, args.json, text)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from backend.predict import evaluate_run
+    result = evaluate_run(_open(args), args.run)
+    _print(result, args.json, json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from backend.predict import export
+    out = export(_open(args), args.run, Path(args.out), merged=args.merged)
+    print(f"exported {'merged model' if args.merged else 'adapter'} to {out}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from ui.server import serve
     return serve(resolve_data_dir(args.data_dir), host=args.host, port=args.port, auth=args.auth, share=args.share)
@@ -94,6 +194,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from backend.coords import CONVENTIONS
     from backend.datasets.formats import FORMATS
+    from backend.settings import PRESETS
     from backend.tasks import TASKS
 
     p = argparse.ArgumentParser(prog="app.py", description="Visual-RFT Studio: reinforcement fine-tuning of "
@@ -128,6 +229,67 @@ def build_parser() -> argparse.ArgumentParser:
     dele = dsub.add_parser("delete", help="delete a dataset and its images")
     dele.add_argument("name")
     dele.set_defaults(func=cmd_datasets_delete)
+
+    runs = sub.add_parser("runs", help="create, list, show, cancel training runs")
+    rsub = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
+    cr = rsub.add_parser("create", help="queue a GRPO run")
+    cr.add_argument("--dataset", required=True)
+    cr.add_argument("--model", required=True, help="'demo', a hub id (Qwen/Qwen2-VL-2B-Instruct) or a local folder")
+    cr.add_argument("--preset", default="CPU demo", choices=list(PRESETS))
+    cr.add_argument("--rewards", help="comma-separated reward names (default: the task's)")
+    cr.add_argument("--reward-weights", help="comma-separated weights, one per reward")
+    cr.add_argument("--max-steps", type=int)
+    cr.add_argument("--num-generations", type=int)
+    cr.add_argument("--learning-rate", type=float)
+    cr.add_argument("--beta", type=float)
+    cr.add_argument("--seed", type=int)
+    cr.add_argument("--save-steps", type=int)
+    cr.add_argument("--json", action="store_true")
+    cr.set_defaults(func=cmd_runs_create)
+    rl = rsub.add_parser("list", help="list runs")
+    rl.add_argument("--json", action="store_true")
+    rl.set_defaults(func=cmd_runs_list)
+    rs = rsub.add_parser("show", help="a run's status, metrics and evaluation")
+    rs.add_argument("id", type=int)
+    rs.add_argument("--json", action="store_true")
+    rs.set_defaults(func=cmd_runs_show)
+    rc = rsub.add_parser("cancel", help="stop a run at its next step (a checkpoint is saved)")
+    rc.add_argument("id", type=int)
+    rc.set_defaults(func=cmd_runs_cancel)
+    rg = rsub.add_parser("logs", help="print a run's training log")
+    rg.add_argument("id", type=int)
+    rg.set_defaults(func=cmd_runs_logs)
+
+    wk = sub.add_parser("worker", help="run queued jobs (serve starts one too)")
+    wk.add_argument("--once", action="store_true", help="re-queue expired runs, run every queued run, then exit")
+    wk.add_argument("--lease-seconds", type=int, default=60)
+    wk.set_defaults(func=cmd_worker)
+
+    dm = sub.add_parser("demo", help="register the demo dataset and check the demo model (idempotent)")
+    dm.add_argument("--json", action="store_true")
+    dm.set_defaults(func=cmd_demo)
+
+    pr = sub.add_parser("predict", help="run a tuned (or base) model on one image")
+    src = pr.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", type=int)
+    src.add_argument("--model")
+    pr.add_argument("image")
+    ask = pr.add_mutually_exclusive_group(required=True)
+    ask.add_argument("--category", help="detect objects of this category")
+    ask.add_argument("--question", help="ask for the box of this description, or a class")
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(func=cmd_predict)
+
+    ev = sub.add_parser("eval", help="evaluate a run's adapter on its dataset's held-out split")
+    ev.add_argument("--run", type=int, required=True)
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(func=cmd_eval)
+
+    ex = sub.add_parser("export", help="write a run's adapter, or the merged full-precision model")
+    ex.add_argument("--run", type=int, required=True)
+    ex.add_argument("--out", required=True)
+    ex.add_argument("--merged", action="store_true")
+    ex.set_defaults(func=cmd_export)
 
     sc = sub.add_parser("score", help="score one completion with the task's rewards (the reward playground)")
     sc.add_argument("--task", required=True, choices=list(TASKS))

@@ -47,13 +47,32 @@ def coco_inputs(records: Iterable[dict]) -> tuple[dict, list[dict]]:
     return gt, detections
 
 
+def first_box_ious(records: list[dict]) -> list[float]:
+    """Per prompt with truth: IoU of the most confident predicted box with its best truth (0 if none)."""
+    out = []
+    for r in records:
+        sol = read_solution(r["solution"])
+        truths = [normalise_box(b) for b in sol.get("boxes", [])]
+        if not truths:
+            continue
+        preds = prepare_predictions(parse_detections(extract_answer(r["completion"])) or [], sol)
+        out.append(max(iou(preds[0][0], t) for t in truths) if preds else 0.0)
+    return out
+
+
 def detection_map(records: list[dict]) -> dict:
-    """COCO AP@[.5:.95] and AP50 over (image, category) prompts; None where there is no truth."""
+    """COCO AP@[.5:.95] and AP50 over (image, category) prompts; None where there is no truth.
+
+    Also the mean IoU of the first (most confident) box on prompts with truth, and the share >= 0.5.
+    """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     gt_dict, dets = coco_inputs(records)
-    result = {"map": None, "ap50": None, "format_rate": _format_rate(records), "count": len(records)}
+    ious = first_box_ious(records)
+    result = {"map": None, "ap50": None, "mean_iou": sum(ious) / len(ious) if ious else None,
+              "iou50": sum(v >= 0.5 for v in ious) / len(ious) if ious else None,
+              "format_rate": _format_rate(records), "count": len(records)}
     if not gt_dict["annotations"]:
         return result
     if not dets:

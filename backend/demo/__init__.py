@@ -1,0 +1,1 @@
+"""The embedded demo: synthetic shapes, a locally trained tokenizer, tiny models of real architectures."""

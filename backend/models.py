@@ -1,0 +1,86 @@
+"""Loading a model of a supported family: hub id or local folder, LoRA on CPU, 4-bit QLoRA on CUDA."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from backend.families import KNOWN_MODELS, Family, family_of_folder, get_family
+
+DEMO_MODEL = "demo"
+DEMO_FOLDER = Path(__file__).resolve().parent / "demo" / "model"
+
+
+def resolve_model(model: str) -> tuple[str, Family]:
+    """(what from_pretrained takes, family) for 'demo', a local folder, or a hub id."""
+    if model == DEMO_MODEL:
+        return str(DEMO_FOLDER), get_family("demo")
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return str(path), get_family(family_of_folder(path))
+    if model in KNOWN_MODELS:
+        return model, get_family(KNOWN_MODELS[model])
+    lowered = model.lower()
+    for key, family in (("qwen3-vl", "qwen3_vl"), ("qwen2.5-vl", "qwen2_5_vl"), ("qwen2-vl", "qwen2_vl")):
+        if key in lowered:
+            return model, get_family(family)
+    raise ValueError(f"could not load '{model}': it is neither a local folder nor a known model id "
+                     f"(for example {', '.join(list(KNOWN_MODELS)[:3])})")
+
+
+@dataclass
+class Loaded:
+    model: Any
+    processor: Any
+    family: Family
+    device: str
+    quantized: bool
+
+
+def device_name() -> str:
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load(model: str, *, adapter: str | None = None, qlora: bool | None = None, for_training: bool = False) -> Loaded:
+    """Load model + processor. `qlora=None` means 4-bit on CUDA, full precision on CPU."""
+    import torch
+    import transformers
+
+    source, family = resolve_model(model)
+    device = device_name()
+    quantized = (device == "cuda") if qlora is None else qlora
+    kwargs: dict[str, Any] = {}
+    if quantized:
+        kwargs["quantization_config"] = transformers.BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16 if device == "cuda" else torch.float32)
+    kwargs["dtype"] = torch.bfloat16 if device == "cuda" else torch.float32
+    if device == "cuda":
+        kwargs["device_map"] = {"": 0}
+    try:
+        model_cls = getattr(transformers, family.model_class)
+        net = model_cls.from_pretrained(source, **kwargs)
+        processor = transformers.AutoProcessor.from_pretrained(
+            source, size={"shortest_edge": family.min_pixels, "longest_edge": family.max_pixels})
+    except Exception as e:  # noqa: BLE001 - any loading failure becomes one sentence
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"could not load '{model}': {reason}") from None
+    processor.tokenizer.padding_side = "left"
+    if adapter:
+        from peft import PeftModel
+        net = PeftModel.from_pretrained(net, adapter, is_trainable=for_training)
+    if for_training and quantized:
+        from peft import prepare_model_for_kbit_training
+        net = prepare_model_for_kbit_training(net, use_gradient_checkpointing=device == "cuda")
+    if not for_training:
+        net.eval()
+    return Loaded(net, processor, family, device, quantized)
+
+
+def lora_config(family: Family, rank: int, alpha: int, dropout: float = 0.05):
+    """LoRA on the language model only: the vision tower stays frozen."""
+    from peft import LoraConfig
+    # A regex so the vision tower's q/k/v (also named like the language model's) is left out.
+    pattern = rf"^(?!.*\b{family.vision_module}\b).*\.({'|'.join(family.lora_targets)})$"
+    return LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=pattern, task_type="CAUSAL_LM")

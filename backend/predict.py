@@ -1,0 +1,102 @@
+"""Using a tuned model: predict on a new image, evaluate a run, export its adapter or merged model."""
+from __future__ import annotations
+
+import shutil
+from functools import lru_cache
+from pathlib import Path
+
+from PIL import Image
+
+from backend.datasets.catalog import get_dataset
+from backend.datasets.safety import probe_image
+from backend.config import ImportLimits
+from backend.inference import generate
+from backend.playground import parsed_view
+from backend.runs import dataset_name, get_run, latest_checkpoint
+from backend.tasks import FORMAT_INSTRUCTION, TaskSettings, detection_prompt, grounding_prompt
+from backend.workspace import Workspace
+
+
+def adapter_dir(ws: Workspace, run_id: int) -> Path:
+    """The run's final adapter, else its newest complete checkpoint (a run still training)."""
+    run = get_run(ws.store, run_id)
+    final = ws.data_dir / run.folder / "adapter"
+    if (final / "adapter_config.json").is_file():
+        return final
+    ck = latest_checkpoint(ws.store, ws.data_dir, run_id)
+    if ck is None:
+        raise ValueError(f"run {run_id} has no adapter yet (status {run.status})")
+    return ws.data_dir / ck.path
+
+
+@lru_cache(maxsize=2)
+def _loaded(model: str, adapter: str | None):
+    from backend.models import load
+    return load(model, adapter=adapter, qlora=None)
+
+
+def predict(ws: Workspace, image: Path, *, run_id: int | None = None, model: str | None = None,
+            category: str | None = None, question: str | None = None, max_new_tokens: int = 256) -> dict:
+    """Reasoning, answer and (when there are any) boxes in pixels of the given image."""
+    probe_image(Path(image), ImportLimits.from_env(), Path(image).name)
+    task = None
+    if run_id is not None:
+        run = get_run(ws.store, run_id)
+        model, task = run.model, run.task
+        loaded = _loaded(model, str(adapter_dir(ws, run_id)))
+        max_new_tokens = run.settings.get("max_completion_length", max_new_tokens)
+    else:
+        loaded = _loaded(model, None)
+    family = loaded.family.name
+    with Image.open(image) as im:
+        picture = im.convert("RGB")
+    size = picture.size
+    if category:
+        prompt, kind = detection_prompt(category, family, size), "detection"
+    elif task == "grounding":
+        prompt, kind = grounding_prompt(question, family, size), "grounding"
+    else:
+        prompt, kind = f"{question} {FORMAT_INSTRUCTION}", "classification"
+    completion = generate(loaded, [(picture, prompt)], max_new_tokens=max_new_tokens)[0]
+    sol = {"image_size": list(size), "family": family, "boxes": [], "box": [0, 0, 1, 1]}
+    parsed = parsed_view("detection" if kind != "classification" else "classification", completion, sol)
+    if kind == "classification":
+        parsed.update({k: v for k, v in parsed_view("detection", completion, sol).items() if k == "boxes"})
+    return {"prompt": prompt, "completion": completion, "family": family, "image_size": list(size),
+            **{k: parsed[k] for k in ("think", "answer", "format_ok", "boxes", "confidences", "label") if k in parsed}}
+
+
+def evaluate_run(ws: Workspace, run_id: int) -> dict:
+    from backend import heldout
+    run = get_run(ws.store, run_id)
+    dataset = get_dataset(ws.store, dataset_name(ws.store, run))
+    loaded = _loaded(run.model, str(adapter_dir(ws, run_id)))
+    val = [s for s in dataset["samples"] if s["split"] == "val"]
+    if not val:
+        raise ValueError(f"dataset '{dataset['name']}' has no held-out images")
+    settings = TaskSettings(negative_share=run.settings.get("negative_share", 0.25),
+                            classes_in_prompt=run.settings.get("classes_in_prompt", True))
+    return heldout.evaluate(loaded, ws.data_dir, dataset, val, settings, run.settings.get("max_completion_length", 256),
+                            run.settings.get("eval_max_examples", 300))
+
+
+def export(ws: Workspace, run_id: int, out: Path, merged: bool = False) -> Path:
+    """The adapter as saved, or the adapter merged into the full-precision base (never a 4-bit one:
+    merging into quantised weights gives wrong weights)."""
+    source = adapter_dir(ws, run_id)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out} is not empty")
+    if not merged:
+        shutil.copytree(source, out, dirs_exist_ok=True)
+        return out
+    from backend.models import load
+    run = get_run(ws.store, run_id)
+    loaded = load(run.model, adapter=str(source), qlora=False)
+    model = loaded.model.merge_and_unload()
+    model.save_pretrained(out)
+    loaded.processor.save_pretrained(out)
+    marker = Path(loaded.model.peft_config["default"].base_model_name_or_path or "") / "vrft_family.json"
+    if marker.is_file():
+        shutil.copy(marker, out / marker.name)
+    return out

@@ -1,0 +1,141 @@
+"""Runs in storage: create, read, cancel; metric points upserted by (run, step, name)."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import delete, select
+
+from backend.datasets.catalog import get_dataset
+from backend.models import resolve_model
+from backend.rewards import REWARDS
+from backend.settings import TrainSettings
+from backend.tasks import get_task
+from storage import Store
+from storage.models import Checkpoint, Evaluation, MetricPoint, Rollout, Run
+
+STATUSES = ("queued", "running", "completed", "failed", "cancelled")
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def create_run(store: Store, dataset: str, model: str, settings: TrainSettings) -> int:
+    """Validate everything a person chose, then write one queued run."""
+    info = get_dataset(store, dataset, with_samples=False)
+    _, family = resolve_model(model)
+    task = get_task(info["task"])
+    if not settings.rewards:
+        settings.rewards = list(task.default_rewards)
+        settings.reward_weights = list(task.default_rewards.values())
+    unknown = [r for r in settings.rewards if r not in REWARDS]
+    if unknown:
+        raise ValueError(f"unknown reward '{unknown[0]}' (known: {', '.join(REWARDS)})")
+    if not settings.reward_weights:
+        settings.reward_weights = [1.0] * len(settings.rewards)
+    if len(settings.reward_weights) != len(settings.rewards):
+        raise ValueError(f"{len(settings.rewards)} rewards but {len(settings.reward_weights)} weights")
+    if settings.max_steps < 1 or settings.num_generations < 2:
+        raise ValueError("max steps must be at least 1 and the number of generations at least 2")
+    if info["counts"]["train"] == 0:
+        raise ValueError(f"dataset '{dataset}' has no training images")
+    with store.write() as s:
+        run = Run(dataset_id=info["id"], model=model, family=family.name, task=info["task"],
+                  settings=settings.to_dict(), max_steps=settings.max_steps)
+        s.add(run)
+        s.flush()
+        run.folder = f"runs/{run.id}"
+        return run.id
+
+
+def get_run(store: Store, run_id: int) -> Run:
+    with store.read() as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            raise ValueError(f"there is no run {run_id}")
+        return run
+
+
+def dataset_name(store: Store, run: Run) -> str:
+    from storage.models import Dataset
+    with store.read() as s:
+        ds = s.get(Dataset, run.dataset_id) if run.dataset_id else None
+    if ds is None:
+        raise ValueError(f"the dataset of run {run.id} was deleted")
+    return ds.name
+
+
+def metrics(store: Store, run_id: int) -> dict[str, list[list[float]]]:
+    with store.read() as s:
+        rows = s.execute(select(MetricPoint.name, MetricPoint.step, MetricPoint.value)
+                         .where(MetricPoint.run_id == run_id).order_by(MetricPoint.name, MetricPoint.step)).all()
+    out: dict[str, list[list[float]]] = {}
+    for name, step, value in rows:
+        out.setdefault(name, []).append([step, value])
+    return out
+
+
+def evaluations(store: Store, run_id: int) -> dict:
+    with store.read() as s:
+        return {e.phase: e.metrics for e in s.scalars(select(Evaluation).where(Evaluation.run_id == run_id))}
+
+
+def run_json(store: Store, run_id: int, with_metrics: bool = True) -> dict:
+    run = get_run(store, run_id)
+    out = {"id": run.id, "status": run.status, "model": run.model, "family": run.family, "task": run.task,
+           "dataset_id": run.dataset_id, "step": run.step, "max_steps": run.max_steps, "attempts": run.attempts,
+           "settings": run.settings, "error": run.error, "created_at": run.created_at.isoformat(),
+           "started_at": run.started_at.isoformat() if run.started_at else None,
+           "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+           "cancel_requested": run.cancel_requested}
+    if with_metrics:
+        out["metrics"] = metrics(store, run_id)
+        out["evaluation"] = evaluations(store, run_id)
+    return out
+
+
+def list_runs(store: Store) -> list[dict]:
+    with store.read() as s:
+        ids = list(s.scalars(select(Run.id).order_by(Run.id.desc())))
+    return [run_json(store, i, with_metrics=False) for i in ids]
+
+
+def cancel_run(store: Store, run_id: int) -> str:
+    """Queued runs are cancelled at once; running ones get a flag the training callback reads."""
+    with store.write() as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            raise ValueError(f"there is no run {run_id}")
+        if run.status == "queued":
+            run.status, run.finished_at = "cancelled", now()
+        elif run.status == "running":
+            run.cancel_requested = True
+        return run.status
+
+
+def upsert_metrics(store: Store, run_id: int, step: int, values: dict[str, float]) -> None:
+    """One point per (run, step, name): a resumed run overwrites, never duplicates."""
+    with store.write() as s:
+        s.execute(delete(MetricPoint).where(MetricPoint.run_id == run_id, MetricPoint.step == step,
+                                            MetricPoint.name.in_(list(values))))
+        s.add_all([MetricPoint(run_id=run_id, step=step, name=k, value=float(v)) for k, v in values.items()])
+
+
+def latest_checkpoint(store: Store, data_dir: Path, run_id: int) -> Checkpoint | None:
+    """The newest checkpoint recorded complete whose folder still holds its trainer state."""
+    with store.read() as s:
+        rows = s.scalars(select(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.complete.is_(True))
+                         .order_by(Checkpoint.step.desc())).all()
+    for ck in rows:
+        if (Path(data_dir) / ck.path / "trainer_state.json").is_file():
+            return ck
+    return None
+
+
+def rollouts(store: Store, run_id: int, step: int | None = None) -> list[Rollout]:
+    with store.read() as s:
+        q = select(Rollout).where(Rollout.run_id == run_id)
+        if step is not None:
+            q = q.where(Rollout.step == step)
+        return list(s.scalars(q.order_by(Rollout.step, Rollout.id)))

@@ -1,0 +1,237 @@
+"""One training job: TRL GRPOTrainer on a dataset's train split, with metrics, rollouts and
+checkpoints written to storage, and held-out evaluation before and after.
+
+Runs in its own process (started by the worker): `python -m backend.training --data-dir D --run ID`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from backend.datasets.catalog import get_dataset
+from backend.rewards import REWARDS, read_solution
+from backend.runs import dataset_name, get_run, latest_checkpoint, now, upsert_metrics
+from backend.settings import TrainSettings
+from backend.tasks import TaskSettings, get_task
+from backend.workspace import Workspace, open_workspace
+from storage.models import Checkpoint, Evaluation, Rollout, Run
+
+EXIT_FAILED = 3
+"""Exit status of a job that failed with a stored error sentence (the worker must not retry it)."""
+
+
+def task_settings(settings: TrainSettings) -> TaskSettings:
+    return TaskSettings(negative_share=settings.negative_share, classes_in_prompt=settings.classes_in_prompt)
+
+
+def train_rows(dataset: dict, data_dir: Path, family: str, settings: TrainSettings) -> list[dict]:
+    """GRPO rows: chat prompt, image path, solution JSON, and where each came from."""
+    rng = random.Random(settings.seed)
+    task = get_task(dataset["task"])
+    rows = []
+    for s in dataset["samples"]:
+        if s["split"] != "train":
+            continue
+        for e in task.build_examples(s, dataset["classes"], family, task_settings(settings), rng,
+                                     synonyms=dataset.get("synonyms", {})):
+            rows.append({"prompt": [{"role": "user", "content": e.prompt}],
+                         "image": str(Path(data_dir) / dataset["folder"] / "images" / s["file"]),
+                         "solution": json.dumps(e.solution), "sample_id": s["id"], "prompt_text": e.prompt,
+                         "image_rel": f"{dataset['folder']}/images/{s['file']}"})
+    return rows
+
+
+class RolloutRecorder:
+    """Wraps the reward functions so the callback can store what was sampled and how it scored."""
+
+    def __init__(self, names: list[str]):
+        self.names = names
+        self.batch: dict = {}
+
+    def wrap(self, name: str):
+        fn = REWARDS[name]
+
+        def reward(completions, **kwargs):
+            values = fn(completions, **kwargs)
+            self.batch.setdefault("rewards", {})[name] = values
+            self.batch.update(completions=completions, kwargs=kwargs)
+            return values
+        reward.__name__ = name
+        return reward
+
+    def take(self, n: int) -> list[dict]:
+        from backend.parsing import completion_text
+        from backend.playground import parsed_view
+        b, self.batch = self.batch, {}
+        if not b.get("completions"):
+            return []
+        kw = b["kwargs"]
+        out = []
+        step = max(1, len(b["completions"]) // n)
+        for i in range(0, len(b["completions"]), step)[:n]:
+            text = completion_text(b["completions"][i])
+            sol = read_solution(kw["solution"][i])
+            task = "detection" if "boxes" in sol else "classification" if "label" in sol else "grounding"
+            out.append({"sample_id": kw["sample_id"][i], "image": kw["image_rel"][i], "prompt": kw["prompt_text"][i],
+                        "completion": text, "parsed": parsed_view(task, text, sol),
+                        "rewards": {k: v[i] for k, v in b["rewards"].items()}})
+        return out
+
+
+def make_callback(ws: Workspace, run_id: int, settings: TrainSettings, recorder: RolloutRecorder, output_dir: Path):
+    from transformers import TrainerCallback
+
+    class StudioCallback(TrainerCallback):
+        """Metrics, rollouts, checkpoints and progress to storage; cancel at the next step."""
+
+        def __init__(self):
+            self.step_started = time.time()
+
+        def on_step_begin(self, args, state, control, **kw):
+            self.step_started = time.time()
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not logs or state.global_step < 1:
+                return
+            values = {k: v for k, v in logs.items() if isinstance(v, (int, float)) and not k.startswith(("total_flos", "train_"))}
+            values["step_time"] = time.time() - self.step_started
+            upsert_metrics(ws.store, run_id, state.global_step, values)
+
+        def on_step_end(self, args, state, control, **kw):
+            step = state.global_step
+            if step % settings.rollout_steps == 0 or step == 1:
+                rows = recorder.take(settings.rollouts_per_save)
+                if rows:
+                    with ws.store.write() as s:
+                        s.add_all([Rollout(run_id=run_id, step=step, **r) for r in rows])
+            with ws.store.write() as s:
+                run = s.get(Run, run_id)
+                run.step = step
+                cancel = run.cancel_requested
+            if cancel:
+                control.should_training_stop = True
+                control.should_save = True
+
+        def on_save(self, args, state, control, **kw):
+            # Called after the checkpoint folder is fully written: only now is it "complete".
+            path = output_dir / f"checkpoint-{state.global_step}"
+            rel = path.relative_to(ws.data_dir).as_posix()
+            with ws.store.write() as s:
+                ck = s.query(Checkpoint).filter_by(run_id=run_id, step=state.global_step).one_or_none()
+                if ck is None:
+                    s.add(Checkpoint(run_id=run_id, step=state.global_step, path=rel, complete=True))
+                else:
+                    ck.path, ck.complete = rel, True
+
+    return StudioCallback()
+
+
+def store_evaluation(ws: Workspace, run_id: int, phase: str, result: dict) -> None:
+    with ws.store.write() as s:
+        ev = s.query(Evaluation).filter_by(run_id=run_id, phase=phase).one_or_none()
+        if ev is None:
+            s.add(Evaluation(run_id=run_id, phase=phase, metrics=result))
+        else:
+            ev.metrics = result
+
+
+def run_job(ws: Workspace, run_id: int) -> str:
+    """Train run `run_id` to the end (or to a cancel); returns the final status."""
+    import torch
+    from datasets import Dataset, Image as ImageFeature
+    from trl import GRPOConfig, GRPOTrainer
+
+    from backend import heldout
+    from backend.models import load, lora_config
+
+    run = get_run(ws.store, run_id)
+    settings = TrainSettings.from_dict(run.settings)
+    dataset = get_dataset(ws.store, dataset_name(ws.store, run))
+    run_dir = ws.data_dir / run.folder
+    output_dir = run_dir / "checkpoints"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(settings.seed)
+
+    loaded = load(run.model, qlora=settings.qlora, for_training=True)
+    val = [s for s in dataset["samples"] if s["split"] == "val"]
+    tsettings = task_settings(settings)
+    with ws.store.read() as s:
+        have_before = s.query(Evaluation).filter_by(run_id=run_id, phase="before").one_or_none() is not None
+    if val and not have_before:
+        print(f"evaluating the base model on {len(val)} held-out images", flush=True)
+        store_evaluation(ws, run_id, "before", heldout.evaluate(
+            loaded, ws.data_dir, dataset, val, tsettings, settings.max_completion_length, settings.eval_max_examples))
+
+    rows = train_rows(dataset, ws.data_dir, loaded.family.name, settings)
+    train_ds = Dataset.from_list(rows).cast_column("image", ImageFeature())
+    recorder = RolloutRecorder(settings.rewards)
+    cuda = loaded.device == "cuda"
+    config = GRPOConfig(
+        output_dir=str(output_dir), max_steps=settings.max_steps, learning_rate=settings.learning_rate,
+        num_generations=settings.num_generations, per_device_train_batch_size=settings.prompts_per_step * settings.num_generations,
+        gradient_accumulation_steps=1, beta=settings.beta, temperature=settings.temperature,
+        max_completion_length=settings.max_completion_length, reward_weights=settings.reward_weights,
+        seed=settings.seed, save_steps=settings.save_steps, save_strategy="steps", logging_steps=1, report_to=[],
+        use_cpu=not cuda, bf16=cuda, gradient_checkpointing=cuda, lr_scheduler_type="constant",
+        remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True, save_only_model=False,
+        log_completions=False)
+    trainer = GRPOTrainer(
+        model=loaded.model, processing_class=loaded.processor, args=config, train_dataset=train_ds,
+        reward_funcs=[recorder.wrap(n) for n in settings.rewards], peft_config=lora_config(
+            loaded.family, settings.lora_rank, settings.lora_alpha),
+        callbacks=[make_callback(ws, run_id, settings, recorder, output_dir)])
+    ck = latest_checkpoint(ws.store, ws.data_dir, run_id)
+    resume = str(ws.data_dir / ck.path) if ck else None
+    print(f"training {run.model} ({loaded.family.name}, {'QLoRA 4-bit' if loaded.quantized else 'LoRA'} on "
+          f"{loaded.device}) for {settings.max_steps} steps" + (f", resuming from step {ck.step}" if ck else ""),
+          flush=True)
+    trainer.train(resume_from_checkpoint=resume)
+
+    cancelled = get_run(ws.store, run_id).cancel_requested
+    adapter_dir = run_dir / "adapter"
+    trainer.model.save_pretrained(str(adapter_dir))
+    loaded.processor.save_pretrained(str(adapter_dir))
+    if not cancelled and val:
+        trainer.model.eval()
+        loaded.model = trainer.model
+        store_evaluation(ws, run_id, "after", heldout.evaluate(
+            loaded, ws.data_dir, dataset, val, tsettings, settings.max_completion_length, settings.eval_max_examples))
+    return "cancelled" if cancelled else "completed"
+
+
+def finish(ws: Workspace, run_id: int, status: str, error: str | None = None) -> None:
+    with ws.store.write() as s:
+        run = s.get(Run, run_id)
+        run.status, run.finished_at, run.error = status, now(), error
+        run.lease_owner = run.lease_expires_at = None
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Run one training job (the worker starts this).")
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--run", type=int, required=True)
+    args = p.parse_args(argv)
+    ws = open_workspace(Path(args.data_dir))
+    try:
+        status = run_job(ws, args.run)
+    except ValueError as e:  # a sentence a person can act on
+        print(f"error: {e}", flush=True)
+        finish(ws, args.run, "failed", str(e))
+        return EXIT_FAILED
+    except Exception as e:  # noqa: BLE001 - stored for the person, with the log for detail
+        traceback.print_exc()
+        line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        finish(ws, args.run, "failed", f"training failed: {line} (see the log)")
+        return EXIT_FAILED
+    finish(ws, args.run, status)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
