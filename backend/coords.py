@@ -29,7 +29,8 @@ class Convention:
 # One entry per model family; the family registry in the training code points here.
 CONVENTIONS: dict[str, Convention] = {
     "qwen2_vl": Convention("normalized", scale=1000),
-    "qwen2_5_vl": Convention("resized_pixels", factor=28, min_pixels=3136, max_pixels=12845056),
+    # min/max pixels must equal what the processor is loaded with (backend/families.py).
+    "qwen2_5_vl": Convention("resized_pixels", factor=28, min_pixels=3136, max_pixels=401408),
     "qwen3_vl": Convention("normalized", scale=1000),
     # The demo model is tiny: a 0-100 grid keeps answers short and is plenty for its images.
     "demo": Convention("normalized", scale=100),

@@ -95,6 +95,40 @@ def run_json(store: Store, run_id: int, with_metrics: bool = True) -> dict:
     return out
 
 
+def eta_seconds(run: dict, step_times: list[list[float]]) -> float | None:
+    """Remaining steps x the mean of the last ten step times."""
+    if run["status"] != "running" or not step_times:
+        return None
+    recent = [v for _, v in step_times[-10:]]
+    return max(0, run["max_steps"] - run["step"]) * sum(recent) / len(recent)
+
+
+def delete_run(store: Store, data_dir: Path, run_id: int) -> None:
+    """A finished run's rows and folder; a running one must be cancelled first."""
+    import shutil
+    with store.write() as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            raise ValueError(f"there is no run {run_id}")
+        if run.status in ("queued", "running"):
+            raise ValueError(f"run {run_id} is {run.status}: cancel it first")
+        folder = run.folder
+        s.delete(run)
+    if folder:
+        shutil.rmtree(Path(data_dir) / folder, ignore_errors=True)
+
+
+def resume_run(store: Store, run_id: int) -> None:
+    """Queue a cancelled or failed run again; it continues from its last checkpoint."""
+    with store.write() as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            raise ValueError(f"there is no run {run_id}")
+        if run.status not in ("cancelled", "failed"):
+            raise ValueError(f"run {run_id} is {run.status}; only cancelled or failed runs resume")
+        run.status, run.cancel_requested, run.error, run.finished_at, run.attempts = "queued", False, None, None, 0
+
+
 def list_runs(store: Store) -> list[dict]:
     with store.read() as s:
         ids = list(s.scalars(select(Run.id).order_by(Run.id.desc())))

@@ -104,6 +104,7 @@ def run_one(ws: Workspace, run_id: int, owner: str, lease_seconds: int, poll: fl
                                  "--run", str(run_id)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"})
+        (run_dir / "job.pid").write_text(str(proc.pid))
         cancel_seen = None
         last_beat = 0.0
         while proc.poll() is None:

@@ -59,6 +59,23 @@ def running_app(data_dir: Path, *extra: str, port: int | None = None, env: dict 
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+        stop_worker(data_dir)
+
+
+def stop_worker(data_dir: Path) -> None:
+    """The page's worker outlives the page by design; a test stops it (and any job) itself."""
+    from backend.background import worker_pid
+    pid = worker_pid(data_dir)
+    if pid:
+        try:
+            os.killpg(pid, 9)
+        except ProcessLookupError:
+            pass
+    for job in data_dir.glob("runs/*/job.pid"):
+        try:
+            os.killpg(int(job.read_text()), 9)
+        except (ProcessLookupError, ValueError):
+            pass
 
 
 @contextmanager

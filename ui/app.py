@@ -4,18 +4,34 @@ from __future__ import annotations
 import gradio as gr
 
 from backend.workspace import Workspace
+from ui.api import register_api
 from ui.data_tab import create_data_tab
 from ui.playground_tab import create_playground_tab
+from ui.runs_tab import create_runs_tab
+from ui.test_tab import create_test_tab
+from ui.train_tab import create_train_tab
 
 
-def build_app(ws: Workspace) -> gr.Blocks:
+def build_app(ws: Workspace, demo=None) -> gr.Blocks:
     with gr.Blocks(title="Visual-RFT Studio") as app:
         gr.Markdown("## Visual-RFT Studio\nReinforcement fine-tuning of vision-language models with verifiable "
                     "rewards, on a hundred images.")
-        with gr.Tabs():
+        banner = gr.Markdown(elem_id="demo-banner")
+        if demo is not None:
+            timer = gr.Timer(1.0)
+            timer.tick(lambda: (demo.message(), gr.Timer(active=demo.state == "preparing")), None, [banner, timer],
+                       api_visibility="private")
+        with gr.Tabs(selected="train") as tabs:
             data = create_data_tab(ws)
+            train = create_train_tab(ws, on_launched=lambda run_id: (
+                (gr.Tabs(selected="runs"), gr.update(value=run_id)) if run_id else (gr.update(), gr.update())))
+            runs = create_runs_tab(ws)
+            test = create_test_tab(ws)
             create_playground_tab()
-        # The page re-reads storage on load: a reload shows what another process changed.
-        for fn, inputs, outputs in (data["load"],):
+        button, fn, inputs, message = train["launch"]
+        button.click(fn, inputs, [message, tabs, runs["picker"]], api_visibility="private")
+        register_api(ws)
+        # The page holds no state: every load reads datasets and runs back from storage.
+        for fn, inputs, outputs in (data["load"], train["load"], test["load"], runs["live"]):
             app.load(fn, inputs, outputs, api_visibility="private")
     return app

@@ -23,10 +23,15 @@ def serve(data_dir: Path, host: str = "127.0.0.1", port: int = 7860, auth: str |
           share: bool = False) -> int:
     from ui.app import build_app
 
+    from backend.background import DemoSetup, ensure_worker
+
     credentials = parse_auth(auth or os.environ.get("VRFT_AUTH"))
     ws = open_workspace(data_dir)
-    app = build_app(ws)
-    print(f"Visual-RFT Studio: http://{host}:{port} (data in {ws.data_dir.resolve()})", flush=True)
+    demo = DemoSetup(ws)
+    worker = ensure_worker(ws.data_dir)
+    app = build_app(ws, demo)
+    print(f"Visual-RFT Studio: http://{host}:{port} (data in {ws.data_dir.resolve()}, worker pid {worker})",
+          flush=True)
     app.queue(default_concurrency_limit=4).launch(
         server_name=host, server_port=port, auth=credentials, share=share, max_file_size=MAX_UPLOAD,
         footer_links=["api"], show_error=False, quiet=True, ssr_mode=False)

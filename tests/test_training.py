@@ -1,0 +1,138 @@
+"""The training engine on CPU: the demo's whole path, other families' code paths, kill-and-resume, cancel."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from backend.demo.dataset import ensure_demo_dataset
+from backend.runs import create_run, metrics, rollouts, run_json
+from backend.settings import preset
+from tests.conftest import ROOT, run_cli
+
+
+def test_demo_whole_path_through_the_cli(tmp_path):
+    data = tmp_path / "data"
+    demo = json.loads(run_cli("demo", "--json", data_dir=data).stdout)
+    assert demo == {"model": "demo", "dataset": "demo-shapes"}
+    assert json.loads(run_cli("demo", "--json", data_dir=data).stdout) == demo  # idempotent
+
+    run_id = json.loads(run_cli("runs", "create", "--dataset", "demo-shapes", "--model", "demo", "--max-steps", "20",
+                                "--json", data_dir=data).stdout)["id"]
+    run_cli("worker", "--once", data_dir=data)
+
+    run = json.loads(run_cli("runs", "show", str(run_id), "--json", data_dir=data).stdout)
+    assert run["status"] == "completed", run["error"]
+    steps = lambda name: [p[0] for p in run["metrics"][name]]  # noqa: E731
+    assert steps("reward") == list(range(1, 21))
+    for name in ("detection_iou", "detection_confidence", "format"):
+        assert steps(f"rewards/{name}/mean") == list(range(1, 21))
+    assert {"completions/mean_length", "loss", "step_time", "entropy"} <= set(run["metrics"])
+    assert set(run["evaluation"]) == {"before", "after"}
+    assert run["evaluation"]["before"]["format_rate"] > 0.5  # the warm start answers in the format
+
+    from backend.workspace import open_workspace
+    ws = open_workspace(data)
+    stored = rollouts(ws.store, run_id)
+    assert stored and all(r.completion and r.prompt and r.rewards for r in stored)
+    assert any(r.parsed.get("boxes") for r in stored)
+
+    image = next((data / "datasets").glob("demo-shapes-*/images/shapes_000.png"))
+    pred = json.loads(run_cli("predict", "--run", str(run_id), str(image), "--category", "red circle", "--json",
+                              data_dir=data).stdout)
+    assert pred["family"] == "demo" and "think" in pred
+    assert isinstance(pred["boxes"], list)
+
+
+@pytest.mark.parametrize("arch", ["qwen2_vl", "qwen2_5_vl"])
+def test_other_families_run_grpo_steps(tmp_path, arch):
+    """Tiny local models of each family (random weights): the job runs, with that family's coordinates."""
+    from backend import training
+    from backend.demo.builder import build_tiny
+    from backend.workspace import open_workspace
+
+    model_dir = tmp_path / arch
+    build_tiny(arch, model_dir)
+    ws = open_workspace(tmp_path / "data")
+    ensure_demo_dataset(ws.store, ws.data_dir, n=10)
+    settings = preset("CPU demo", max_steps=2, num_generations=2, save_steps=2)
+    settings.prompts_per_step, settings.eval_max_examples, settings.max_completion_length = 1, 4, 16
+    run_id = create_run(ws.store, "demo-shapes", str(model_dir), settings)
+    assert training.main(["--data-dir", str(ws.data_dir), "--run", str(run_id)]) == 0
+    run = run_json(ws.store, run_id)
+    assert run["status"] == "completed" and run["family"] == arch
+    assert [p[0] for p in run["metrics"]["reward"]] == [1, 2]
+
+    from backend.datasets import get_dataset
+    rows = training.train_rows(get_dataset(ws.store, "demo-shapes"), ws.data_dir, arch, settings)
+    sol = json.loads(rows[0]["solution"])
+    assert sol["family"] == arch and sol["image_size"] == [128, 128]
+    if arch == "qwen2_5_vl":  # absolute pixels of the 140x140 resized input
+        assert "pixel coordinates of the 140x140 image" in rows[0]["prompt_text"]
+    else:
+        assert "between 0 and 1000" in rows[0]["prompt_text"]
+
+
+def _start_worker(data: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--data-dir", str(data), "worker", "--once",
+                             "--lease-seconds", "10"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_killed_job_resumes_from_its_last_checkpoint(tmp_path):
+    from backend.runs import latest_checkpoint
+    from backend.workspace import open_workspace
+    ws = open_workspace(tmp_path / "data")
+    ensure_demo_dataset(ws.store, ws.data_dir, n=20)
+    settings = preset("CPU demo", max_steps=8, save_steps=2, num_generations=4)
+    settings.eval_max_examples = 12
+    run_id = create_run(ws.store, "demo-shapes", "demo", settings)
+    worker = _start_worker(ws.data_dir)
+    ck = _wait(lambda: latest_checkpoint(ws.store, ws.data_dir, run_id), 300, "a first checkpoint")
+    _wait(lambda: run_json(ws.store, run_id, False)["step"] > ck.step, 120, "a step past the checkpoint")
+    job_pid = int((ws.data_dir / f"runs/{run_id}/job.pid").read_text())
+    os.kill(job_pid, signal.SIGKILL)
+    out, _ = worker.communicate(timeout=600)
+    run = run_json(ws.store, run_id)
+    assert run["status"] == "completed", (run["error"], out[-3000:])
+    assert run["attempts"] == 2
+    for name in ("reward", "rewards/format/mean"):
+        assert [p[0] for p in run["metrics"][name]] == list(range(1, 9))  # every step exactly once
+    log = (ws.data_dir / f"runs/{run_id}/train.log").read_text()
+    assert f"resuming from step {ck.step}" in log or "resuming from step" in log
+
+
+def test_cancel_stops_within_a_few_steps_with_a_checkpoint(tmp_path):
+    from backend.runs import cancel_run, latest_checkpoint
+    from backend.workspace import open_workspace
+    ws = open_workspace(tmp_path / "data")
+    ensure_demo_dataset(ws.store, ws.data_dir, n=20)
+    settings = preset("CPU demo", max_steps=200, save_steps=100, num_generations=4)
+    settings.eval_max_examples = 12
+    run_id = create_run(ws.store, "demo-shapes", "demo", settings)
+    worker = _start_worker(ws.data_dir)
+    _wait(lambda: run_json(ws.store, run_id, False)["step"] >= 2, 300, "two steps")
+    assert cancel_run(ws.store, run_id) == "running"
+    asked_at = run_json(ws.store, run_id, False)["step"]
+    worker.communicate(timeout=300)
+    run = run_json(ws.store, run_id)
+    assert run["status"] == "cancelled"
+    assert run["step"] <= asked_at + 2
+    ck = latest_checkpoint(ws.store, ws.data_dir, run_id)
+    assert ck is not None and ck.step == run["step"]
+    assert (ws.data_dir / f"runs/{run_id}/adapter/adapter_config.json").is_file()

@@ -1,0 +1,41 @@
+"""Named API endpoints without a page of their own, so gradio_client can do what the page does."""
+from __future__ import annotations
+
+import gradio as gr
+
+from backend.runs import cancel_run as cancel
+from backend.runs import create_run as create
+from backend.runs import run_json
+from backend.settings import preset
+from backend.workspace import Workspace
+
+
+def register_api(ws: Workspace) -> None:
+    def create_run(dataset: str, model: str = "demo", preset_name: str = "CPU demo", max_steps: int = 0,
+                   rewards: str = "") -> dict:
+        """Queue a GRPO run; rewards as 'name=weight, ...' (empty: the task's defaults). Returns {"id": ...}."""
+        from ui.train_tab import parse_weights
+        try:
+            settings = preset(preset_name, max_steps=max_steps or None)
+            if rewards.strip():
+                settings.rewards, settings.reward_weights = parse_weights(rewards)
+            return {"id": create(ws.store, dataset, model, settings)}
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
+
+    def run_status(run_id: int) -> dict:
+        """Status, step, metrics {name: [[step, value], ...]}, evaluation {before, after} and error of a run."""
+        try:
+            return run_json(ws.store, int(run_id))
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
+
+    def cancel_run(run_id: int) -> str:
+        """Stop a run at its next step (a queued run is cancelled at once). Returns its status."""
+        try:
+            return cancel(ws.store, int(run_id))
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
+
+    for fn in (create_run, run_status, cancel_run):
+        gr.api(fn, api_name=fn.__name__)

@@ -1,0 +1,87 @@
+"""The Test tab: a tuned run (or a base model) on new images, side by side with its base model."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from backend.families import KNOWN_MODELS
+from backend.runs import get_run, list_runs
+from backend.workspace import Workspace
+from ui.draw import PREDICTION, draw_boxes
+
+BASE = "base model only"
+
+
+def _label(r: dict) -> str:
+    return f"run {r['id']} · {r['model']} · {r['task']} · {r['status']}"
+
+
+def run_choices(ws: Workspace) -> list[tuple[str, str]]:
+    return [(_label(r), str(r["id"])) for r in list_runs(ws.store) if r["status"] in ("completed", "cancelled",
+                                                                                      "running")]
+
+
+def predict_images(ws: Workspace, run: str | None, model: str | None, paths: list[str] | None, category: str,
+                   question: str, compare: bool) -> tuple[list, str]:
+    """Gallery items (tuned, then base when comparing) and the reasoning text."""
+    from backend.predict import predict
+    if not paths:
+        raise ValueError("upload at least one image")
+    if not (category or "").strip() and not (question or "").strip():
+        raise ValueError("give a category to detect or a question")
+    ask = {"category": category.strip() or None, "question": None if category.strip() else question.strip()}
+    sources: list[tuple[str, dict]] = []
+    if run and run != BASE:
+        sources.append((f"run {run}", {"run_id": int(run)}))
+        if compare:
+            sources.append(("base", {"model": get_run(ws.store, int(run)).model}))
+    else:
+        if not (model or "").strip():
+            raise ValueError("choose a run or a base model")
+        sources.append(("base", {"model": model.strip()}))
+    items, texts = [], []
+    for path in paths:
+        for name, src in sources:
+            result = predict(ws, Path(path), **src, **ask)
+            items.append((draw_boxes(path, [(result.get("boxes", []), PREDICTION)]),
+                          f"{Path(path).name} · {name} · {len(result.get('boxes', []))} boxes"))
+            texts.append(f"**{Path(path).name} · {name}**\n\n> {result['think'] or '(no reasoning)'}\n\n"
+                         f"answer: `{result['answer']}`")
+    return items, "\n\n".join(texts)
+
+
+def create_test_tab(ws: Workspace) -> dict:
+    with gr.Tab("Test", id="test"):
+        with gr.Row():
+            with gr.Column():
+                run = gr.Dropdown([], label="Tuned run", elem_id="test-run")
+                model = gr.Dropdown(["demo", *KNOWN_MODELS], value="demo", allow_custom_value=True,
+                                    label="…or a base model (when no run is chosen)")
+                images = gr.File(file_count="multiple", file_types=["image"], label="New images",
+                                 elem_id="test-images")
+                category = gr.Textbox(label="Category to detect", placeholder="red circle")
+                question = gr.Textbox(label="…or a question / description")
+                compare = gr.Checkbox(True, label="Side by side with the base model")
+                go = gr.Button("Predict", variant="primary", elem_id="predict")
+            with gr.Column():
+                message = gr.Markdown()
+                gallery = gr.Gallery(label="Predicted boxes (red)", columns=2, height=480, object_fit="contain",
+                                     elem_id="test-gallery")
+                reasoning = gr.Markdown(elem_id="test-reasoning")
+
+    def on_predict(r, m, paths, c, q, cmp):
+        try:
+            items, text = predict_images(ws, r, m, paths, c or "", q or "", cmp)
+        except ValueError as e:
+            return f"⚠ {e}", [], ""
+        return "", items, text
+
+    go.click(on_predict, [run, model, images, category, question, compare], [message, gallery, reasoning],
+             api_name="predict")
+
+    def on_load():
+        choices = [(BASE, BASE)] + run_choices(ws)
+        return gr.update(choices=choices, value=choices[1][1] if len(choices) > 1 else BASE)
+
+    return {"load": (on_load, [], [run])}
