@@ -30,13 +30,27 @@ LOG_TAIL_CHARS = 4000
 
 
 def requeue_expired(ws: Workspace) -> list[int]:
-    """Runs marked running whose lease ran out (their worker died): back to the queue."""
+    """Runs marked running whose lease ran out (their worker died): back to the queue.
+
+    A job its dead worker left running on this machine is stopped first, so that a run never has
+    two jobs writing its checkpoints.
+    """
     with ws.store.write() as s:
         runs = s.scalars(select(Run).where(Run.status == "running", or_(Run.lease_expires_at.is_(None),
                                                                         Run.lease_expires_at < now()))).all()
         for run in runs:
+            if run.folder:
+                stop_orphan_job(ws.data_dir / run.folder)
             _requeue_or_fail(run, "its worker stopped")
         return [r.id for r in runs]
+
+
+def stop_orphan_job(run_dir: Path) -> None:
+    try:
+        pid = int((run_dir / "job.pid").read_text())
+        os.killpg(pid, signal.SIGKILL)
+    except (OSError, ValueError):
+        pass
 
 
 def _requeue_or_fail(run: Run, why: str) -> None:

@@ -49,6 +49,51 @@ def test_demo_whole_path_through_the_cli(tmp_path):
     assert pred["family"] == "demo" and "think" in pred
     assert isinstance(pred["boxes"], list)
 
+    run_cli("export", "--run", str(run_id), "--out", str(tmp_path / "adapter"), data_dir=data)
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+    run_cli("export", "--run", str(run_id), "--out", str(tmp_path / "merged"), "--merged", data_dir=data)
+    merged = tmp_path / "merged"
+    assert (merged / "config.json").is_file() and not (merged / "adapter_config.json").exists()
+    from backend.models import load
+    assert load(str(merged)).family.name == "demo"  # a plain model of the demo family, loadable as such
+
+
+def test_unreachable_model_fails_the_run_with_one_sentence(tmp_path):
+    data = tmp_path / "data"
+    run_cli("demo", data_dir=data)
+    bad = run_cli("runs", "create", "--dataset", "demo-shapes", "--model", "nobody/nothing-here", data_dir=data,
+                  check=False)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: could not load 'nobody/nothing-here'")
+    run_id = json.loads(run_cli("runs", "create", "--dataset", "demo-shapes", "--model", "Qwen/Qwen2-VL-2B-Instruct",
+                                "--json", data_dir=data).stdout)["id"]
+    os.environ["HF_HUB_OFFLINE"] = "1"  # no hub here: fail fast instead of waiting on the network
+    try:
+        run_cli("worker", "--once", data_dir=data)
+    finally:
+        os.environ.pop("HF_HUB_OFFLINE")
+    run = json.loads(run_cli("runs", "show", str(run_id), "--json", data_dir=data).stdout)
+    assert run["status"] == "failed"
+    assert run["error"].startswith("could not load 'Qwen/Qwen2-VL-2B-Instruct': ")
+    assert "\n" not in run["error"] and "Traceback" not in run["error"]
+
+
+def test_qlora_path_loads_4bit_on_cpu(tmp_path):
+    """bitsandbytes' NF4 runs on a CPU too: the QLoRA code path trains a step here."""
+    from backend import training
+    from backend.demo.builder import build_tiny
+    from backend.workspace import open_workspace
+
+    build_tiny("qwen2_vl", tmp_path / "tiny")
+    ws = open_workspace(tmp_path / "data")
+    ensure_demo_dataset(ws.store, ws.data_dir, n=10)
+    settings = preset("CPU demo", max_steps=1, num_generations=2, save_steps=1)
+    settings.prompts_per_step, settings.eval_max_examples, settings.max_completion_length = 1, 2, 8
+    settings.qlora = True
+    run_id = create_run(ws.store, "demo-shapes", str(tmp_path / "tiny"), settings)
+    assert training.main(["--data-dir", str(ws.data_dir), "--run", str(run_id)]) == 0
+    log = run_json(ws.store, run_id)
+    assert log["status"] == "completed" and [p[0] for p in log["metrics"]["reward"]] == [1]
+
 
 @pytest.mark.parametrize("arch", ["qwen2_vl", "qwen2_5_vl"])
 def test_other_families_run_grpo_steps(tmp_path, arch):

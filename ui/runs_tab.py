@@ -31,9 +31,11 @@ def runs_table(ws: Workspace) -> list[list]:
 
 def progress_html(run: dict, eta: float | None) -> str:
     pct = 100 * run["step"] / max(1, run["max_steps"])
+    reward = run["metrics"].get("reward", [])
+    latest = f" · reward {reward[-1][1]:.3f} at step {reward[-1][0]} ({len(reward)} points)" if reward else ""
     colour = {"failed": "#ef4444", "cancelled": "#9ca3af", "completed": "#22c55e"}.get(run["status"], "#f97316")
     return (f"<div id='run-progress'><b>Run {run['id']}</b> · {run['status']} · step {run['step']}/{run['max_steps']}"
-            f" · ETA {_duration(eta)}<div style='background:#e5e7eb;border-radius:6px;height:12px;margin-top:6px'>"
+            f" · ETA {_duration(eta)}{latest}<div style='background:#e5e7eb;border-radius:6px;height:12px;margin-top:6px'>"
             f"<div style='width:{pct:.1f}%;background:{colour};height:12px;border-radius:6px'></div></div></div>")
 
 

@@ -1,0 +1,86 @@
+"""The whole walk in a real browser: upload, train the demo, watch it live, reload mid-run, test the model."""
+from __future__ import annotations
+
+import json
+import re
+import time
+
+from tests import builders
+from tests.browser import ARTIFACTS, browser_page, need_chromium, running_app, screenshot
+
+
+def _reward_points(page) -> int:
+    m = re.search(r"\((\d+) points\)", page.locator("#run-status").inner_text())
+    return int(m.group(1)) if m else 0
+
+
+def _step(page) -> int:
+    m = re.search(r"step (\d+)/", page.locator("#run-status").inner_text())
+    return int(m.group(1)) if m else 0
+
+
+def test_upload_train_watch_reload_and_test(tmp_path):
+    need_chromium()
+    builders.write_coco(tmp_path / "pets", builders.detection_samples(12, size=(320, 240)))
+    archive = builders.zip_dir(tmp_path / "pets", tmp_path / "pets.zip")
+    timings = {}
+    with running_app(tmp_path / "data") as (url, _):
+        with browser_page() as page:
+            page.goto(url)
+            page.get_by_role("tab", name="Data").click()
+            page.set_input_files("input[type=file]", str(archive))
+            page.get_by_label("Dataset name").fill("pets")
+            page.get_by_role("button", name="Import").click()
+            page.get_by_text("Imported").wait_for(timeout=30_000)
+            page.locator("#dataset-gallery img").first.wait_for()
+            screenshot(page, "walk-1-data")
+
+            page.get_by_role("tab", name="Train").click()
+            page.reload()  # the Train tab lists datasets as of page load: pets and demo-shapes
+            page.get_by_role("tab", name="Train").click()
+            page.get_by_text("Advanced settings").click()
+            steps = page.get_by_label("max steps")
+            steps.fill("8")
+            steps.press("Tab")
+            screenshot(page, "walk-2-train")
+            pressed = time.perf_counter()
+            page.get_by_role("button", name="Train", exact=True).click()
+            page.get_by_text("Queued run 1").wait_for(timeout=20_000)
+            page.locator("#run-status").get_by_text("Run 1").wait_for(timeout=20_000)
+            deadline = time.time() + 300
+            while _reward_points(page) < 1 and time.time() < deadline:
+                time.sleep(0.5)
+            timings["train_to_first_reward_point_s"] = round(time.perf_counter() - pressed, 1)
+            while _reward_points(page) < 3 and time.time() < deadline:
+                time.sleep(0.5)
+            assert _reward_points(page) >= 3
+            page.locator("#rollout-gallery img").first.wait_for(timeout=60_000)
+            assert "<think>" in page.locator("#rollout-text").inner_text()
+            screenshot(page, "walk-3-runs-live")
+            seen_step = _step(page)
+
+        # The browser is gone; a new one re-attaches to the same run, still progressing.
+        with browser_page() as page:
+            page.goto(url)
+            page.get_by_role("tab", name="Runs").click()
+            page.locator("#run-status").get_by_text("Run 1").wait_for(timeout=20_000)
+            deadline = time.time() + 300
+            while "completed" not in page.locator("#run-status").inner_text() and time.time() < deadline:
+                time.sleep(1)
+            assert _step(page) == 8 and _step(page) > seen_step
+            page.locator("#evaluation").get_by_text("mean_iou").wait_for(timeout=30_000)
+            screenshot(page, "walk-4-runs-done")
+
+            page.get_by_role("tab", name="Test").click()
+            page.reload()
+            page.get_by_role("tab", name="Test").click()
+            image = next((tmp_path / "data" / "datasets").glob("demo-shapes-*/images/shapes_001.png"))
+            page.set_input_files("#test-images input[type=file]", str(image))
+            page.get_by_label("Category to detect").fill("red circle")
+            page.get_by_role("button", name="Predict").click()
+            page.locator("#test-gallery img").nth(1).wait_for(timeout=120_000)  # tuned and base, side by side
+            assert "answer" in page.locator("#test-reasoning").inner_text()
+            screenshot(page, "walk-5-test")
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "timings.json").write_text(json.dumps(timings))
+    print(timings)
