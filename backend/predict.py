@@ -58,10 +58,10 @@ def predict(ws: Workspace, image: Path, *, run_id: int | None = None, model: str
     else:
         prompt, kind = f"{question} {FORMAT_INSTRUCTION}", "classification"
     completion = generate(loaded, [(picture, prompt)], max_new_tokens=max_new_tokens)[0]
-    sol = {"image_size": list(size), "family": family, "boxes": [], "box": [0, 0, 1, 1]}
-    parsed = parsed_view("detection" if kind != "classification" else "classification", completion, sol)
+    sol = {"image_size": list(size), "family": family, "boxes": []}  # no truth: only the parsing matters
+    parsed = parsed_view("detection", completion, sol)  # boxes in pixels, when the answer holds any
     if kind == "classification":
-        parsed.update({k: v for k, v in parsed_view("detection", completion, sol).items() if k == "boxes"})
+        parsed["label"] = parsed_view("classification", completion, sol)["label"]
     return {"prompt": prompt, "completion": completion, "family": family, "image_size": list(size),
             **{k: parsed[k] for k in ("think", "answer", "format_ok", "boxes", "confidences", "label") if k in parsed}}
 

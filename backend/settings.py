@@ -51,7 +51,7 @@ class TrainSettings:
 PRESETS: dict[str, dict] = {
     # The paper's settings (Qwen2-VL-2B, ~200 steps for few-shot detection).
     "Visual-RFT paper": dict(max_steps=200, num_generations=8, learning_rate=1e-6, beta=0.04, temperature=1.0,
-                             max_completion_length=1024, prompts_per_step=1, save_steps=50),
+                             max_completion_length=1024, prompts_per_step=2, save_steps=50),
     # The tiny demo model on 2 CPU cores: short answers, a large LoRA learning rate, no reference model.
     "CPU demo": dict(max_steps=60, num_generations=8, learning_rate=5e-4, beta=0.0, temperature=1.0,
                      max_completion_length=64, prompts_per_step=4, save_steps=10, rollout_steps=2,
