@@ -67,6 +67,13 @@ def load(model: str, *, adapter: str | None = None, qlora: bool | None = None, f
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"could not load '{model}': {reason}") from None
     processor.tokenizer.padding_side = "left"
+    if quantized and device == "cpu" and for_training:
+        # bitsandbytes repacks 4-bit weights for CPU inference the first time a layer runs in eval
+        # mode (generation does); training forwards then fail on the repacked weights. Keep them as is.
+        import bitsandbytes as bnb
+        for module in net.modules():
+            if isinstance(module, bnb.nn.Linear4bit):
+                module.support_avx512bf16_for_cpu = False
     if adapter:
         from peft import PeftModel
         net = PeftModel.from_pretrained(net, adapter, is_trainable=for_training)

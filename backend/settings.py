@@ -55,7 +55,7 @@ PRESETS: dict[str, dict] = {
     # The tiny demo model on 2 CPU cores: short answers, a large LoRA learning rate, no reference model.
     "CPU demo": dict(max_steps=60, num_generations=8, learning_rate=5e-4, beta=0.0, temperature=1.0,
                      max_completion_length=64, prompts_per_step=4, save_steps=10, rollout_steps=2,
-                     eval_max_examples=96),
+                     eval_max_examples=60),
 }
 
 

@@ -199,7 +199,7 @@ def run_one(ws: Workspace, run_id: int, owner: str, lease_seconds: int, poll: fl
             _requeue_or_fail(run, f"exit status {code}")
 
 
-def work(ws: Workspace, once: bool = False, lease_seconds: int = 60, idle_sleep: float = 2.0,
+def work(ws: Workspace, once: bool = False, lease_seconds: int = 60, idle_sleep: float = 0.5,
          stop=lambda: False) -> int:
     """The loop: maintenance, claim, run. `once` drains the queue and returns."""
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"

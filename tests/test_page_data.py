@@ -18,16 +18,16 @@ def test_page_starts_fast_and_imports_a_detection_zip(tmp_path):
     with running_app(tmp_path / "data") as (url, _), browser_page() as page:
         startup = time.perf_counter() - started
         page.goto(url)
-        page.get_by_role("tab", name="Data").wait_for()
+        page.get_by_role("tab", name="Data").click()
         screenshot(page, "data-tab-empty")
 
-        page.set_input_files("input[type=file]", str(junk))
+        page.set_input_files("#data-upload input[type=file]", str(junk))
         page.get_by_label("Dataset name").fill("junk")
         page.get_by_role("button", name="Import").click()
         page.get_by_text("notes.zip is not a valid zip archive").wait_for(timeout=20_000)
         page.get_by_role("button", name="Clear").first.click()  # as a person would: remove the bad file
 
-        page.set_input_files("input[type=file]", str(archive))
+        page.set_input_files("#data-upload input[type=file]", str(archive))
         page.get_by_label("Dataset name").fill("pets")
         page.get_by_role("button", name="Import").click()
         page.get_by_text("Imported").wait_for(timeout=30_000)
@@ -38,5 +38,8 @@ def test_page_starts_fast_and_imports_a_detection_zip(tmp_path):
         screenshot(page, "data-tab-imported")
 
         page.reload()  # the page holds no state: a reload reads the dataset back from storage
+        page.get_by_role("tab", name="Data").click()
+        page.get_by_role("combobox", name="Dataset").click()
+        page.get_by_role("option", name="pets").click()
         page.locator("#dataset-summary").get_by_text("12 images").wait_for(timeout=20_000)
     assert startup < 30, f"the page took {startup:.1f} s to answer"

@@ -63,7 +63,7 @@ def create_data_tab(ws: Workspace) -> dict:
                 gr.Markdown("Upload a **zip** (or images with their annotation files): COCO JSON, YOLO, "
                             "Pascal VOC, Label Studio JSON, one folder per class, CSV `image,label`, or JSONL "
                             "referring expressions.")
-                files = gr.File(label="Upload", file_count="multiple",
+                files = gr.File(label="Upload", file_count="multiple", elem_id="data-upload",
                                 file_types=[".zip", *sorted(IMAGE_SUFFIXES | ANNOTATION_SUFFIXES)])
                 name = gr.Textbox(label="Dataset name", placeholder="my-dataset")
                 task = gr.Dropdown([AUTO, "detection", "classification", "grounding"], value=AUTO, label="Task")
@@ -72,7 +72,7 @@ def create_data_tab(ws: Workspace) -> dict:
                 status = gr.Markdown(elem_id="import-status")
             with gr.Column(scale=2):
                 with gr.Row():
-                    picker = gr.Dropdown([], label="Dataset", scale=3)
+                    picker = gr.Dropdown([], label="Dataset", scale=3, allow_custom_value=True)
                     split = gr.Radio(["all", "train", "val"], value="all", label="Split", scale=2)
                     delete_btn = gr.Button("Delete", variant="stop", scale=1, size="sm")
                 summary = gr.Markdown(elem_id="dataset-summary")

@@ -81,7 +81,7 @@ def create_runs_tab(ws: Workspace) -> dict:
         table = gr.Dataframe(headers=["run", "status", "progress", "ETA", "model", "task", "created"],
                              interactive=False, label="Runs", elem_id="runs-table")
         with gr.Row():
-            picker = gr.Dropdown([], label="Run", elem_id="run-picker", scale=2)
+            picker = gr.Dropdown([], label="Run", elem_id="run-picker", scale=2, allow_custom_value=True)
             cancel = gr.Button("Cancel", variant="stop", size="sm")
             resume = gr.Button("Resume", size="sm")
             delete = gr.Button("Delete", size="sm")

@@ -55,7 +55,7 @@ def create_test_tab(ws: Workspace) -> dict:
     with gr.Tab("Test", id="test"):
         with gr.Row():
             with gr.Column():
-                run = gr.Dropdown([], label="Tuned run", elem_id="test-run")
+                run = gr.Dropdown([], label="Tuned run", elem_id="test-run", allow_custom_value=True)
                 model = gr.Dropdown(["demo", *KNOWN_MODELS], value="demo", allow_custom_value=True,
                                     label="…or a base model (when no run is chosen)")
                 images = gr.File(file_count="multiple", file_types=["image"], label="New images",

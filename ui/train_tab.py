@@ -72,7 +72,7 @@ def create_train_tab(ws: Workspace, on_launched) -> dict:
         gr.Markdown(device_summary(), elem_id="device")
         with gr.Row():
             with gr.Column():
-                dataset = gr.Dropdown([], label="Dataset", elem_id="train-dataset")
+                dataset = gr.Dropdown([], label="Dataset", elem_id="train-dataset", allow_custom_value=True)
                 model = gr.Dropdown(["demo", *KNOWN_MODELS], value="demo", allow_custom_value=True,
                                     label="Model (the demo, a hub id, or a local folder)")
                 preset_name = gr.Radio(list(PRESETS), value="CPU demo", label="Preset")
