@@ -38,12 +38,6 @@ def normalise_box(box: Box) -> list[float]:
     return [min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)]
 
 
-def clip_box(box: Box, width: float, height: float) -> list[float]:
-    x1, y1, x2, y2 = box
-    return [min(max(x1, 0.0), width), min(max(y1, 0.0), height),
-            min(max(x2, 0.0), width), min(max(y2, 0.0), height)]
-
-
 def greedy_match(preds: Sequence[Box], truths: Sequence[Box], threshold: float = 0.5) -> list[tuple[int | None, float]]:
     """Match predictions (already in priority order) to truths, one truth each.
 

@@ -144,10 +144,3 @@ REWARDS: dict[str, RewardFn] = {
     f.__name__: f
     for f in (format_reward, detection_iou, detection_confidence, classification_accuracy, grounding_iou, grounding_giou)
 }
-
-
-def get_rewards(names: Sequence[str]) -> list[RewardFn]:
-    unknown = [n for n in names if n not in REWARDS]
-    if unknown:
-        raise ValueError(f"unknown reward '{unknown[0]}' (known: {', '.join(REWARDS)})")
-    return [REWARDS[n] for n in names]

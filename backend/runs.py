@@ -14,9 +14,6 @@ from backend.tasks import get_task
 from storage import Store
 from storage.models import Checkpoint, Evaluation, MetricPoint, Rollout, Run
 
-STATUSES = ("queued", "running", "completed", "failed", "cancelled")
-
-
 def now() -> datetime:
     return datetime.now(timezone.utc)
 

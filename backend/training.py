@@ -50,8 +50,7 @@ def train_rows(dataset: dict, data_dir: Path, family: str, settings: TrainSettin
 class RolloutRecorder:
     """Wraps the reward functions so the callback can store what was sampled and how it scored."""
 
-    def __init__(self, names: list[str]):
-        self.names = names
+    def __init__(self) -> None:
         self.batch: dict = {}
 
     def wrap(self, name: str):
@@ -170,7 +169,7 @@ def run_job(ws: Workspace, run_id: int) -> str:
 
     rows = train_rows(dataset, ws.data_dir, loaded.family.name, settings)
     train_ds = Dataset.from_list(rows).cast_column("image", ImageFeature())
-    recorder = RolloutRecorder(settings.rewards)
+    recorder = RolloutRecorder()
     cuda = loaded.device == "cuda"
     config = GRPOConfig(
         output_dir=str(output_dir), max_steps=settings.max_steps, learning_rate=settings.learning_rate,

@@ -102,11 +102,12 @@ def create_runs_tab(ws: Workspace) -> dict:
                                  object_fit="contain", elem_id="rollout-gallery", scale=3)
             with gr.Column(scale=2):
                 rollout_step = gr.Slider(0, 1, step=1, label="Rollouts at step", elem_id="rollout-step")
+                follow = gr.Checkbox(True, label="Follow the latest step (untick to browse)")
                 reasoning = gr.Markdown(elem_id="rollout-text", height=360)
         log = gr.Textbox(label="Log tail", lines=10, max_lines=10, autoscroll=True, elem_id="log-tail")
         timer = gr.Timer(REFRESH_SECONDS)
 
-    def live(run_id, step):
+    def live(run_id, step, follow=True):
         """Everything the live view shows, read from storage (the page holds no job state)."""
         rows = runs_table(ws)
         ids = [r[0] for r in rows]
@@ -118,10 +119,11 @@ def create_runs_tab(ws: Workspace) -> dict:
                     [], [], "", gr.update(), "", None)
         run = run_json(ws.store, run_id)
         eta = eta_seconds(run, run["metrics"].get("step_time", []))
-        items, text, steps = rollout_items(ws, run_id, int(step) if step else None)
-        slider = gr.update(minimum=steps[0], maximum=steps[-1], value=(int(step) if step in steps else steps[-1]))\
-            if len(steps) > 1 else gr.update(minimum=0, maximum=max(1, steps[0] if steps else 1),
-                                            value=steps[0] if steps else 0)
+        step = None if follow or not step else int(step)
+        items, text, steps = rollout_items(ws, run_id, step)
+        # The minimum stays 0: a value the browser still holds from before is then always valid.
+        slider = gr.update(maximum=max(1, steps[-1]) if steps else 1,
+                           value=int(step) if step in steps else (steps[-1] if steps else 0))
         log_path = ws.data_dir / f"runs/{run_id}/train.log"
         tail = log_path.read_text(errors="replace")[-4000:] if log_path.is_file() else ""
         note = f"⚠ {run['error']}" if run["error"] else ""
@@ -135,8 +137,10 @@ def create_runs_tab(ws: Workspace) -> dict:
                 _zip_adapter(ws, run_id, adapter) if adapter and run["status"] in ("completed", "cancelled") else None)
 
     outputs = [table, picker, status, *plots, evaluation, gallery, reasoning, rollout_step, log, download]
-    timer.tick(live, [picker, rollout_step], outputs, api_visibility="private", show_progress="hidden")
-    picker.change(live, [picker, rollout_step], outputs, api_visibility="private", show_progress="hidden")
+    inputs = [picker, rollout_step, follow]
+    timer.tick(live, inputs, outputs, api_visibility="private", show_progress="hidden")
+    picker.change(live, inputs, outputs, api_visibility="private", show_progress="hidden")
+    rollout_step.release(live, inputs, outputs, api_visibility="private", show_progress="hidden")
 
     def act(fn, run_id):
         if run_id is None:
@@ -151,7 +155,7 @@ def create_runs_tab(ws: Workspace) -> dict:
     resume.click(lambda r: act(lambda i: resume_run(ws.store, i), r), picker, message, api_visibility="private")
     delete.click(lambda r: act(lambda i: delete_run(ws.store, ws.data_dir, i), r), picker, message,
                  api_visibility="private", js="(r) => (r && confirm(`Delete run ${r} and its files?`)) ? r : null")
-    return {"picker": picker, "live": (live, [picker, rollout_step], outputs)}
+    return {"picker": picker, "live": (live, inputs, outputs)}
 
 
 def _zip_adapter(ws: Workspace, run_id: int, adapter) -> str:

@@ -6,7 +6,7 @@ import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from backend.datasets.importer import staging_root
@@ -95,8 +95,3 @@ def delete_dataset(store: Store, data_dir: Path, name: str) -> None:
         trash.parent.mkdir(parents=True, exist_ok=True)
         folder.rename(trash)
         shutil.rmtree(trash, ignore_errors=True)
-
-
-def count_datasets(store: Store) -> int:
-    with store.read() as s:
-        return s.scalar(select(func.count(Dataset.id))) or 0
