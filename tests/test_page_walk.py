@@ -38,10 +38,15 @@ def test_upload_train_watch_reload_and_test(tmp_path):
             page.get_by_role("tab", name="Train").click()
             page.reload()  # the Train tab lists datasets as of page load: pets and demo-shapes
             page.get_by_role("tab", name="Train").click()
+            # wait for the page's load events (they fill the form from storage) before typing
+            page.wait_for_function("document.querySelector('#train-dataset input')?.value === 'demo-shapes'",
+                                   timeout=30_000)
             page.get_by_text("Advanced settings").click()
             steps = page.get_by_label("max steps")
             steps.fill("8")
             steps.press("Tab")
+            page.wait_for_timeout(500)
+            assert steps.input_value() == "8"
             screenshot(page, "walk-2-train")
             pressed = time.perf_counter()
             page.get_by_role("button", name="Train", exact=True).click()
