@@ -43,7 +43,8 @@ def chart_frames(points: dict) -> list[pd.DataFrame]:
     """One long-format frame per chart; the reward chart holds the total and every reward function."""
     def frame(names: dict[str, str]) -> pd.DataFrame:
         rows = [(step, value, label) for key, label in names.items() for step, value in points.get(key, [])]
-        return pd.DataFrame(rows, columns=["step", "value", "series"])
+        # Explicit dtypes: an object column would be drawn as categories, not as a numeric axis.
+        return pd.DataFrame(rows, columns=["step", "value", "series"]).astype({"step": int, "value": float})
     reward_series = {"reward": "total"} | {k: k.split("/")[1] for k in points if k.startswith("rewards/") and k.endswith("/mean")}
     return [frame(reward_series)] + [frame({key: key}) for key in list(CHARTS)[1:]]
 
@@ -114,7 +115,7 @@ def create_runs_tab(ws: Workspace) -> dict:
         if run_id not in ids:
             run_id = ids[0] if ids else None
         if run_id is None:
-            empty = [pd.DataFrame(columns=["step", "value", "series"])] * 4
+            empty = chart_frames({})
             return (rows, gr.update(choices=[], value=None), "No runs yet: launch one in the Train tab.", *empty,
                     [], [], "", gr.update(), "", None)
         run = run_json(ws.store, run_id)
