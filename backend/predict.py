@@ -13,7 +13,8 @@ from backend.config import ImportLimits
 from backend.inference import generate
 from backend.playground import parsed_view
 from backend.runs import dataset_name, get_run, latest_checkpoint
-from backend.tasks import FORMAT_INSTRUCTION, TaskSettings, detection_prompt, grounding_prompt
+from backend.settings import TrainSettings
+from backend.tasks import FORMAT_INSTRUCTION, detection_prompt, grounding_prompt
 from backend.workspace import Workspace
 
 
@@ -44,7 +45,7 @@ def predict(ws: Workspace, image: Path, *, run_id: int | None = None, model: str
         run = get_run(ws.store, run_id)
         model, task = run.model, run.task
         loaded = _loaded(model, str(adapter_dir(ws, run_id)))
-        max_new_tokens = run.settings.get("max_completion_length", max_new_tokens)
+        max_new_tokens = TrainSettings.from_dict(run.settings).max_completion_length
     else:
         loaded = _loaded(model, None)
     family = loaded.family.name
@@ -74,10 +75,9 @@ def evaluate_run(ws: Workspace, run_id: int) -> dict:
     val = [s for s in dataset["samples"] if s["split"] == "val"]
     if not val:
         raise ValueError(f"dataset '{dataset['name']}' has no held-out images")
-    settings = TaskSettings(negative_share=run.settings.get("negative_share", 0.25),
-                            classes_in_prompt=run.settings.get("classes_in_prompt", True))
-    return heldout.evaluate(loaded, ws.data_dir, dataset, val, settings, run.settings.get("max_completion_length", 256),
-                            run.settings.get("eval_max_examples", 300))
+    settings = TrainSettings.from_dict(run.settings)
+    return heldout.evaluate(loaded, ws.data_dir, dataset, val, settings.task_settings(),
+                            settings.max_completion_length, settings.eval_max_examples)
 
 
 def export(ws: Workspace, run_id: int, out: Path, merged: bool = False) -> Path:

@@ -36,6 +36,11 @@ class TrainSettings:
     eval_max_examples: int = 300
     """Cap on held-out prompts evaluated before and after training."""
 
+    def task_settings(self):
+        """The prompt-shaping part, as the task templates take it."""
+        from backend.tasks import TaskSettings
+        return TaskSettings(negative_share=self.negative_share, classes_in_prompt=self.classes_in_prompt)
+
     def to_dict(self) -> dict:
         return asdict(self)
 

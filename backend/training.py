@@ -18,16 +18,12 @@ from backend.datasets.catalog import get_dataset
 from backend.rewards import REWARDS, read_solution
 from backend.runs import dataset_name, get_run, latest_checkpoint, now, upsert_metrics
 from backend.settings import TrainSettings
-from backend.tasks import TaskSettings, get_task
+from backend.tasks import get_task
 from backend.workspace import Workspace, open_workspace
 from storage.models import Checkpoint, Evaluation, Rollout, Run
 
 EXIT_FAILED = 3
 """Exit status of a job that failed with a stored error sentence (the worker must not retry it)."""
-
-
-def task_settings(settings: TrainSettings) -> TaskSettings:
-    return TaskSettings(negative_share=settings.negative_share, classes_in_prompt=settings.classes_in_prompt)
 
 
 def train_rows(dataset: dict, data_dir: Path, family: str, settings: TrainSettings) -> list[dict]:
@@ -38,7 +34,7 @@ def train_rows(dataset: dict, data_dir: Path, family: str, settings: TrainSettin
     for s in dataset["samples"]:
         if s["split"] != "train":
             continue
-        for e in task.build_examples(s, dataset["classes"], family, task_settings(settings), rng,
+        for e in task.build_examples(s, dataset["classes"], family, settings.task_settings(), rng,
                                      synonyms=dataset.get("synonyms", {})):
             rows.append({"prompt": [{"role": "user", "content": e.prompt}],
                          "image": str(Path(data_dir) / dataset["folder"] / "images" / s["file"]),
@@ -159,7 +155,7 @@ def run_job(ws: Workspace, run_id: int) -> str:
 
     loaded = load(run.model, qlora=settings.qlora, for_training=True)
     val = [s for s in dataset["samples"] if s["split"] == "val"]
-    tsettings = task_settings(settings)
+    tsettings = settings.task_settings()
     with ws.store.read() as s:
         have_before = s.query(Evaluation).filter_by(run_id=run_id, phase="before").one_or_none() is not None
     if val and not have_before:

@@ -49,6 +49,9 @@ def test_demo_whole_path_through_the_cli(tmp_path):
     assert pred["family"] == "demo" and "think" in pred
     assert isinstance(pred["boxes"], list)
 
+    evaluated = json.loads(run_cli("eval", "--run", str(run_id), "--json", data_dir=data).stdout)
+    assert evaluated["count"] == 60 and set(evaluated) >= {"map", "ap50", "mean_iou", "format_rate"}
+
     run_cli("export", "--run", str(run_id), "--out", str(tmp_path / "adapter"), data_dir=data)
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
     run_cli("export", "--run", str(run_id), "--out", str(tmp_path / "merged"), "--merged", data_dir=data)
