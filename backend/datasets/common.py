@@ -13,7 +13,8 @@ MAX_LISTED_PROBLEMS = 5
 
 @dataclass
 class RawSample:
-    """One image as an annotation file describes it, before checks; boxes in source pixels."""
+    """One image as an annotation file describes it, before checks; boxes in pixels of the image as the
+    annotation tool showed it: upright, with any EXIF orientation applied."""
     image: Path                     # resolved file under the upload root
     boxes: list[list[Any]] = field(default_factory=list)  # [x1, y1, x2, y2, label]
     label: str | None = None
@@ -21,6 +22,8 @@ class RawSample:
     box: list[float] | None = None
     where: str = ""                 # annotation file, for messages
     normalised: bool = False        # boxes are fractions of the image size (YOLO)
+    frame: tuple[float, float] | None = None  # (width, height) the pixel boxes were drawn on, when the
+    # annotation file says (Label Studio's original_width/height); scaled to the real upright image if it differs
 
 
 @dataclass

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from backend.config import ImportLimits
 from backend.datasets.common import Parsed, Problems, RawSample, Upload
 from backend.datasets.formats import FORMATS
-from backend.datasets.safety import ImportProblem, gather_upload, probe_image
+from backend.datasets.safety import ImportProblem, gather_upload, inspect_image, write_upright
 from backend.datasets.split import assign_splits
 from storage import Store
 from storage.models import Dataset, Sample
@@ -84,13 +84,20 @@ def _fmt(box: list) -> str:
 
 def _annotation(raw: RawSample, task: str, width: int, height: int, classes: list[str],
                 problems: Problems) -> tuple[dict, int]:
-    """The stored annotation (absolute pixels of the original image) and how many boxes were clipped."""
+    """The stored annotation (absolute pixels of the upright image) and how many boxes were clipped.
+
+    `width` and `height` are the upright size (EXIF orientation applied): annotation tools show the
+    image upright, so their boxes, and fractions of the size, refer to that frame.
+    """
     clipped = 0
+    sx, sy = _frame_scale(raw, width, height)
     if task == "detection":
         boxes = []
         for *coords, label in raw.boxes:
             if raw.normalised:
                 coords = [coords[0] * width, coords[1] * height, coords[2] * width, coords[3] * height]
+            elif (sx, sy) != (1.0, 1.0):
+                coords = _scaled(coords, sx, sy)
             if label not in classes:
                 problems.add(f"{raw.where}: unknown category '{label}'")
                 continue
@@ -101,8 +108,27 @@ def _annotation(raw: RawSample, task: str, width: int, height: int, classes: lis
         return {"boxes": boxes}, clipped
     if task == "classification":
         return {"label": raw.label}, 0
-    box, was_clipped = clean_box(raw.box or [], width, height, raw.where, problems)
+    box = raw.box or []
+    if (sx, sy) != (1.0, 1.0) and len(box) == 4:
+        box = _scaled(box, sx, sy)
+    box, was_clipped = clean_box(box, width, height, raw.where, problems)
     return {"expression": raw.expression, "box": box}, int(was_clipped)
+
+
+def _frame_scale(raw: RawSample, width: int, height: int) -> tuple[float, float]:
+    """How to scale pixel boxes drawn against `raw.frame` onto the real (upright) image: (1, 1) when they match."""
+    if raw.frame is None or raw.normalised:
+        return 1.0, 1.0
+    fw, fh = raw.frame
+    return (1.0 if fw == width else width / fw), (1.0 if fh == height else height / fh)
+
+
+def _scaled(coords: list, sx: float, sy: float) -> list:
+    try:
+        x1, y1, x2, y2 = (float(v) for v in coords[:4])
+    except (TypeError, ValueError):
+        return coords  # clean_box reports it
+    return [x1 * sx, y1 * sy, x2 * sx, y2 * sy]
 
 
 def _stratum(task: str, annotation: dict, class_count: Counter) -> str:
@@ -178,7 +204,11 @@ def import_dataset(store: Store, data_dir: Path, sources: list[Path], name: str,
         for row in rows:
             target = images_dir / row["file"]
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(row.pop("path"), target)
+            source, orientation = row.pop("path"), row.pop("orientation")
+            if orientation == 1:
+                os.replace(source, target)  # byte for byte
+            else:  # a phone photo stored sideways: keep it as it is shown, upright
+                write_upright(source, target, limits, row["file"])
         final = Path(data_dir) / folder
         final.parent.mkdir(parents=True, exist_ok=True)
         os.rename(staging / "dataset", final)
@@ -209,6 +239,7 @@ def _checked_rows(parsed: Parsed, upload: Upload, limits: ImportLimits, problems
     seen: set[Path] = set()
     rows: list[dict] = []
     clipped = 0
+    rescaled: list[str] = []
     for raw in parsed.samples:
         rel = upload.rel(raw.image)
         if raw.image in seen:
@@ -216,15 +247,23 @@ def _checked_rows(parsed: Parsed, upload: Upload, limits: ImportLimits, problems
             continue
         seen.add(raw.image)
         try:
-            width, height = probe_image(raw.image, limits, rel)
+            info = inspect_image(raw.image, limits, rel)
         except ImportProblem as e:
             problems.add(str(e))
             continue
+        width, height = info.width, info.height  # upright: as the annotation tool showed it
+        if _frame_scale(raw, width, height) != (1.0, 1.0):
+            rescaled.append(f"{raw.where}: {raw.frame[0]:g}x{raw.frame[1]:g} for the {width}x{height} image '{rel}'")
         annotation, n = _annotation(raw, parsed.task, width, height, parsed.classes, problems)
         clipped += n
-        rows.append({"file": rel, "path": raw.image, "width": width, "height": height, "annotation": annotation})
+        rows.append({"file": rel, "path": raw.image, "orientation": info.orientation, "width": width,
+                     "height": height, "annotation": annotation})
     if clipped:
         parsed.warnings.append(f"{clipped} boxes reached slightly past the image edge and were clipped to it")
+    if rescaled:
+        n = len(rescaled)
+        parsed.warnings.append(f"{n} image{'s were' if n > 1 else ' was'} annotated for another size "
+                               f"(first: {rescaled[0]}); the boxes were scaled to the real image")
     if len(problems.items) == 0:
         dropped = len(upload.images) - len(rows)
         if dropped > 0:

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import shutil
 import stat
+import struct
 import warnings
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from backend.config import ImportLimits
 
@@ -110,10 +112,31 @@ def gather_upload(sources: list[Path], dest: Path, limits: ImportLimits, names: 
                                 f"(accepted: .zip, {', '.join(sorted(IMAGE_SUFFIXES | ANNOTATION_SUFFIXES))})")
 
 
-def probe_image(path: Path, limits: ImportLimits, label: str) -> tuple[int, int]:
-    """(width, height) of a fully decodable JPEG/PNG/WebP/BMP within the pixel limit."""
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
-        raise ImportProblem(f"{label}: '{path.suffix}' images are not accepted (JPEG, PNG, WebP, BMP)")
+ORIENTATION_TAG = 0x0112
+"""EXIF Orientation: 1 is upright; 2-8 tell viewers to flip and/or rotate the stored pixels for display."""
+_SAVE_FORMAT = {"MPO": "JPEG"}  # a phone's multi-picture JPEG is stored as its first (main) picture
+_QUALITY = 95
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What a probe learns: the size as displayed (upright) and the EXIF orientation of the stored pixels."""
+    width: int
+    height: int
+    orientation: int = 1
+
+
+def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation, 1 when absent, out of range or unreadable (viewers ignore a broken tag too)."""
+    try:
+        value = im.getexif().get(ORIENTATION_TAG, 1)
+    except (struct.error, KeyError, IndexError, SyntaxError, TypeError, ValueError, ZeroDivisionError, OSError):
+        return 1
+    return value if isinstance(value, int) and 2 <= value <= 8 else 1
+
+
+def _checked_open(path: Path, limits: ImportLimits, label: str, fn):
+    """Run `fn(im)` on the opened image, turning bombs and broken files into one-sentence ImportProblems."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -122,10 +145,7 @@ def probe_image(path: Path, limits: ImportLimits, label: str) -> tuple[int, int]
                 if w * h > limits.max_pixels:
                     raise ImportProblem(f"{label} is {w}x{h} pixels, over the limit of {limits.max_pixels:,} "
                                         "pixels (a decompression bomb or a very large image)")
-                if im.format == "JPEG":
-                    im.draft("RGB", (max(1, w // 8), max(1, h // 8)))  # decode all data, at 1/8 scale
-                im.load()
-            return w, h
+                return fn(im)
     except ImportProblem:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -134,3 +154,68 @@ def probe_image(path: Path, limits: ImportLimits, label: str) -> tuple[int, int]
         raise ImportProblem(f"{label} is not a readable JPEG, PNG, WebP or BMP image") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImportProblem(f"{label} is corrupt or truncated ({e})") from None
+
+
+def inspect_image(path: Path, limits: ImportLimits, label: str) -> ImageInfo:
+    """Size as displayed (width and height swapped for orientations 5-8) and orientation of a fully
+    decodable JPEG/PNG/WebP/BMP within the pixel limit."""
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ImportProblem(f"{label}: '{path.suffix}' images are not accepted (JPEG, PNG, WebP, BMP)")
+
+    def probe(im: Image.Image) -> ImageInfo:
+        w, h = im.size
+        if im.format in ("JPEG", "MPO"):
+            im.draft("RGB", (max(1, w // 8), max(1, h // 8)))  # decode all data, at 1/8 scale
+        im.load()
+        orientation = _orientation(im)  # after load: a PNG may keep its eXIf chunk after the pixels
+        if orientation >= 5:  # transposed or rotated a quarter turn
+            w, h = h, w
+        return ImageInfo(w, h, orientation)
+
+    return _checked_open(path, limits, label, probe)
+
+
+def probe_image(path: Path, limits: ImportLimits, label: str) -> tuple[int, int]:
+    """(width, height) of the stored pixels of a fully decodable JPEG/PNG/WebP/BMP within the pixel limit."""
+    info = inspect_image(path, limits, label)
+    return (info.height, info.width) if info.orientation >= 5 else (info.width, info.height)
+
+
+def _webp_is_lossless(path: Path) -> bool:
+    """Whether a WebP file's image data is VP8L (lossless) rather than VP8 (lossy): walk its RIFF chunks."""
+    with open(path, "rb") as f:
+        f.seek(12)
+        for _ in range(64):
+            head = f.read(8)
+            if len(head) < 8:
+                return False
+            fourcc, size = head[:4], struct.unpack("<I", head[4:])[0]
+            if fourcc in (b"VP8L", b"VP8 "):
+                return fourcc == b"VP8L"
+            f.seek(size + (size & 1), 1)
+    return False
+
+
+def write_upright(src: Path, dest: Path, limits: ImportLimits, label: str) -> tuple[int, int]:
+    """Write `src` to `dest` with its pixels turned as its EXIF orientation says, the tag removed.
+
+    Saved in the same format (JPEG and lossy WebP at quality 95, lossless WebP lossless), keeping the
+    other metadata (EXIF, ICC profile, resolution). Returns the upright (width, height).
+    """
+    def transpose(im: Image.Image) -> tuple[int, int]:
+        fmt = _SAVE_FORMAT.get(im.format, im.format)
+        upright = ImageOps.exif_transpose(im)
+        params: dict = {}
+        for key in ("exif", "icc_profile", "dpi"):
+            if upright.info.get(key):
+                params[key] = upright.info[key]
+        if fmt == "JPEG":
+            params["quality"] = _QUALITY
+            if upright.info.get("xmp"):
+                params["xmp"] = upright.info["xmp"]
+        elif fmt == "WEBP":
+            params.update({"lossless": True} if _webp_is_lossless(src) else {"quality": _QUALITY})
+        upright.save(dest, fmt, **params)
+        return upright.size
+
+    return _checked_open(src, limits, label, transpose)

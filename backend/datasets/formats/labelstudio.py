@@ -1,4 +1,9 @@
-"""Label Studio JSON export: tasks whose rectangle labels are in percent of the original size."""
+"""Label Studio JSON export: tasks whose rectangle labels are in percent of the original size.
+
+Label Studio shows images upright (EXIF orientation applied), so `original_width/height` and the
+percentages describe the upright image. Boxes are kept in pixels of that declared size (the sample's
+`frame`); the importer scales them to the real upright image should the two sizes disagree.
+"""
 from __future__ import annotations
 
 import math
@@ -78,11 +83,19 @@ def parse(upload: Upload, problems: Problems) -> Parsed:
                     continue
                 value = r.get("value", {})
                 try:
-                    box = _rect(value, float(r["original_width"]), float(r["original_height"]))
+                    ow, oh = float(r["original_width"]), float(r["original_height"])
+                    if not (math.isfinite(ow) and math.isfinite(oh) and ow > 0 and oh > 0):
+                        raise ValueError("original size is not positive")
+                    box = _rect(value, ow, oh)
                 except (KeyError, TypeError, ValueError):
                     problems.add(f"{where}: task {task.get('id')} has a rectangle without x/y/width/height "
-                                 "or original_width/original_height")
+                                 "or a positive original_width/original_height")
                     continue
+                if sample.frame is None:
+                    sample.frame = (ow, oh)
+                elif sample.frame != (ow, oh):  # results of one task declaring different sizes: use the first
+                    fw, fh = sample.frame
+                    box = [box[0] * fw / ow, box[1] * fh / oh, box[2] * fw / ow, box[3] * fh / oh]
                 rotated += bool(value.get("rotation"))
                 for label in value.get("rectanglelabels", [])[:1]:
                     if label not in classes:
