@@ -73,7 +73,8 @@ def cmd_score(args: argparse.Namespace) -> int:
         truth = json.loads(args.truth)
     except ValueError as e:
         raise CliError(f"--truth is not valid JSON ({e})") from None
-    result = score(args.task, truth, args.completion, args.family, parse_size(args.image_size))
+    result = score(args.task, truth, args.completion, args.family, parse_size(args.image_size),
+                   parse_size(args.input_size))
     lines = [f"{name}: {value:.4f}" for name, value in result["rewards"].items()]
     lines.append(f"total: {result['total']:.4f}")
     parsed = result["parsed"]
@@ -95,13 +96,43 @@ def _settings(args: argparse.Namespace):
         raise CliError(f"--reward-weights must be numbers separated by commas, got '{args.reward_weights}'") from None
     return preset(args.preset, max_steps=args.max_steps, num_generations=args.num_generations,
                   learning_rate=args.learning_rate, beta=args.beta, seed=args.seed, save_steps=args.save_steps,
-                  rewards=rewards, reward_weights=weights)
+                  rewards=rewards, reward_weights=weights, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
 
 
 def cmd_runs_create(args: argparse.Namespace) -> int:
+    from backend.preflight import launch_check
     from backend.runs import create_run
-    run_id = create_run(_open(args).store, args.dataset, args.model, _settings(args))
-    _print({"id": run_id}, args.json, f"queued run {run_id}")
+    ws, settings = _open(args), _settings(args)
+    memory = None if args.ignore_memory_estimate else launch_check(ws, args.dataset, args.model, settings)
+    run_id = create_run(ws.store, args.dataset, args.model, settings)
+    text = f"queued run {run_id}" + (f"\n  GPU memory estimate: {memory['summary']}" if memory else "")
+    _print({"id": run_id, "memory": memory}, args.json, text)
+    return 0
+
+
+def cmd_models_check(args: argparse.Namespace) -> int:
+    from backend.preflight import DEFAULT_SAMPLES, check
+    result = check(_open(args), args.model, dataset_name=args.dataset, image_paths=[Path(p) for p in args.image],
+                   min_pixels=args.min_pixels, max_pixels=args.max_pixels, samples=args.samples or DEFAULT_SAMPLES,
+                   with_baseline=not args.no_baseline)
+    lines = [f"{result['model']} ({result['family']}): images resized within {result['min_pixels']:,}.."
+             f"{result['max_pixels']:,} pixels", "  original -> input (frame), visual tokens:"]
+    seen = set()
+    for im in result["images"]:
+        key = (tuple(im["original"]), tuple(im["input"]))
+        if key not in seen:  # one line per distinct size
+            seen.add(key)
+            lines.append(f"  {im['original'][0]}x{im['original'][1]} -> {im['input'][0]}x{im['input'][1]} "
+                         f"(frame {im['frame'][0]}x{im['frame'][1]}), {im['visual_tokens']} tokens   e.g. {im['path']}")
+    if result["memory"]:
+        lines.append(f"  GPU memory estimate (largest image): {result['memory']['summary']}")
+    base = result["baseline"]
+    if base:
+        lines.append(f"  zero-shot baseline on {len(base['samples'])} training images: format rate "
+                     f"{base['format_rate']:.2f}, " + ", ".join(f"{k} {v:.3f}" for k, v in base["means"].items()))
+        lines.append(f"  pictures (truth green, prediction red): {Path(base['samples'][0]['picture']).parent}")
+    lines += [f"advice: {a}" for a in result["advice"]]
+    _print(result, args.json, "\n".join(lines))
     return 0
 
 
@@ -244,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     cr.add_argument("--beta", type=float)
     cr.add_argument("--seed", type=int)
     cr.add_argument("--save-steps", type=int)
+    _pixel_flags(cr)
+    cr.add_argument("--ignore-memory-estimate", action="store_true",
+                    help="queue the run even when the memory estimate says it will not fit this machine's GPU")
     cr.add_argument("--json", action="store_true")
     cr.set_defaults(func=cmd_runs_create)
     rl = rsub.add_parser("list", help="list runs")
@@ -298,9 +332,30 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--family", choices=list(CONVENTIONS),
                     help="the model family whose coordinates the completion uses (default: pixels of the image)")
     sc.add_argument("--image-size", help="WIDTHxHEIGHT of the original image, needed with --family")
+    sc.add_argument("--input-size", help="WIDTHxHEIGHT the model's processor resized the image to (as `models check` "
+                                         "reports it), needed with --family qwen2_5_vl")
     sc.add_argument("--json", action="store_true")
     sc.set_defaults(func=cmd_score)
+
+    models = sub.add_parser("models", help="check a model against your images before training")
+    msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    mc = msub.add_parser("check", help="what the model sees of each image (input size, coordinate frame, visual "
+                                       "tokens, memory) and its zero-shot baseline on a few training images")
+    mc.add_argument("model", help="'demo', a hub id or a local folder")
+    mc.add_argument("--dataset", help="the dataset whose images (and, for the baseline, annotations) to check")
+    mc.add_argument("--image", action="append", default=[], metavar="PATH", help="an image to check (repeatable)")
+    _pixel_flags(mc)
+    mc.add_argument("--samples", type=int, help="training images for the baseline (default 8)")
+    mc.add_argument("--no-baseline", action="store_true", help="image sizes only: load the processor, not the model")
+    mc.add_argument("--json", action="store_true")
+    mc.set_defaults(func=cmd_models_check)
     return p
+
+
+def _pixel_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--min-pixels", type=int, help="enlarge images below this many pixels (default: the family's)")
+    parser.add_argument("--max-pixels", type=int, help="shrink images above this many pixels (default: the family's, "
+                                                       "401,408 = about 512 visual tokens)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,8 @@ class Family:
     """transformers class that loads it."""
     min_pixels: int
     max_pixels: int
-    """Image-size limits given to the processor (Visual-RFT used 3136..401408)."""
+    """Default image-size limits, set on the loaded processor so they win over whatever the
+    checkpoint folder ships (Visual-RFT trained with 3136..401408, about 512 visual tokens)."""
     lora_targets: tuple[str, ...] = LANGUAGE_LORA_TARGETS
     vision_module: str = "visual"
     """Attribute path of the vision tower (frozen by default; LoRA stays in the language model)."""
@@ -35,8 +36,7 @@ class Family:
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("qwen2_vl", "qwen2_vl", "Qwen2VLForConditionalGeneration", 3136, 401408),
-    Family("qwen2_5_vl", "qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration",
-           CONVENTIONS["qwen2_5_vl"].min_pixels, CONVENTIONS["qwen2_5_vl"].max_pixels),
+    Family("qwen2_5_vl", "qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration", 3136, 401408),
     Family("qwen3_vl", "qwen3_vl", "Qwen3VLForConditionalGeneration", 3136, 401408),
     # The demo is a Qwen3-VL-architecture model with its own 0-100 coordinate grid.
     Family("demo", "qwen3_vl", "Qwen3VLForConditionalGeneration", 128 * 128, 128 * 128),

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Callable
 
 from PIL import Image
 
 from backend.evaluation import METRICS
 from backend.inference import generate
-from backend.tasks import Example, TaskSettings, detection_prompt, get_task
+from backend.tasks import Example, Size, TaskSettings, detection_prompt, frame_solution, get_task
 
 ALL_CLASSES_UP_TO = 12
 """Detection prompts every class per held-out image up to this many classes (full mAP); beyond,
@@ -16,20 +17,24 @@ the classes present plus two absent ones."""
 
 
 def heldout_examples(task: str, classes: list[str], synonyms: dict, samples: list[dict], family: str,
-                     settings: TaskSettings, seed: int = 0) -> list[tuple[dict, Example]]:
+                     settings: TaskSettings, seed: int = 0,
+                     input_size_of: Callable[[Size], Size] | None = None) -> list[tuple[dict, Example]]:
+    """(sample, example) pairs; `input_size_of(original size)` is what the model's processor resizes to."""
     rng = random.Random(seed)
     out = []
     for s in samples:
-        if task != "detection":
-            out += [(s, e) for e in get_task(task).build_examples(s, classes, family, settings, rng, synonyms=synonyms)]
-            continue
         size = (s["width"], s["height"])
+        input_size = input_size_of(size) if input_size_of else None
+        if task != "detection":
+            out += [(s, e) for e in get_task(task).build_examples(s, classes, family, settings, rng, synonyms=synonyms,
+                                                                  input_size=input_size)]
+            continue
         present = {b[4] for b in s["boxes"]}
         asked = classes if len(classes) <= ALL_CLASSES_UP_TO else sorted(present) + rng.sample(
             [c for c in classes if c not in present], min(2, len(classes) - len(present)))
         for c in asked:
-            sol = {"image_size": list(size), "family": family, "boxes": [b[:4] for b in s["boxes"] if b[4] == c]}
-            out.append((s, Example(detection_prompt(c, family, size), sol, c)))
+            sol = {**frame_solution(size, family, input_size), "boxes": [b[:4] for b in s["boxes"] if b[4] == c]}
+            out.append((s, Example(detection_prompt(c, family, size, input_size), sol, c)))
     return out
 
 
@@ -37,7 +42,7 @@ def evaluate(loaded, data_dir: Path, dataset: dict, samples: list[dict], setting
              max_new_tokens: int, max_examples: int = 300, seed: int = 0) -> dict:
     """The task's held-out metrics (mAP / accuracy / mIoU, and format rate) for `samples`."""
     pairs = heldout_examples(dataset["task"], dataset["classes"], dataset.get("synonyms", {}), samples,
-                             loaded.family.name, settings, seed)[:max_examples]
+                             loaded.family.name, settings, seed, lambda size: loaded.view(size).input)[:max_examples]
     images = {}
     items = []
     for s, e in pairs:

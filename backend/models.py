@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.families import KNOWN_MODELS, Family, family_of_folder, get_family
+from backend.model_input import ImageView, apply_pixel_limits, image_view
 
 DEMO_MODEL = "demo"
 DEMO_FOLDER = Path(__file__).resolve().parent / "demo" / "model"
@@ -36,37 +37,61 @@ class Loaded:
     device: str
     quantized: bool
 
+    def view(self, size) -> ImageView:
+        """What this model sees of an image of `size` (w, h): input size, coordinate frame, tokens."""
+        return image_view(self.processor, self.family.name, size)
+
 
 def device_name() -> str:
     import torch
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load(model: str, *, adapter: str | None = None, qlora: bool | None = None, for_training: bool = False) -> Loaded:
-    """Load model + processor. `qlora=None` means 4-bit on CUDA, full precision on CPU."""
+def load_processor(model: str, *, min_pixels: int | None = None, max_pixels: int | None = None):
+    """(processor, family) with the image-size limits applied and checked (None = the family's)."""
+    import transformers
+
+    source, family = resolve_model(model)
+    try:
+        processor = transformers.AutoProcessor.from_pretrained(source)
+    except Exception as e:  # noqa: BLE001 - any loading failure becomes one sentence
+        raise ValueError(f"could not load '{model}': {_reason(e)}") from None
+    apply_pixel_limits(processor, family.name, min_pixels or family.min_pixels, max_pixels or family.max_pixels)
+    processor.tokenizer.padding_side = "left"
+    return processor, family
+
+
+def _reason(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def load(model: str, *, adapter: str | None = None, qlora: bool | None = None, for_training: bool = False,
+         min_pixels: int | None = None, max_pixels: int | None = None) -> Loaded:
+    """Load model + processor. `qlora=None` means 4-bit on CUDA, full precision on CPU. The processor
+    resizes images within min/max_pixels (None = the family's limits), whatever the folder ships."""
     import torch
     import transformers
 
     source, family = resolve_model(model)
+    processor, _ = load_processor(model, min_pixels=min_pixels, max_pixels=max_pixels)
     device = device_name()
     quantized = (device == "cuda") if qlora is None else qlora
     kwargs: dict[str, Any] = {}
     if quantized:
         kwargs["quantization_config"] = transformers.BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16 if device == "cuda" else torch.float32)
+            bnb_4bit_compute_dtype=torch.bfloat16 if device == "cuda" else torch.float32,
+            # The vision tower stays in 16-bit: it is small, frozen, and its attention over thousands
+            # of patches is where 4-bit dequantisation would cost most.
+            llm_int8_skip_modules=[family.vision_module, "lm_head"])
     kwargs["dtype"] = torch.bfloat16 if device == "cuda" else torch.float32
     if device == "cuda":
         kwargs["device_map"] = {"": 0}
     try:
         model_cls = getattr(transformers, family.model_class)
         net = model_cls.from_pretrained(source, **kwargs)
-        processor = transformers.AutoProcessor.from_pretrained(
-            source, size={"shortest_edge": family.min_pixels, "longest_edge": family.max_pixels})
     except Exception as e:  # noqa: BLE001 - any loading failure becomes one sentence
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"could not load '{model}': {reason}") from None
-    processor.tokenizer.padding_side = "left"
+        raise ValueError(f"could not load '{model}': {_reason(e)}") from None
     if quantized and device == "cpu" and for_training:
         # bitsandbytes repacks 4-bit weights for CPU inference the first time a layer runs in eval
         # mode (generation does); training forwards then fail on the repacked weights. Keep them as is.

@@ -6,7 +6,7 @@ from typing import Any
 from backend.coords import convention
 from backend.parsing import extract_answer, extract_think, format_ok, parse_detections, parse_label
 from backend.rewards import REWARDS, prepare_predictions, score_detection, to_pixels
-from backend.tasks import get_task
+from backend.tasks import frame_solution, get_task
 
 
 def parse_size(text: str | None) -> list[int] | None:
@@ -21,19 +21,23 @@ def parse_size(text: str | None) -> list[int] | None:
     return [w, h]
 
 
-def build_solution(task: str, truth: dict, family: str | None, image_size: list[int] | None) -> dict:
-    """The `solution` row the rewards read, from the truth shape `datasets show --json` uses."""
+def build_solution(task: str, truth: dict, family: str | None, image_size: list[int] | None,
+                   input_size: list[int] | None = None) -> dict:
+    """The `solution` row the rewards read, from the truth shape `datasets show --json` uses.
+    `input_size`: the size the model's processor resized the image to (`models check` reports it);
+    needed for a family that answers in those pixels (qwen2_5_vl)."""
     get_task(task)
     if not isinstance(truth, dict):
         raise ValueError("the truth must be a JSON object")
     if family is not None:
-        convention(family)
+        conv = convention(family)
         if task != "classification" and image_size is None:
             raise ValueError(f"the image size (WIDTHxHEIGHT) is needed to read {family} coordinates as pixels")
-    sol: dict[str, Any] = {}
-    if image_size is not None:
-        sol["image_size"] = image_size
-    if family is not None:
+        if task != "classification" and conv.kind == "resized_pixels" and input_size is None:
+            raise ValueError(f"{family} answers in pixels of the resized input: give the input size the model saw "
+                             "(WIDTHxHEIGHT, as `models check` reports it)")
+    sol: dict[str, Any] = frame_solution(image_size, family, input_size) if image_size is not None else {}
+    if image_size is None and family is not None:
         sol["family"] = family
     if task == "detection":
         if not isinstance(truth.get("boxes"), list):
@@ -71,10 +75,10 @@ def parsed_view(task: str, completion: str, sol: dict) -> dict:
 
 
 def score(task: str, truth: dict, completion: str, family: str | None = None,
-          image_size: list[int] | None = None) -> dict:
+          image_size: list[int] | None = None, input_size: list[int] | None = None) -> dict:
     """{"rewards": {name: value}, "total": ..., "parsed": {...}}: every reward that applies to the
     task (format included); the total is what a run with the task's default weights earns."""
-    sol = build_solution(task, truth, family, image_size)
+    sol = build_solution(task, truth, family, image_size, input_size)
     rewards = {n: v for n, f in REWARDS.items() if (v := f([completion], solution=[sol])[0]) is not None}
     weights = get_task(task).default_rewards
     total = sum(w * rewards[n] for n, w in weights.items())

@@ -5,7 +5,7 @@ import shutil
 from functools import lru_cache
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from backend.datasets.catalog import get_dataset
 from backend.datasets.safety import probe_image
@@ -14,7 +14,7 @@ from backend.inference import generate
 from backend.playground import parsed_view
 from backend.runs import dataset_name, get_run, latest_checkpoint
 from backend.settings import TrainSettings
-from backend.tasks import FORMAT_INSTRUCTION, detection_prompt, grounding_prompt
+from backend.tasks import FORMAT_INSTRUCTION, detection_prompt, frame_solution, grounding_prompt
 from backend.workspace import Workspace
 
 
@@ -31,9 +31,16 @@ def adapter_dir(ws: Workspace, run_id: int) -> Path:
 
 
 @lru_cache(maxsize=2)
-def _loaded(model: str, adapter: str | None):
+def _loaded(model: str, adapter: str | None, min_pixels: int | None = None, max_pixels: int | None = None):
     from backend.models import load
-    return load(model, adapter=adapter, qlora=None)
+    return load(model, adapter=adapter, qlora=None, min_pixels=min_pixels, max_pixels=max_pixels)
+
+
+def _run_loaded(ws: Workspace, run_id: int):
+    """The run's tuned model, fed images the way it was trained (its own pixel limits)."""
+    run = get_run(ws.store, run_id)
+    settings = TrainSettings.from_dict(run.settings)
+    return _loaded(run.model, str(adapter_dir(ws, run_id)), settings.min_pixels, settings.max_pixels)
 
 
 def predict(ws: Workspace, image: Path, *, run_id: int | None = None, model: str | None = None,
@@ -44,26 +51,28 @@ def predict(ws: Workspace, image: Path, *, run_id: int | None = None, model: str
     if run_id is not None:
         run = get_run(ws.store, run_id)
         model, task = run.model, run.task
-        loaded = _loaded(model, str(adapter_dir(ws, run_id)))
+        loaded = _run_loaded(ws, run_id)
         max_new_tokens = TrainSettings.from_dict(run.settings).max_completion_length
     else:
         loaded = _loaded(model, None)
     family = loaded.family.name
     with Image.open(image) as im:
-        picture = im.convert("RGB")
+        picture = ImageOps.exif_transpose(im).convert("RGB")  # upright, as imports store photos
     size = picture.size
+    view = loaded.view(size)
     if category:
-        prompt, kind = detection_prompt(category, family, size), "detection"
+        prompt, kind = detection_prompt(category, family, size, view.input), "detection"
     elif task == "grounding":
-        prompt, kind = grounding_prompt(question, family, size), "grounding"
+        prompt, kind = grounding_prompt(question, family, size, view.input), "grounding"
     else:
         prompt, kind = f"{question} {FORMAT_INSTRUCTION}", "classification"
     completion = generate(loaded, [(picture, prompt)], max_new_tokens=max_new_tokens)[0]
-    sol = {"image_size": list(size), "family": family, "boxes": []}  # no truth: only the parsing matters
+    sol = {**frame_solution(size, family, view.input), "boxes": []}  # no truth: only the parsing matters
     parsed = parsed_view("detection", completion, sol)  # boxes in pixels, when the answer holds any
     if kind == "classification":
         parsed["label"] = parsed_view("classification", completion, sol)["label"]
     return {"prompt": prompt, "completion": completion, "family": family, "image_size": list(size),
+            "view": view.to_json(),
             **{k: parsed[k] for k in ("think", "answer", "format_ok", "boxes", "confidences", "label") if k in parsed}}
 
 
@@ -71,7 +80,7 @@ def evaluate_run(ws: Workspace, run_id: int) -> dict:
     from backend import heldout
     run = get_run(ws.store, run_id)
     dataset = get_dataset(ws.store, dataset_name(ws.store, run))
-    loaded = _loaded(run.model, str(adapter_dir(ws, run_id)))
+    loaded = _run_loaded(ws, run_id)
     val = [s for s in dataset["samples"] if s["split"] == "val"]
     if not val:
         raise ValueError(f"dataset '{dataset['name']}' has no held-out images")
@@ -92,7 +101,9 @@ def export(ws: Workspace, run_id: int, out: Path, merged: bool = False) -> Path:
         return out
     from backend.models import load
     run = get_run(ws.store, run_id)
-    loaded = load(run.model, adapter=str(source), qlora=False)
+    settings = TrainSettings.from_dict(run.settings)
+    loaded = load(run.model, adapter=str(source), qlora=False, min_pixels=settings.min_pixels,
+                  max_pixels=settings.max_pixels)  # the saved processor keeps the run's image limits
     model = loaded.model.merge_and_unload()
     model.save_pretrained(out)
     loaded.processor.save_pretrained(out)

@@ -35,6 +35,11 @@ class TrainSettings:
     classes_in_prompt: bool = True
     eval_max_examples: int = 300
     """Cap on held-out prompts evaluated before and after training."""
+    min_pixels: int | None = None
+    """Images smaller than this many pixels are enlarged; None = the model family's default."""
+    max_pixels: int | None = None
+    """Images larger than this many pixels are shrunk (fewer visual tokens, less memory); None = the
+    model family's default (Visual-RFT: 401,408, about 512 visual tokens)."""
 
     def task_settings(self):
         """The prompt-shaping part, as the task templates take it."""
@@ -61,6 +66,16 @@ PRESETS: dict[str, dict] = {
     "CPU demo": dict(max_steps=60, num_generations=8, learning_rate=5e-4, beta=0.0, temperature=1.0,
                      max_completion_length=64, prompts_per_step=4, save_steps=10, rollout_steps=2,
                      eval_max_examples=60),
+    # By card size (backend/memory.py), for Qwen2.5-VL-7B under QLoRA; images capped by max_pixels.
+    # 7B QLoRA, 1024x768 photo -> 494 visual tokens (at most 512): about 17.5 GiB of 24.
+    "24 GB GPU": dict(qlora=True, num_generations=8, prompts_per_step=1, max_completion_length=256,
+                      max_pixels=401_408),
+    # 7B QLoRA, 1024x768 photo -> 999 visual tokens (at most 1,024): about 33.3 GiB of 48.
+    "48 GB GPU": dict(qlora=True, num_generations=8, prompts_per_step=2, max_completion_length=256,
+                      max_pixels=802_816),
+    # 7B QLoRA, 1024x768 photo -> 999 visual tokens (at most 1,024), paper's G x prompts x length: about 56.5 GiB of 80.
+    "80 GB GPU": dict(qlora=True, num_generations=8, prompts_per_step=2, max_completion_length=1024,
+                      max_pixels=802_816),
 }
 
 

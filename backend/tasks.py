@@ -12,6 +12,8 @@ from typing import Callable
 
 from backend.coords import convention, model_frame
 
+Size = tuple[int, int]
+
 FORMAT_INSTRUCTION = ("Output the thinking process in <think> </think> and the final answer in "
                       "<answer> </answer> tags.")
 
@@ -34,19 +36,20 @@ class Example:
     category: str | None = None
 
 
-def _coordinate_phrase(family: str | None, image_size: tuple[int, int]) -> str:
+def _coordinate_phrase(family: str | None, image_size: Size, input_size: Size | None) -> str:
     if family is None:
         return f"integer pixel coordinates of the {image_size[0]}x{image_size[1]} image"
     conv = convention(family)
     if conv.kind == "normalized":
         return f"integers between 0 and {conv.scale}"
-    w, h = model_frame(family, image_size)
+    w, h = model_frame(family, image_size, input_size)
     return f"integer pixel coordinates of the {int(w)}x{int(h)} image"
 
 
-def detection_prompt(category: str, family: str | None, image_size: tuple[int, int]) -> str:
+def detection_prompt(category: str, family: str | None, image_size: Size, input_size: Size | None = None) -> str:
+    """`input_size`: what the model's processor resizes the image to (backend/model_input.py)."""
     return (f"Detect all objects belonging to the category '{category}' in the image, and provide the "
-            f"bounding boxes ({_coordinate_phrase(family, image_size)}) and confidence (between 0 and 1, "
+            f"bounding boxes ({_coordinate_phrase(family, image_size, input_size)}) and confidence (between 0 and 1, "
             f"with two decimal places). If no object belonging to the category '{category}' is in the image, "
             f"return 'No Objects'. {FORMAT_INSTRUCTION} The output answer format should be as follows: "
             "<think> ... </think> <answer>[{'Position': [x1, y1, x2, y2], 'Confidence': number}, ...]</answer> "
@@ -60,46 +63,54 @@ def classification_prompt(classes: list[str] | None, object_kind: str) -> str:
             "<think> ... </think> <answer>class name</answer> Please strictly follow the format.")
 
 
-def grounding_prompt(expression: str, family: str | None, image_size: tuple[int, int]) -> str:
+def grounding_prompt(expression: str, family: str | None, image_size: Size, input_size: Size | None = None) -> str:
     return (f"Please provide the bounding box of the region this sentence describes: '{expression}'. "
-            f"Give the box as [x1, y1, x2, y2] ({_coordinate_phrase(family, image_size)}). "
+            f"Give the box as [x1, y1, x2, y2] ({_coordinate_phrase(family, image_size, input_size)}). "
             f"{FORMAT_INSTRUCTION} The output answer format should be as follows: "
             "<think> ... </think> <answer>[x1, y1, x2, y2]</answer> Please strictly follow the format.")
 
 
-def _frame(sample: dict, family: str | None) -> dict:
-    sol = {"image_size": [sample["width"], sample["height"]]}
+def frame_solution(image_size: Size, family: str | None, input_size: Size | None) -> dict:
+    """The frame part of a `solution`: how the rewards read the model's coordinates back to pixels."""
+    sol: dict = {"image_size": list(image_size)}
     if family is not None:
         sol["family"] = family
+    if input_size is not None:
+        sol["input_size"] = list(input_size)
     return sol
 
 
 def detection_examples(sample: dict, classes: list[str], family: str | None, settings: TaskSettings,
-                       rng: random.Random, synonyms: dict[str, list[str]] | None = None) -> list[Example]:
+                       rng: random.Random, synonyms: dict[str, list[str]] | None = None,
+                       input_size: Size | None = None) -> list[Example]:
     size = (sample["width"], sample["height"])
+    frame = frame_solution(size, family, input_size)
     by_class: dict[str, list] = {}
     for x1, y1, x2, y2, label in sample.get("boxes", []):
         by_class.setdefault(label, []).append([x1, y1, x2, y2])
-    out = [Example(detection_prompt(c, family, size), {**_frame(sample, family), "boxes": boxes}, c)
+    out = [Example(detection_prompt(c, family, size, input_size), {**frame, "boxes": boxes}, c)
            for c, boxes in sorted(by_class.items())]
     absent = [c for c in classes if c not in by_class]
     if absent and (not out or rng.random() < settings.negative_share):
         c = rng.choice(absent)
-        out.append(Example(detection_prompt(c, family, size), {**_frame(sample, family), "boxes": []}, c))
+        out.append(Example(detection_prompt(c, family, size, input_size), {**frame, "boxes": []}, c))
     return out
 
 
 def classification_examples(sample: dict, classes: list[str], family: str | None, settings: TaskSettings,
-                            rng: random.Random, synonyms: dict[str, list[str]] | None = None) -> list[Example]:
+                            rng: random.Random, synonyms: dict[str, list[str]] | None = None,
+                            input_size: Size | None = None) -> list[Example]:
     label = sample["label"]
     prompt = classification_prompt(classes if settings.classes_in_prompt else None, settings.object_kind)
     return [Example(prompt, {"label": label, "synonyms": list((synonyms or {}).get(label, []))}, label)]
 
 
 def grounding_examples(sample: dict, classes: list[str], family: str | None, settings: TaskSettings,
-                       rng: random.Random, synonyms: dict[str, list[str]] | None = None) -> list[Example]:
+                       rng: random.Random, synonyms: dict[str, list[str]] | None = None,
+                       input_size: Size | None = None) -> list[Example]:
     size = (sample["width"], sample["height"])
-    return [Example(grounding_prompt(sample["expression"], family, size), {**_frame(sample, family), "box": sample["box"]})]
+    return [Example(grounding_prompt(sample["expression"], family, size, input_size),
+                    {**frame_solution(size, family, input_size), "box": sample["box"]})]
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,6 @@ def test_client_walk(tmp_path):
         assert message == "" and len(gallery) == 2 and "answer" in reasoning
 
         result, rewards, _, note = client.predict(
-            "detection", "pixels (no family)", None, "", '{"boxes": [[10, 10, 50, 50]]}',
+            "detection", "pixels (no family)", None, "", "", '{"boxes": [[10, 10, 50, 50]]}',
             "<think>x</think><answer>[{'Position': [10, 10, 50, 50], 'Confidence': 1.0}]</answer>", api_name="/score")
         assert note == "" and result["total"] == 3.0

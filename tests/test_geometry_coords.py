@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from backend.coords import CONVENTIONS, from_model, model_frame, smart_resize, to_model, to_model_int
+from backend.coords import CONVENTIONS, from_model, model_frame, to_model, to_model_int
 from backend.geometry import giou, greedy_match, iou
 
 coord = st.floats(0, 2000, allow_nan=False)
@@ -50,35 +50,27 @@ def test_greedy_match_takes_best_unmatched_above_half():
     assert [j for j, _ in greedy_match(preds, truths)] == [0, None, 1]
 
 
-@pytest.mark.parametrize("h,w,expected", [
-    (480, 640, (476, 644)),
-    (1080, 1920, (1092, 1932)),
-    (28, 28, (56, 56)),       # lifted to min_pixels
-])
-def test_smart_resize_matches_qwen_processor_rule(h, w, expected):
-    assert smart_resize(h, w, 28, 3136, 12845056) == expected
-
-
-def test_smart_resize_caps_max_pixels():
-    h, w = smart_resize(4000, 6000, 28, 3136, 401408)
-    assert h * w <= 401408 and h % 28 == 0 and w % 28 == 0
-
-
-def test_qwen2_5_vl_frame_is_resized_pixels():
-    assert model_frame("qwen2_5_vl", (640, 480)) == (644.0, 476.0)
+def test_frames_per_family():
+    # Qwen2.5-VL answers in pixels of the resized input: the size comes from the loaded processor
+    # (backend/model_input.py, tested against the processor's own output in test_model_input.py).
+    assert model_frame("qwen2_5_vl", (640, 480), (644, 476)) == (644.0, 476.0)
+    with pytest.raises(ValueError, match="input size"):
+        model_frame("qwen2_5_vl", (640, 480))
     assert model_frame("qwen2_vl", (640, 480)) == (1000.0, 1000.0)
     assert model_frame("demo", (640, 480)) == (100.0, 100.0)
+    assert model_frame(None, (640, 480)) == (640.0, 480.0)
 
 
 @given(boxes(), st.integers(16, 1000), st.integers(16, 1000), st.sampled_from(sorted(CONVENTIONS)))
 def test_round_trip_within_a_pixel(box, w, h, family):
     box = [min(box[0], w), min(box[1], h), min(box[2], w), min(box[3], h)]
-    back = from_model(to_model(box, family, (w, h)), family, (w, h))
+    inp = (max(28, round(w / 28) * 28), max(28, round(h / 28) * 28))  # a resized input of about the same size
+    back = from_model(to_model(box, family, (w, h), inp), family, (w, h), inp)
     assert back == pytest.approx(box, abs=1e-6)
     # Written as integers (what a prompt or answer holds), the error is half a model unit.
-    fw, fh = model_frame(family, (w, h))
+    fw, fh = model_frame(family, (w, h), inp)
     unit = max(w / fw, h / fh)
-    back_int = from_model(to_model_int(box, family, (w, h)), family, (w, h))
+    back_int = from_model(to_model_int(box, family, (w, h), inp), family, (w, h), inp)
     assert max(abs(a - b) for a, b in zip(back_int, box)) <= unit / 2 + 1e-6
     if family != "demo":  # 0-1000 grids and resized pixels are finer than these images
         assert max(abs(a - b) for a, b in zip(back_int, box)) <= 1.0

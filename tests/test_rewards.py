@@ -78,7 +78,7 @@ def test_wrong_coordinate_scale_scores_as_the_wrong_boxes():
     # read as 0-1000 they land on [41, 23, 205, 115] px: IoU 0.17 with the truth, no match
     assert iou([40.96, 23.04, 204.8, 115.2], [64, 48, 320, 240]) < 0.5
     assert one("detection_iou", pixels, truth) == 0.0
-    resized = {"boxes": [[64, 48, 320, 240]], "image_size": [640, 480], "family": "qwen2_5_vl"}
+    resized = {"boxes": [[64, 48, 320, 240]], "image_size": [640, 480], "family": "qwen2_5_vl", "input_size": [644, 476]}
     assert one("detection_iou", dets([round(64 * 644 / 640), round(48 * 476 / 480), round(320 * 644 / 640),
                                       round(240 * 476 / 480)]), resized) > 0.99
     assert one("detection_iou", right, resized) == 0.0

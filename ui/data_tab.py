@@ -10,7 +10,7 @@ from backend.datasets import ImportProblem, delete_dataset, get_dataset, image_p
 from backend.datasets.catalog import dataset_names
 from backend.datasets.safety import ANNOTATION_SUFFIXES, IMAGE_SUFFIXES
 from backend.workspace import Workspace
-from ui.draw import TRUTH, draw_boxes
+from backend.draw import TRUTH, draw_boxes
 
 GALLERY_LIMIT = 48
 AUTO = "auto"

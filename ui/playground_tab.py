@@ -8,7 +8,7 @@ from PIL import Image
 
 from backend.coords import CONVENTIONS
 from backend.playground import parse_size, score
-from ui.draw import PREDICTION, TRUTH, draw_boxes
+from backend.draw import PREDICTION, TRUTH, draw_boxes
 
 PIXELS = "pixels (no family)"
 EXAMPLE_TRUTH = {"detection": '{"boxes": [[40, 30, 200, 180]]}', "classification": '{"label": "golden retriever", "synonyms": ["golden"]}',
@@ -20,12 +20,13 @@ EXAMPLE_COMPLETION = {
 }
 
 
-def run_score(task: str, family: str, image, size_text: str, truth_text: str, completion: str):
+def run_score(task: str, family: str, image, size_text: str, input_size_text: str, truth_text: str, completion: str):
     """(result JSON, reward rows, drawn image or None, message)."""
     try:
         truth = json.loads(truth_text or "{}")
         size = parse_size(size_text) or (list(image.size) if image is not None else None)
-        result = score(task, truth, completion or "", None if family == PIXELS else family, size)
+        result = score(task, truth, completion or "", None if family == PIXELS else family, size,
+                       parse_size(input_size_text))
     except ValueError as e:
         return None, [], None, f"⚠ {e}"
     rows = [[name, round(value, 4)] for name, value in result["rewards"].items()] + [["total", round(result["total"], 4)]]
@@ -47,6 +48,8 @@ def create_playground_tab() -> dict:
                 family = gr.Dropdown([PIXELS, *CONVENTIONS], value=PIXELS, label="Model family (coordinates)")
                 image = gr.Image(type="pil", label="Image (optional: for drawing and its size)", elem_id="playground-image")
                 size = gr.Textbox(label="Image size WIDTHxHEIGHT (taken from the image when empty)")
+                input_size = gr.Textbox(label="Input size the model saw, WIDTHxHEIGHT (qwen2_5_vl answers in its "
+                                              "pixels; `models check` or the Train tab's Check reports it)")
                 truth = gr.Textbox(EXAMPLE_TRUTH["detection"], label="Truth (JSON)", lines=2)
                 completion = gr.Textbox(EXAMPLE_COMPLETION["detection"], label="Completion", lines=5)
                 btn = gr.Button("Score", variant="primary")
@@ -57,5 +60,5 @@ def create_playground_tab() -> dict:
                 result = gr.JSON(label="Parsed")
 
     task.change(lambda t: (EXAMPLE_TRUTH[t], EXAMPLE_COMPLETION[t]), task, [truth, completion], api_visibility="private")
-    btn.click(run_score, [task, family, image, size, truth, completion], [result, table, drawn, message], api_name="score")
+    btn.click(run_score, [task, family, image, size, input_size, truth, completion], [result, table, drawn, message], api_name="score")
     return {"task": task}

@@ -6,7 +6,7 @@ import gradio as gr
 
 from backend.runs import cancel_run, delete_run, eta_seconds, list_runs, metrics, resume_run, rollouts, run_json
 from backend.workspace import Workspace
-from ui.draw import PREDICTION, TRUTH, draw_boxes
+from backend.draw import PREDICTION, TRUTH, draw_boxes
 
 REFRESH_SECONDS = 2.0
 CHARTS = {"reward": "Reward (total and each function)", "kl": "KL to the reference",

@@ -8,7 +8,7 @@ import gradio as gr
 from backend.families import KNOWN_MODELS
 from backend.runs import get_run, list_runs
 from backend.workspace import Workspace
-from ui.draw import PREDICTION, draw_boxes
+from backend.draw import PREDICTION, draw_boxes
 
 BASE = "base model only"
 

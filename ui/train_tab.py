@@ -1,12 +1,16 @@
 """The Train tab: dataset, model, rewards with weights, a preset and advanced settings; launch queues a run."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import gradio as gr
 
 from backend.datasets.catalog import dataset_names, get_dataset
 from backend.families import KNOWN_MODELS
+from backend.preflight import launch_check
 from backend.rewards import REWARDS
 from backend.runs import create_run
 from backend.settings import PRESETS, TrainSettings, preset
@@ -14,9 +18,10 @@ from backend.tasks import TASKS
 from backend.workspace import Workspace
 
 ADVANCED = ["max_steps", "num_generations", "prompts_per_step", "learning_rate", "beta", "temperature",
-            "max_completion_length", "lora_rank", "lora_alpha", "seed", "save_steps"]
+            "max_completion_length", "lora_rank", "lora_alpha", "seed", "save_steps", "min_pixels", "max_pixels"]
 INTEGER = {"max_steps", "num_generations", "prompts_per_step", "max_completion_length", "lora_rank", "lora_alpha",
-           "seed", "save_steps"}
+           "seed", "save_steps", "min_pixels", "max_pixels"}
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def device_summary() -> str:
@@ -49,8 +54,8 @@ def parse_weights(text: str) -> tuple[list[str], list[float]]:
     return names, weights
 
 
-def launch(ws: Workspace, dataset: str, model: str, preset_name: str, rewards_text: str, *values) -> int:
-    """Validate the form and queue a run; returns its id (ValueError: one sentence for the page)."""
+def form_settings(dataset: str, model: str, preset_name: str, rewards_text: str, *values) -> TrainSettings:
+    """The form as TrainSettings (ValueError: one sentence for the page)."""
     if not dataset:
         raise ValueError("choose a dataset first (the Data tab imports one)")
     if not model:
@@ -63,7 +68,55 @@ def launch(ws: Workspace, dataset: str, model: str, preset_name: str, rewards_te
         overrides[key] = int(value) if key in INTEGER else float(value)
     settings = preset(preset_name, **overrides)
     settings.rewards, settings.reward_weights = names, weights
+    return settings
+
+
+def launch(ws: Workspace, dataset: str, model: str, preset_name: str, rewards_text: str, *values) -> int:
+    """Validate the form, check the memory estimate against this machine's GPU, and queue a run."""
+    settings = form_settings(dataset, model, preset_name, rewards_text, *values)
+    launch_check(ws, dataset, model.strip(), settings)
     return create_run(ws.store, dataset, model.strip(), settings)
+
+
+def run_check(ws: Workspace, dataset: str, model: str, settings: TrainSettings, samples: int = 4) -> dict:
+    """`models check --json` in its own process: the page never loads a model (nor torch)."""
+    cmd = [sys.executable, str(ROOT / "app.py"), "--data-dir", str(ws.data_dir), "models", "check", model.strip(),
+           "--dataset", dataset, "--samples", str(samples), "--json"]
+    for flag, value in (("--min-pixels", settings.min_pixels), ("--max-pixels", settings.max_pixels)):
+        if value:
+            cmd += [flag, str(value)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+        raise ValueError(lines[-1][len("error: "):] if lines else "the check failed (see the worker log)")
+    return json.loads(proc.stdout)
+
+
+def check_view(result: dict) -> tuple[list[list], list[tuple[str, str]], str]:
+    """(size table rows, baseline pictures with captions, markdown summary and advice)."""
+    rows, seen = [], set()
+    for im in result["images"]:
+        key = (tuple(im["original"]), tuple(im["input"]))
+        if key in seen:
+            continue
+        seen.add(key)
+        n = sum(1 for other in result["images"] if (tuple(other["original"]), tuple(other["input"])) == key)
+        rows.append([f"{im['original'][0]}×{im['original'][1]}", f"{im['input'][0]}×{im['input'][1]}",
+                     f"{im['frame'][0]}×{im['frame'][1]}", im["visual_tokens"], n])
+    pictures, lines = [], [f"**{result['model']}** ({result['family']}): images are resized within "
+                           f"{result['min_pixels']:,}–{result['max_pixels']:,} pixels; the largest takes "
+                           f"{result['largest_visual_tokens']} visual tokens."]
+    if result.get("memory"):
+        lines.append(f"**GPU memory estimate:** {result['memory']['summary']}")
+    base = result.get("baseline")
+    if base:
+        lines.append(f"**Zero-shot baseline** on {len(base['samples'])} training images: format rate "
+                     f"{base['format_rate']:.2f}; " + ", ".join(f"{k} {v:.3f}" for k, v in base["means"].items()))
+        for sample in base["samples"]:
+            terms = ", ".join(f"{k} {v:.2f}" for k, v in sample["rewards"].items())
+            pictures.append((sample["picture"], f"{sample['category'] or ''}: {terms}"))
+    lines += [f"⚠ {a}" for a in result["advice"]] or ["✓ Nothing stands in the way of training."]
+    return rows, pictures, "\n\n".join(lines)
 
 
 def create_train_tab(ws: Workspace, on_launched) -> dict:
@@ -78,7 +131,9 @@ def create_train_tab(ws: Workspace, on_launched) -> dict:
                 preset_name = gr.Radio(list(PRESETS), value="CPU demo", label="Preset")
                 rewards = gr.Textbox(weights_text("detection"), label="Rewards and weights",
                                      info="name=weight, comma-separated. Known: " + ", ".join(REWARDS))
-                launch_btn = gr.Button("Train", variant="primary", elem_id="launch")
+                with gr.Row():
+                    check_btn = gr.Button("Check", elem_id="check")
+                    launch_btn = gr.Button("Train", variant="primary", elem_id="launch")
                 message = gr.Markdown(elem_id="launch-message")
             with gr.Column():
                 with gr.Accordion("Advanced settings", open=False):
@@ -86,6 +141,13 @@ def create_train_tab(ws: Workspace, on_launched) -> dict:
                     for key in ADVANCED:
                         fields.append(gr.Number(getattr(defaults, key), label=key.replace("_", " "),
                                                 precision=0 if key in INTEGER else None))
+        with gr.Group(visible=False, elem_id="check-result") as check_box:
+            gr.Markdown("### Pre-flight check: what the model sees, and how it does before training")
+            check_summary = gr.Markdown(elem_id="check-summary")
+            check_table = gr.Dataframe(headers=["original", "fed to the model", "coordinate frame", "visual tokens",
+                                                "images"], interactive=False, elem_id="check-table")
+            check_gallery = gr.Gallery(label="Baseline: truth (green), prediction (red)", columns=4, height="auto",
+                                       elem_id="check-gallery")
 
     def on_dataset(name):
         if not name:
@@ -108,6 +170,16 @@ def create_train_tab(ws: Workspace, on_launched) -> dict:
         value = "demo-shapes" if "demo-shapes" in names else (names[-1] if names else None)
         return gr.update(choices=names, value=value)
 
+    def on_check(ds, m, p, r, *values):
+        try:
+            settings = form_settings(ds, m, p, r, *values)
+            rows, pictures, text = check_view(run_check(ws, ds, m, settings))
+        except ValueError as e:
+            return f"⚠ {e}", gr.Group(visible=False), "", [], []
+        return "", gr.Group(visible=True), text, rows, pictures
+
+    check_btn.click(on_check, [dataset, model, preset_name, rewards, *fields],
+                    [message, check_box, check_summary, check_table, check_gallery], api_visibility="private")
     dataset.change(on_dataset, dataset, rewards, api_visibility="private")
     preset_name.change(on_preset, preset_name, fields, api_visibility="private")
     return {"launch": (launch_btn, on_launch, [dataset, model, preset_name, rewards, *fields], message),

@@ -141,6 +141,40 @@ def build_tiny(arch: str, out: Path, seed: int = 0, family: str | None = None,
     return model, processor
 
 
+CLIP_MEAN, CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
+PUBLISHED_PREPROCESSOR = {
+    # As Qwen/Qwen2-VL-*-Instruct and Qwen/Qwen2.5-VL-*-Instruct ship it: limits as min/max_pixels,
+    # and far larger than anything the model was trained with.
+    "qwen2_vl": {"min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2,
+                 "merge_size": 2, "image_mean": CLIP_MEAN, "image_std": CLIP_STD,
+                 "image_processor_type": "Qwen2VLImageProcessor", "processor_class": "Qwen2VLProcessor"},
+    "qwen2_5_vl": {"min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2,
+                   "merge_size": 2, "image_mean": CLIP_MEAN, "image_std": CLIP_STD,
+                   "image_processor_type": "Qwen2VLImageProcessor", "processor_class": "Qwen2_5_VLProcessor"},
+    # As Qwen/Qwen3-VL-*-Instruct ship it: limits as size.shortest_edge/longest_edge, a legacy Fast class name.
+    "qwen3_vl": {"size": {"longest_edge": 16777216, "shortest_edge": 65536}, "patch_size": 16,
+                 "temporal_patch_size": 2, "merge_size": 2, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+                 "image_processor_type": "Qwen2VLImageProcessorFast", "processor_class": "Qwen3VLProcessor"},
+}
+PUBLISHED_VIDEO_PREPROCESSOR = {
+    "qwen3_vl": {"size": {"longest_edge": 25165824, "shortest_edge": 4096}, "patch_size": 16, "temporal_patch_size": 2,
+                 "merge_size": 2, "fps": 2, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+                 "video_processor_type": "Qwen3VLVideoProcessor", "processor_class": "Qwen3VLProcessor"},
+}
+
+
+def publish_layout(folder: Path, arch: str) -> Path:
+    """Rewrite a saved model folder's processor files the way the published checkpoints lay them out
+    (`preprocessor_config.json` with the hub's image-size limits instead of `processor_config.json`),
+    so code is tested against what users really download."""
+    folder = Path(folder)
+    (folder / "processor_config.json").unlink(missing_ok=True)
+    (folder / "preprocessor_config.json").write_text(json.dumps(PUBLISHED_PREPROCESSOR[arch], indent=2))
+    if arch in PUBLISHED_VIDEO_PREPROCESSOR:
+        (folder / "video_preprocessor_config.json").write_text(json.dumps(PUBLISHED_VIDEO_PREPROCESSOR[arch], indent=2))
+    return folder
+
+
 SINGLE_SHAPE_SHARE = 0.2
 """The first share of format examples shows one shape; scenes with two or three follow."""
 
