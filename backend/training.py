@@ -13,6 +13,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Callable
 
 from backend.datasets.catalog import get_dataset
 from backend.rewards import REWARDS, read_solution
@@ -26,16 +27,19 @@ EXIT_FAILED = 3
 """Exit status of a job that failed with a stored error sentence (the worker must not retry it)."""
 
 
-def train_rows(dataset: dict, data_dir: Path, family: str, settings: TrainSettings) -> list[dict]:
-    """GRPO rows: chat prompt, image path, solution JSON, and where each came from."""
+def train_rows(dataset: dict, data_dir: Path, family: str, settings: TrainSettings,
+               input_size_of: Callable[[tuple[int, int]], tuple[int, int]] | None = None) -> list[dict]:
+    """GRPO rows: chat prompt, image path, solution JSON, and where each came from. `input_size_of`
+    (original size -> the size the model's processor resizes to) puts prompt and rewards in its frame."""
     rng = random.Random(settings.seed)
     task = get_task(dataset["task"])
     rows = []
     for s in dataset["samples"]:
         if s["split"] != "train":
             continue
+        input_size = input_size_of((s["width"], s["height"])) if input_size_of else None
         for e in task.build_examples(s, dataset["classes"], family, settings.task_settings(), rng,
-                                     synonyms=dataset.get("synonyms", {})):
+                                     synonyms=dataset.get("synonyms", {}), input_size=input_size):
             rows.append({"prompt": [{"role": "user", "content": e.prompt}],
                          "image": str(Path(data_dir) / dataset["folder"] / "images" / s["file"]),
                          "solution": json.dumps(e.solution), "sample_id": s["id"], "prompt_text": e.prompt,
@@ -74,7 +78,7 @@ class RolloutRecorder:
             sol = read_solution(kw["solution"][i])
             task = "detection" if "boxes" in sol else "classification" if "label" in sol else "grounding"
             out.append({"sample_id": kw["sample_id"][i], "image": kw["image_rel"][i], "prompt": kw["prompt_text"][i],
-                        "completion": text, "parsed": parsed_view(task, text, sol),
+                        "completion": text, "parsed": {**parsed_view(task, text, sol), "input_size": sol.get("input_size")},
                         "rewards": {k: v[i] for k, v in b["rewards"].items()}})
         return out
 
@@ -153,7 +157,8 @@ def run_job(ws: Workspace, run_id: int) -> str:
     output_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(settings.seed)
 
-    loaded = load(run.model, qlora=settings.qlora, for_training=True)
+    loaded = load(run.model, qlora=settings.qlora, for_training=True, min_pixels=settings.min_pixels,
+                  max_pixels=settings.max_pixels)
     val = [s for s in dataset["samples"] if s["split"] == "val"]
     tsettings = settings.task_settings()
     with ws.store.read() as s:
@@ -163,7 +168,7 @@ def run_job(ws: Workspace, run_id: int) -> str:
         store_evaluation(ws, run_id, "before", heldout.evaluate(
             loaded, ws.data_dir, dataset, val, tsettings, settings.max_completion_length, settings.eval_max_examples))
 
-    rows = train_rows(dataset, ws.data_dir, loaded.family.name, settings)
+    rows = train_rows(dataset, ws.data_dir, loaded.family.name, settings, lambda size: loaded.view(size).input)
     train_ds = Dataset.from_list(rows).cast_column("image", ImageFeature())
     recorder = RolloutRecorder()
     cuda = loaded.device == "cuda"
@@ -207,11 +212,68 @@ def finish(ws: Workspace, run_id: int, status: str, error: str | None = None) ->
         run.lease_owner = run.lease_expires_at = None
 
 
+def preload() -> None:
+    """Import what a job imports (the training stack and this module's lazy imports), so that the
+    worker's warm standby starts its run at once. Only ever called in a job process: it may touch CUDA."""
+    import os
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import peft  # noqa: F401
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+    import trl  # noqa: F401
+    from datasets import Dataset, Image  # noqa: F401
+    from transformers import TrainerCallback  # noqa: F401
+    from trl import GRPOConfig, GRPOTrainer  # noqa: F401
+
+    from backend import heldout, models, parsing, playground  # noqa: F401
+
+
+def wait_for_run() -> tuple[int, str] | None:
+    """The standby's wait: one line "RUN_ID LOG_PATH" on stdin; None at EOF (the worker closed the pipe or died)."""
+    line = sys.stdin.readline().rstrip("\n")
+    if not line.strip():
+        return None
+    run_id, log_path = line.split(" ", 1)
+    return int(run_id), log_path
+
+
+def output_to(log_path: str) -> None:
+    """From now on this process writes to the run's log (fd 1 and 2, line-buffered) and reads nothing."""
+    import os
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import os
     p = argparse.ArgumentParser(description="Run one training job (the worker starts this).")
     p.add_argument("--data-dir", required=True)
-    p.add_argument("--run", type=int, required=True)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", type=int)
+    which.add_argument("--standby", action="store_true",
+                       help="the worker's warm job process: import the training stack, then read \"RUN_ID LOG_PATH\" "
+                            "from stdin and run that run with its output in that log (exit 0 at EOF)")
     args = p.parse_args(argv)
+    if args.standby:
+        started = time.time()
+        preload()
+        ready = time.time()
+        given = wait_for_run()
+        if given is None:
+            return 0
+        args.run, log_path = given
+        output_to(log_path)
+        print(f"job process {os.getpid()}: the worker's warm standby (imports took {ready - started:.1f} s, "
+              f"then waited {time.time() - ready:.1f} s for this run)", flush=True)
     ws = open_workspace(Path(args.data_dir))
     try:
         status = run_job(ws, args.run)

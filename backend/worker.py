@@ -1,6 +1,10 @@
 """The worker: claims queued runs with a lease, runs each in a child process, keeps the lease alive,
 enforces cancel, and re-queues runs whose worker or job died.
 
+The worker never imports torch (nor transformers, TRL, PEFT, bitsandbytes) and never touches CUDA: a
+process forked after CUDA is initialised cannot use it. Each job is exec'd fresh; a warm standby job
+process (`VRFT_JOB_START=standby`, the default) makes it start at once.
+
 `python app.py worker [--once] [--lease-seconds 60]`; `python app.py` (serve) starts one too.
 """
 from __future__ import annotations
@@ -104,65 +108,107 @@ def kill_tree(proc: subprocess.Popen) -> None:
         pass
 
 
-class ForkedJob:
-    """The job as a forked child of a worker that has already imported torch/transformers/TRL:
-    it starts training in about a second instead of re-importing for several."""
+JOB_START_MODES = ("standby", "spawn")
+STANDBY_STOP_SECONDS = 5
+STANDBY_RETRY_SECONDS = 60
 
-    def __init__(self, ws: Workspace, run_id: int, log) -> None:
-        log.flush()
-        self.returncode: int | None = None
-        self.pid = os.fork()
-        if self.pid == 0:  # the child: own session (killable as a tree), output to the run's log
+
+def job_start_mode() -> str:
+    """`VRFT_JOB_START`: "standby" (the default) or "spawn"; anything else is one sentence at worker start."""
+    mode = os.environ.get("VRFT_JOB_START", "standby")
+    if mode not in JOB_START_MODES:
+        raise ValueError(f"VRFT_JOB_START is {mode!r}; it must be 'standby' (the default: a job process kept "
+                         "warm) or 'spawn' (a fresh process for each job)")
+    return mode
+
+
+def _job_process(ws: Workspace, args: list[str], **kw) -> subprocess.Popen:
+    """`python -m backend.training` in its own session (killable as a tree). The worker itself never imports
+    torch or touches CUDA: a fork after CUDA is initialised fails, so every job is exec'd fresh."""
+    return subprocess.Popen([sys.executable, "-m", "backend.training", "--data-dir", str(ws.data_dir), *args],
+                            cwd=ROOT, start_new_session=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}, **kw)
+
+
+class JobStarter:
+    """Starts each claimed run's job process.
+
+    In "standby" mode one job process is kept warm: it has imported the training stack and waits on its
+    stdin for a line "RUN_ID LOG_PATH", so a run starts training about a second after its claim. A run
+    claimed while no standby is alive gets a fresh `--run ID` process, as in "spawn" mode.
+    """
+
+    def __init__(self, ws: Workspace, mode: str) -> None:
+        self.ws, self.mode = ws, mode
+        self.standby: subprocess.Popen | None = None
+        self.started_at = 0.0
+
+    def warm(self) -> None:
+        """Start a standby unless one is alive (its output goes to the worker's own until it gets a run).
+
+        One that exited by itself (a broken install fails its imports) is replaced at most once a minute.
+        """
+        if self.mode != "standby":
+            return
+        if self.standby is not None:
+            if self.standby.poll() is None or time.time() - self.started_at < STANDBY_RETRY_SECONDS:
+                return
+            print(f"the standby job process exited with status {self.standby.returncode}; starting another",
+                  flush=True)
+            self._stop(self.standby)
+        self.standby = _job_process(self.ws, ["--standby"], stdin=subprocess.PIPE)
+        self.started_at = time.time()
+
+    def start(self, run_id: int, log, log_path: Path, warm_next: bool = True) -> subprocess.Popen:
+        proc = self._hand_over(run_id, log_path)
+        if proc is None:
+            proc = _job_process(self.ws, ["--run", str(run_id)], stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        if warm_next:
+            self.warm()
+        return proc
+
+    def _hand_over(self, run_id: int, log_path: Path) -> subprocess.Popen | None:
+        proc, self.standby = self.standby, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
             try:
-                os.setsid()
-                ws.store.engine.dispose(close=False)  # never touch the parent's pooled connections
-                devnull = os.open(os.devnull, os.O_RDONLY)
-                os.dup2(devnull, 0)
-                os.dup2(log.fileno(), 1)
-                os.dup2(log.fileno(), 2)
-                sys.stdout = os.fdopen(1, "w", buffering=1)
-                sys.stderr = os.fdopen(2, "w", buffering=1)
-                from backend import training
-                code = training.main(["--data-dir", str(ws.data_dir), "--run", str(run_id)])
-            except BaseException:  # noqa: BLE001 - the child must never return into the worker loop
-                import traceback
-                traceback.print_exc()
-                code = 1
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-            os._exit(code)
+                proc.stdin.write(f"{run_id} {log_path}\n".encode())
+                proc.stdin.close()
+                return proc
+            except OSError:  # it died just now: a fresh process instead
+                pass
+        self._stop(proc)
+        return None
 
-    def poll(self) -> int | None:
-        if self.returncode is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
+    def close(self) -> None:
+        """Stop the standby: EOF on its stdin (it exits 0), killed if still there after a few seconds."""
+        proc, self.standby = self.standby, None
+        if proc is not None:
+            self._stop(proc)
 
-
-def preload() -> None:
-    """Import the training stack once in the worker, so forked jobs start at once."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import peft  # noqa: F401
-    import torch  # noqa: F401
-    import transformers  # noqa: F401
-    import trl  # noqa: F401
-
-    import backend.training  # noqa: F401
+    @staticmethod
+    def _stop(proc: subprocess.Popen) -> None:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            proc.wait(STANDBY_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            kill_tree(proc)
+            proc.wait()
 
 
-def start_job(ws: Workspace, run_id: int, log):
-    if hasattr(os, "fork") and os.environ.get("VRFT_JOB_START", "fork") == "fork":
-        return ForkedJob(ws, run_id, log)
-    return subprocess.Popen([sys.executable, "-m", "backend.training", "--data-dir", str(ws.data_dir),
-                             "--run", str(run_id)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"})
+def run_one(ws: Workspace, run_id: int, owner: str, lease_seconds: int, poll: float = 1.0,
+            starter: JobStarter | None = None, warm_next: bool = True) -> None:
+    """Run the job's child process to its end, keeping the lease; then settle the run's status.
 
-
-def run_one(ws: Workspace, run_id: int, owner: str, lease_seconds: int, poll: float = 1.0) -> None:
-    """Run the job's child process to its end, keeping the lease; then settle the run's status."""
+    `starter` hands the run to its warm standby (then starts the next one unless `warm_next` is false);
+    without one the job is a fresh process.
+    """
+    starter = starter or JobStarter(ws, "spawn")
     with ws.store.read() as s:
         folder = s.get(Run, run_id).folder
     run_dir = ws.data_dir / folder
@@ -171,7 +217,7 @@ def run_one(ws: Workspace, run_id: int, owner: str, lease_seconds: int, poll: fl
     with open(log_path, "ab") as log:
         log.write(f"\n--- attempt started {now().isoformat()} by {owner} ---\n".encode())
         log.flush()
-        proc = start_job(ws, run_id, log)
+        proc = starter.start(run_id, log, log_path, warm_next)
         (run_dir / "job.pid").write_text(str(proc.pid))
         cancel_seen = None
         last_beat = 0.0
@@ -199,20 +245,36 @@ def run_one(ws: Workspace, run_id: int, owner: str, lease_seconds: int, poll: fl
             _requeue_or_fail(run, f"exit status {code}")
 
 
+def _queue_empty(ws: Workspace) -> bool:
+    with ws.store.read() as s:
+        return s.scalar(select(Run.id).where(Run.status == "queued").limit(1)) is None
+
+
 def work(ws: Workspace, once: bool = False, lease_seconds: int = 60, idle_sleep: float = 0.5,
          stop=lambda: False) -> int:
-    """The loop: maintenance, claim, run. `once` drains the queue and returns."""
+    """The loop: maintenance, claim, run. `once` drains the queue and returns.
+
+    The worker never imports torch: each job is its own process, handed to the warm standby (the
+    default) or started fresh (`VRFT_JOB_START=spawn`). With `once`, a standby is kept only while runs
+    are queued.
+    """
+    starter = JobStarter(ws, job_start_mode())
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-    preload()
     done = 0
-    while not stop():
-        requeue_expired(ws)
-        run_id = claim(ws, owner, lease_seconds)
-        if run_id is None:
-            if once:
-                break
-            time.sleep(idle_sleep)
-            continue
-        run_one(ws, run_id, owner, lease_seconds)
-        done += 1
+    try:
+        if not once or not _queue_empty(ws):
+            starter.warm()
+        while not stop():
+            requeue_expired(ws)
+            run_id = claim(ws, owner, lease_seconds)
+            if run_id is None:
+                if once:
+                    break
+                starter.warm()  # replaces one that died
+                time.sleep(idle_sleep)
+                continue
+            run_one(ws, run_id, owner, lease_seconds, starter=starter, warm_next=not once or not _queue_empty(ws))
+            done += 1
+    finally:
+        starter.close()
     return done

@@ -123,3 +123,86 @@ def test_prompt_reward_and_drawing_share_the_processors_frame_through_a_run(publ
         assert f"pixel coordinates of the {fed[0]}x{fed[1]} image" in r.prompt
         assert r.parsed["input_size"] == list(fed)
         assert fed[0] * fed[1] <= get_family("qwen2_5_vl").max_pixels
+
+
+@pytest.fixture(scope="module")
+def photo_data(tmp_path_factory) -> Path:
+    """A data dir with a small COCO dataset of 1024x768 photos and one 4000x3000 photo."""
+    from tests.builders import detection_samples, write_coco, zip_dir
+    from tests.conftest import run_cli
+    root = tmp_path_factory.mktemp("photos")
+    samples = detection_samples(4, size=(1024, 768)) + detection_samples(1, seed=1, size=(4000, 3000))
+    for i, s in enumerate(samples):
+        s["file"] = f"photo{i}.jpg"
+    write_coco(root / "photos", samples)
+    run_cli("datasets", "import", str(zip_dir(root / "photos", root / "photos.zip")), "--name", "photos",
+            data_dir=root / "data")
+    return root / "data"
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_models_check_json_on_published_layouts(published, photo_data, arch):
+    from tests.conftest import run_cli
+    big = photo_data.parent / "big.jpg"
+    Image.new("RGB", (4000, 3000), (10, 120, 200)).save(big)
+    out = json.loads(run_cli("models", "check", str(published[arch]), "--dataset", "photos", "--image", str(big),
+                             "--no-baseline", "--json", data_dir=photo_data).stdout)
+    family = get_family(arch)
+    assert (out["model"], out["family"]) == (str(published[arch]), arch)
+    assert (out["min_pixels"], out["max_pixels"]) == (family.min_pixels, family.max_pixels)
+    assert out["baseline"] is None and len(out["images"]) == 6
+    processor, _ = load_processor(str(published[arch]))
+    for im in out["images"]:
+        assert set(im) == {"path", "original", "input", "frame", "visual_tokens"}
+        assert im["input"] == list(fed_size(processor, Image.new("RGB", tuple(im["original"]))))
+        assert im["frame"] == (im["input"] if arch == "qwen2_5_vl" else [1000, 1000])
+    assert out["images"][-1]["path"] == str(big) and out["images"][-1]["original"] == [4000, 3000]
+    assert out["largest_visual_tokens"] == max(im["visual_tokens"] for im in out["images"])
+
+    smaller = json.loads(run_cli("models", "check", str(published[arch]), "--image", str(big), "--max-pixels",
+                                 "100352", "--no-baseline", "--json", data_dir=photo_data).stdout)
+    im = smaller["images"][0]
+    assert smaller["max_pixels"] == 100352 and im["input"][0] * im["input"][1] <= 100352
+    assert im["visual_tokens"] < out["images"][-1]["visual_tokens"]
+
+
+def test_models_check_baseline_on_a_published_layout(published, photo_data):
+    """Random weights never answer in the format: the baseline says so, with pictures and every reward."""
+    from tests.conftest import run_cli
+    out = json.loads(run_cli("models", "check", str(published["qwen2_5_vl"]), "--dataset", "photos", "--samples", "2",
+                             "--json", data_dir=photo_data).stdout)
+    base = out["baseline"]
+    assert len(base["samples"]) == 2 and base["format_rate"] == 0.0
+    for s in base["samples"]:
+        assert set(s["rewards"]) == {"detection_iou", "detection_confidence", "format"}
+        assert Path(s["picture"]).is_file()
+        assert "pixel coordinates of the 728x532 image" in s["prompt"] or "4000" in s["image"]
+    assert any("never answers in the expected" in a for a in out["advice"])
+
+
+def test_models_check_of_the_demo_with_baseline(tmp_path):
+    from tests.conftest import run_cli
+    data = tmp_path / "data"
+    run_cli("demo", data_dir=data)
+    out = json.loads(run_cli("models", "check", "demo", "--dataset", "demo-shapes", "--samples", "3", "--json",
+                             data_dir=data).stdout)
+    assert out["family"] == "demo" and out["images"][0]["frame"] == [100, 100]
+    base = out["baseline"]
+    assert base["format_rate"] > 0.5 and len(base["samples"]) == 3      # the warm start answers in the format
+    with Image.open(base["samples"][0]["picture"]) as pic:
+        assert pic.size[0] >= 128
+    assert out["advice"] == [] or all(isinstance(a, str) for a in out["advice"])
+
+
+def test_models_check_mistakes_are_one_sentence(tmp_path):
+    from tests.conftest import run_cli
+    data = tmp_path / "data"
+    run_cli("demo", data_dir=data)
+    for args, sentence in [(("demo",), "give a dataset (--dataset) or at least one image"),
+                           (("demo", "--image", str(tmp_path / "none.jpg"), "--no-baseline"), "does not exist"),
+                           (("demo", "--image", str(tmp_path / "none.jpg")), "does not exist"),
+                           (("/nowhere/model", "--dataset", "demo-shapes"), "could not load '/nowhere/model'"),
+                           (("demo", "--dataset", "demo-shapes", "--min-pixels", "900000", "--no-baseline"),
+                            "at most max_pixels")]:
+        proc = run_cli("models", "check", *args, data_dir=data, check=False)
+        assert proc.returncode == 1 and sentence in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

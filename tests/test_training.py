@@ -117,12 +117,21 @@ def test_other_families_run_grpo_steps(tmp_path, arch):
     assert run["status"] == "completed" and run["family"] == arch
     assert [p[0] for p in run["metrics"]["reward"]] == [1, 2]
 
+    from PIL import Image
+
     from backend.datasets import get_dataset
-    rows = training.train_rows(get_dataset(ws.store, "demo-shapes"), ws.data_dir, arch, settings)
+    from backend.model_input import fed_size, image_view
+    from backend.models import load_processor
+    processor, _ = load_processor(str(model_dir))
+    rows = training.train_rows(get_dataset(ws.store, "demo-shapes"), ws.data_dir, arch, settings,
+                               lambda size: image_view(processor, arch, size).input)
     sol = json.loads(rows[0]["solution"])
     assert sol["family"] == arch and sol["image_size"] == [128, 128]
-    if arch == "qwen2_5_vl":  # absolute pixels of the 140x140 resized input
-        assert "pixel coordinates of the 140x140 image" in rows[0]["prompt_text"]
+    with Image.open(rows[0]["image"]) as im:
+        fed = fed_size(processor, im.convert("RGB"))
+    assert sol["input_size"] == list(fed)
+    if arch == "qwen2_5_vl":  # absolute pixels of the resized input the processor really produced
+        assert f"pixel coordinates of the {fed[0]}x{fed[1]} image" in rows[0]["prompt_text"]
     else:
         assert "between 0 and 1000" in rows[0]["prompt_text"]
 
