@@ -173,7 +173,9 @@ def approximate_shape(language_params_b: float, vision_params_b: float, name: st
 
 
 def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
-    """The Qwen processors' resize: sides multiples of `factor`, area within [min_pixels, max_pixels]."""
+    """The Qwen processors' resize rule, for estimates made where no processor is loaded (the page
+    does not import transformers). What a loaded model really sees is backend/model_input.py's answer;
+    tests/test_model_input.py checks the two agree on photo sizes."""
     h = max(factor, round(height / factor) * factor)
     w = max(factor, round(width / factor) * factor)
     if h * w > max_pixels:

@@ -58,6 +58,7 @@ class TrainSettings:
         return cls(**data)
 
 
+GPU_COMMON = dict(max_steps=200, learning_rate=1e-5, beta=0.04, temperature=1.0, save_steps=50)
 PRESETS: dict[str, dict] = {
     # The paper's settings (Qwen2-VL-2B, ~200 steps for few-shot detection).
     "Visual-RFT paper": dict(max_steps=200, num_generations=8, learning_rate=1e-6, beta=0.04, temperature=1.0,
@@ -67,14 +68,15 @@ PRESETS: dict[str, dict] = {
                      max_completion_length=64, prompts_per_step=4, save_steps=10, rollout_steps=2,
                      eval_max_examples=60),
     # By card size (backend/memory.py), for Qwen2.5-VL-7B under QLoRA; images capped by max_pixels.
+    # LoRA adapters take a larger learning rate than the paper's full fine-tune (1e-6).
     # 7B QLoRA, 1024x768 photo -> 494 visual tokens (at most 512): about 17.5 GiB of 24.
-    "24 GB GPU": dict(qlora=True, num_generations=8, prompts_per_step=1, max_completion_length=256,
+    "24 GB GPU": dict(qlora=True, **GPU_COMMON, num_generations=8, prompts_per_step=1, max_completion_length=256,
                       max_pixels=401_408),
     # 7B QLoRA, 1024x768 photo -> 999 visual tokens (at most 1,024): about 33.3 GiB of 48.
-    "48 GB GPU": dict(qlora=True, num_generations=8, prompts_per_step=2, max_completion_length=256,
+    "48 GB GPU": dict(qlora=True, **GPU_COMMON, num_generations=8, prompts_per_step=2, max_completion_length=256,
                       max_pixels=802_816),
     # 7B QLoRA, 1024x768 photo -> 999 visual tokens (at most 1,024), paper's G x prompts x length: about 56.5 GiB of 80.
-    "80 GB GPU": dict(qlora=True, num_generations=8, prompts_per_step=2, max_completion_length=1024,
+    "80 GB GPU": dict(qlora=True, **GPU_COMMON, num_generations=8, prompts_per_step=2, max_completion_length=1024,
                       max_pixels=802_816),
 }
 

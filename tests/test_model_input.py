@@ -206,3 +206,12 @@ def test_models_check_mistakes_are_one_sentence(tmp_path):
                             "at most max_pixels")]:
         proc = run_cli("models", "check", *args, data_dir=data, check=False)
         assert proc.returncode == 1 and sentence in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_the_memory_estimates_token_count_agrees_with_the_processor(published):
+    """The page estimates memory without loading a processor; its token count must be the processor's."""
+    from backend.memory import visual_tokens_for
+    processor, family = load_processor(str(published["qwen2_5_vl"]))
+    for w, h in [(1024, 768), (4000, 3000), (640, 480), (3024, 4032), (100, 60)]:
+        assert visual_tokens_for(w, h, "Qwen/Qwen2.5-VL-7B-Instruct", max_pixels=family.max_pixels,
+                                 min_pixels=family.min_pixels) == image_view(processor, "qwen2_5_vl", (w, h)).visual_tokens
