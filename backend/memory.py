@@ -48,7 +48,9 @@ parameter counts computed from them and rounded; approximate, within a few perce
 """
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
@@ -150,8 +152,35 @@ MODEL_SHAPES: dict[str, ModelShape] = {s.name: s for s in (
 )}
 
 
+def shape_from_config(config: dict, name: str) -> ModelShape:
+    """The shape of a Qwen2/2.5/3-VL model from its config.json (a local folder: nothing to download).
+    Parameter counts are summed from the layer sizes (biases and norms left out)."""
+    text = config.get("text_config") or config
+    vision = config.get("vision_config") or {}
+    h, layers, inter = text["hidden_size"], text["num_hidden_layers"], text["intermediate_size"]
+    heads, kv = text["num_attention_heads"], text.get("num_key_value_heads", text["num_attention_heads"])
+    head_dim = text.get("head_dim") or h // heads
+    vocab, tied = text["vocab_size"], bool(config.get("tie_word_embeddings", text.get("tie_word_embeddings", False)))
+    q = heads * head_dim
+    language = layers * (h * q + 2 * h * kv * head_dim + q * h + 3 * h * inter) + vocab * h * (1 if tied else 2)
+    vh = vision.get("hidden_size") if config.get("model_type") != "qwen2_vl" else vision.get("embed_dim")
+    vh = vh or vision.get("embed_dim") or vision.get("hidden_size", 1280)
+    matrices = 2 if config.get("model_type") in ("qwen2_vl", "qwen3_vl") else 3
+    vi = vision.get("intermediate_size") or int(vh * vision.get("mlp_ratio", 4))
+    vision_params = vision.get("depth", 32) * (4 * vh * vh + matrices * vh * vi)
+    return ModelShape(name, language / 1e9, vision_params / 1e9, hidden=h, layers=layers, intermediate=inter,
+                      heads=heads, kv_heads=kv, head_dim=head_dim, vocab=vocab, tied_embeddings=tied,
+                      vision_hidden=vh, vision_intermediate=vi, vision_heads=vision.get("num_heads", 16),
+                      vision_mlp_matrices=matrices, patch=vision.get("patch_size", 14),
+                      merge=vision.get("spatial_merge_size", 2))
+
+
 def model_shape(model: str) -> ModelShape:
-    """The shape of a known model: a hub id of the table, or a name containing e.g. 'qwen2.5-vl-7b'."""
+    """The shape of a model: a local folder (its config.json), a hub id of the table, or a name
+    containing e.g. 'qwen2.5-vl-7b'."""
+    config = Path(model).expanduser() / "config.json"
+    if config.is_file():
+        return shape_from_config(json.loads(config.read_text()), model)
     if model in MODEL_SHAPES:
         return MODEL_SHAPES[model]
     lowered = model.lower().replace("_", "-")

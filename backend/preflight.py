@@ -49,8 +49,10 @@ def memory_line(model: str, settings: TrainSettings, *, visual_tokens: int | Non
     resized within the settings' max_pixels), against this machine's GPU when it has one. None when
     the model's shape is unknown."""
     from backend import memory
+    from backend.models import resolve_model
     try:
-        job = memory.job_from_settings(settings, model, visual_tokens=visual_tokens, image_size=image_size)
+        job = memory.job_from_settings(settings, resolve_model(model)[0], visual_tokens=visual_tokens,
+                                       image_size=image_size)
     except ValueError:
         return None
     est = memory.estimate(job)

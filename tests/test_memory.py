@@ -207,3 +207,20 @@ def test_the_estimate_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.stdout.strip() == "False"
+
+
+def test_a_local_folder_is_measured_from_its_config(tmp_path):
+    """A downloaded checkpoint folder: the shape comes from its config.json as transformers writes it."""
+    import transformers
+
+    from backend.memory import MODEL_SHAPES, estimate, model_shape
+    text = dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                num_attention_heads=28, num_key_value_heads=4)
+    vision = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584)
+    transformers.Qwen2_5_VLConfig(text_config=text, vision_config=vision,
+                                  tie_word_embeddings=False).save_pretrained(tmp_path)
+    shape, table = model_shape(str(tmp_path)), MODEL_SHAPES["Qwen/Qwen2.5-VL-7B-Instruct"]
+    assert shape.language_params_b == pytest.approx(table.language_params_b, rel=0.05)
+    assert shape.vision_params_b == pytest.approx(table.vision_params_b, rel=0.15)
+    assert (shape.hidden, shape.layers, shape.kv_heads, shape.patch) == (3584, 28, 4, 14)
+    assert estimate(model=shape).total_gib == pytest.approx(estimate(model=table).total_gib, rel=0.05)
