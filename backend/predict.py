@@ -14,7 +14,8 @@ from backend.inference import generate
 from backend.playground import parsed_view
 from backend.runs import dataset_name, get_run, latest_checkpoint
 from backend.settings import TrainSettings
-from backend.tasks import FORMAT_INSTRUCTION, detection_prompt, frame_solution, grounding_prompt
+from backend.tasks import (FORMAT_INSTRUCTION, classification_prompt, detection_prompt, frame_solution,
+                           grounding_prompt)
 from backend.workspace import Workspace
 
 
@@ -36,31 +37,51 @@ def _loaded(model: str, adapter: str | None, min_pixels: int | None = None, max_
     return load(model, adapter=adapter, qlora=None, min_pixels=min_pixels, max_pixels=max_pixels)
 
 
-def _run_loaded(ws: Workspace, run_id: int):
-    """The run's tuned model, fed images the way it was trained (its own pixel limits)."""
+def _run_loaded(ws: Workspace, run_id: int, base: bool = False):
+    """The run's tuned model (or, with `base`, its base model), fed images the way it was trained."""
     run = get_run(ws.store, run_id)
     settings = TrainSettings.from_dict(run.settings)
-    return _loaded(run.model, str(adapter_dir(ws, run_id)), settings.min_pixels, settings.max_pixels)
+    return _loaded(run.model, None if base else str(adapter_dir(ws, run_id)), settings.min_pixels, settings.max_pixels)
+
+
+def _trained_classification_prompt(ws: Workspace, run) -> str:
+    """The prompt a classification run was trained with (its dataset's classes, its object kind)."""
+    settings = TrainSettings.from_dict(run.settings)
+    try:
+        classes = get_dataset(ws.store, dataset_name(ws.store, run), with_samples=False)["classes"]
+    except ValueError:  # the dataset was deleted: the prompt without the list of classes
+        classes = None
+    return classification_prompt(classes if settings.classes_in_prompt else None, settings.object_kind)
 
 
 def predict(ws: Workspace, image: Path, *, run_id: int | None = None, model: str | None = None,
-            category: str | None = None, question: str | None = None, max_new_tokens: int = 256) -> dict:
-    """Reasoning, answer and (when there are any) boxes in pixels of the given image."""
+            category: str | None = None, question: str | None = None, max_new_tokens: int = 256,
+            base: bool = False) -> dict:
+    """Reasoning, answer and (when there are any) boxes in pixels of the given image. With a run, the
+    prompt is the one it was trained with; `base` asks the run's base model the same way."""
     probe_image(Path(image), ImportLimits.from_env(), Path(image).name)
-    task = None
+    task = run = None
     if run_id is not None:
         run = get_run(ws.store, run_id)
         model, task = run.model, run.task
-        loaded = _run_loaded(ws, run_id)
+        loaded = _run_loaded(ws, run_id, base)
         max_new_tokens = TrainSettings.from_dict(run.settings).max_completion_length
     else:
         loaded = _loaded(model, None)
+    if task == "detection" and not category:
+        raise ValueError("this run detects objects: give a category to detect")
+    if task == "grounding" and not question:
+        raise ValueError("this run finds regions: describe the region to find")
+    if task is None and not (category or question):
+        raise ValueError("give a category to detect or a question")
     family = loaded.family.name
     with Image.open(image) as im:
         picture = ImageOps.exif_transpose(im).convert("RGB")  # upright, as imports store photos
     size = picture.size
     view = loaded.view(size)
-    if category:
+    if task == "classification":
+        prompt, kind = _trained_classification_prompt(ws, run), "classification"
+    elif category:
         prompt, kind = detection_prompt(category, family, size, view.input), "detection"
     elif task == "grounding":
         prompt, kind = grounding_prompt(question, family, size, view.input), "grounding"

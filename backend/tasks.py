@@ -58,7 +58,8 @@ def detection_prompt(category: str, family: str | None, image_size: Size, input_
 
 def classification_prompt(classes: list[str] | None, object_kind: str) -> str:
     choices = f" Answer with one of: {', '.join(classes)}." if classes else ""
-    return (f"This is an image containing a {object_kind}. Please identify the class of the {object_kind} "
+    article = "an" if object_kind[:1].lower() in "aeiou" else "a"
+    return (f"This is an image containing {article} {object_kind}. Please identify the class of the {object_kind} "
             f"based on the image.{choices} {FORMAT_INSTRUCTION} The output answer format should be as follows: "
             "<think> ... </think> <answer>class name</answer> Please strictly follow the format.")
 

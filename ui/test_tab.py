@@ -6,7 +6,7 @@ from pathlib import Path
 import gradio as gr
 
 from backend.families import KNOWN_MODELS
-from backend.runs import get_run, list_runs
+from backend.runs import list_runs
 from backend.workspace import Workspace
 from backend.draw import PREDICTION, draw_boxes
 
@@ -28,14 +28,13 @@ def predict_images(ws: Workspace, run: str | None, model: str | None, paths: lis
     from backend.predict import predict
     if not paths:
         raise ValueError("upload at least one image")
-    if not (category or "").strip() and not (question or "").strip():
-        raise ValueError("give a category to detect or a question")
-    ask = {"category": category.strip() or None, "question": None if category.strip() else question.strip()}
+    category, question = (category or "").strip(), (question or "").strip()
+    ask = {"category": category or None, "question": None if category else question or None}
     sources: list[tuple[str, dict]] = []
     if run and run != BASE:
         sources.append((f"run {run}", {"run_id": int(run)}))
-        if compare:
-            sources.append(("base", {"model": get_run(ws.store, int(run)).model}))
+        if compare:  # the run's base model, asked exactly as the run is
+            sources.append(("base", {"run_id": int(run), "base": True}))
     else:
         if not (model or "").strip():
             raise ValueError("choose a run or a base model")
