@@ -1,4 +1,7 @@
-# GPU image: CUDA runtime + the app. `docker run --gpus all -p 7860:7860 -v $PWD/data:/app/data IMAGE`
+# GPU image: CUDA runtime + the app.
+# `docker run --gpus all -e VRFT_AUTH=USER:PASS -p 7860:7860 -v $PWD/data:/app/data IMAGE`
+# The app listens on 0.0.0.0 here, so it requires VRFT_AUTH: without it the container exits at once with a
+# sentence saying so (add `--insecure-no-auth` to the command only behind a proxy that asks for a login).
 FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 ENV DEBIAN_FRONTEND=noninteractive PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 VRFT_DATA_DIR=/app/data
 RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv python3-dev build-essential \

@@ -96,7 +96,8 @@ def _settings(args: argparse.Namespace):
         raise CliError(f"--reward-weights must be numbers separated by commas, got '{args.reward_weights}'") from None
     return preset(args.preset, max_steps=args.max_steps, num_generations=args.num_generations,
                   learning_rate=args.learning_rate, beta=args.beta, seed=args.seed, save_steps=args.save_steps,
-                  rewards=rewards, reward_weights=weights, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
+                  rewards=rewards, reward_weights=weights, min_pixels=args.min_pixels, max_pixels=args.max_pixels,
+                  generation_backend=args.generation_backend)
 
 
 def cmd_runs_create(args: argparse.Namespace) -> int:
@@ -174,7 +175,9 @@ def cmd_runs_logs(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from backend.worker import work
-    n = work(_open(args), once=args.once, lease_seconds=args.lease_seconds)
+    from backend.gpus import parse_gpus
+    gpus = parse_gpus(args.gpus) if args.gpus is not None else None
+    n = work(_open(args), once=args.once, lease_seconds=args.lease_seconds, gpus=gpus)
     print(f"worker finished {n} run{'s' if n != 1 else ''}")
     return 0
 
@@ -219,22 +222,26 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from ui.server import serve
-    return serve(resolve_data_dir(args.data_dir), host=args.host, port=args.port, auth=args.auth, share=args.share)
+    return serve(resolve_data_dir(args.data_dir), host=args.host, port=args.port, auth=args.auth, share=args.share,
+                 insecure_no_auth=args.insecure_no_auth)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from backend.coords import CONVENTIONS
     from backend.datasets.formats import FORMATS
-    from backend.settings import PRESETS
+    from backend.settings import GENERATION_BACKENDS, PRESETS
     from backend.tasks import TASKS
 
     p = argparse.ArgumentParser(prog="app.py", description="Visual-RFT Studio: reinforcement fine-tuning of "
                                 "vision-language models with verifiable rewards.")
     p.add_argument("--data-dir", help="where datasets, runs and the database live (default $VRFT_DATA_DIR or ./data)")
-    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only; "
+                                                       "any other address needs --auth)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--auth", help="USER:PASS to require a login (or $VRFT_AUTH)")
-    p.add_argument("--share", action="store_true", help="ask Gradio for a public share link")
+    p.add_argument("--insecure-no-auth", action="store_true",
+                   help="serve on a non-loopback --host without a login (only behind a proxy that asks for one)")
+    p.add_argument("--share", action="store_true", help="ask Gradio for a public share link (needs --auth)")
     p.set_defaults(func=cmd_serve)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -275,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     cr.add_argument("--beta", type=float)
     cr.add_argument("--seed", type=int)
     cr.add_argument("--save-steps", type=int)
+    cr.add_argument("--generation-backend", choices=list(GENERATION_BACKENDS),
+                    help="how completions are sampled: hf (transformers generate), vllm (a vLLM engine on the "
+                         "training GPU: CUDA and vllm installed, no QLoRA), auto (the default: vllm where it can run)")
     _pixel_flags(cr)
     cr.add_argument("--ignore-memory-estimate", action="store_true",
                     help="queue the run even when the memory estimate says it will not fit this machine's GPU")
@@ -297,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     wk = sub.add_parser("worker", help="run queued jobs (serve starts one too)")
     wk.add_argument("--once", action="store_true", help="re-queue expired runs, run every queued run, then exit")
     wk.add_argument("--lease-seconds", type=int, default=60)
+    wk.add_argument("--gpus", help="GPU ids to run jobs on, one job per GPU at once (like 0,1; 'none' for the CPU; "
+                                   "default: CUDA_VISIBLE_DEVICES, else every GPU nvidia-smi lists)")
     wk.set_defaults(func=cmd_worker)
 
     dm = sub.add_parser("demo", help="register the demo dataset and check the demo model (idempotent)")

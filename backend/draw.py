@@ -34,3 +34,32 @@ def draw_boxes(image: Image.Image | str | Path, layers: Iterable[tuple[Sequence[
                 draw.rectangle([x1, ty, x1 + tb[2] - tb[0] + 6, ty + tb[3] - tb[1] + 4], fill=color)
                 draw.text((x1 + 3, ty), text, fill=(255, 255, 255), font=font)
     return im
+
+
+def placeholder(text: str, size: tuple[int, int] = (320, 240)) -> Image.Image:
+    """A grey picture saying why there is no image (a file deleted or unreadable), for galleries."""
+    im = Image.new("RGB", size, (229, 231, 235))
+    draw = ImageDraw.Draw(im)
+    font = ImageFont.load_default(size=14)
+    words, lines, line = text.split(), [], ""
+    for w in words:  # wrap to the width
+        if line and draw.textlength(f"{line} {w}", font=font) > size[0] - 20:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}".strip()
+    lines.append(line)
+    for i, ln in enumerate(lines):
+        draw.text((10, 10 + 18 * i), ln, fill=(75, 85, 99), font=font)
+    return im
+
+
+def draw_file(path: str | Path, layers: Iterable[tuple[Sequence[Sequence], tuple[int, int, int]]],
+              max_side: int = 640) -> Image.Image:
+    """`draw_boxes` of an image file; a placeholder when the file is missing or unreadable (never raises for it)."""
+    try:
+        return draw_boxes(path, layers, max_side)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        missing = isinstance(e, FileNotFoundError)
+        return placeholder(f"{Path(path).name}: {'the image is no longer on disk' if missing else 'the image cannot be read'}",
+                           (max_side, max_side * 3 // 4))

@@ -38,9 +38,16 @@ def heldout_examples(task: str, classes: list[str], synonyms: dict, samples: lis
     return out
 
 
+GenerateFn = Callable[[list[tuple[Image.Image, str]], int], list[str]]
+"""(image, prompt) pairs and max new tokens -> greedy completions, in order."""
+
+
 def evaluate(loaded, data_dir: Path, dataset: dict, samples: list[dict], settings: TaskSettings,
-             max_new_tokens: int, max_examples: int = 300, seed: int = 0) -> dict:
-    """The task's held-out metrics (mAP / accuracy / mIoU, and format rate) for `samples`."""
+             max_new_tokens: int, max_examples: int = 300, seed: int = 0,
+             generate_fn: GenerateFn | None = None) -> dict:
+    """The task's held-out metrics (mAP / accuracy / mIoU, and format rate) for `samples`. `generate_fn`
+    replaces HF generate on `loaded` (the training job passes its vLLM engine's, or one sharing the prompts
+    among its processes)."""
     pairs = heldout_examples(dataset["task"], dataset["classes"], dataset.get("synonyms", {}), samples,
                              loaded.family.name, settings, seed, lambda size: loaded.view(size).input)[:max_examples]
     images = {}
@@ -50,7 +57,8 @@ def evaluate(loaded, data_dir: Path, dataset: dict, samples: list[dict], setting
             with Image.open(Path(data_dir) / dataset["folder"] / "images" / s["file"]) as im:
                 images[s["file"]] = im.convert("RGB")
         items.append((images[s["file"]], e.prompt))
-    completions = generate(loaded, items, max_new_tokens=max_new_tokens)
+    completions = (generate_fn(items, max_new_tokens) if generate_fn is not None
+                   else generate(loaded, items, max_new_tokens=max_new_tokens))
     records = [{"image_id": s["file"], "category": e.category, "solution": e.solution, "completion": c}
                for (s, e), c in zip(pairs, completions)]
     return METRICS[dataset["task"]](records)

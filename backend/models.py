@@ -86,7 +86,9 @@ def load(model: str, *, adapter: str | None = None, qlora: bool | None = None, f
             llm_int8_skip_modules=[family.vision_module, "lm_head"])
     kwargs["dtype"] = torch.bfloat16 if device == "cuda" else torch.float32
     if device == "cuda":
-        kwargs["device_map"] = {"": 0}
+        # This process's GPU: under `accelerate launch` each process takes the GPU of its LOCAL_RANK.
+        import os
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     try:
         model_cls = getattr(transformers, family.model_class)
         net = model_cls.from_pretrained(source, **kwargs)

@@ -49,14 +49,22 @@ def memory_line(model: str, settings: TrainSettings, *, visual_tokens: int | Non
     resized within the settings' max_pixels), against this machine's GPU when it has one. None when
     the model's shape is unknown."""
     from backend import memory
+    from backend.gpus import installed
     from backend.models import resolve_model
+    from backend.settings import generation_backend, uses_qlora
+    gpu = gpu_gib()
+    backend = generation_backend(settings, gpu is not None, installed("vllm"))
+    if gpu is None:  # vLLM's reservation is a share of a card (and runs create refuses vLLM without one)
+        backend = "hf"
+    as_run = dict(generation=backend, qlora=uses_qlora(settings, True, backend))  # as the job runs on a GPU
+    if backend == "vllm":
+        as_run.update(vllm_gpu_memory_utilization=settings.vllm_gpu_memory_utilization, gpu_gib=gpu)
     try:
         job = memory.job_from_settings(settings, resolve_model(model)[0], visual_tokens=visual_tokens,
-                                       image_size=image_size)
+                                       image_size=image_size, **as_run)
     except ValueError:
         return None
     est = memory.estimate(job)
-    gpu = gpu_gib()
     fits = None if gpu is None else est.fits(gpu)
     return {"total_gib": round(est.total_gib, 1), "parts_gib": est.parts(), "visual_tokens": job.visual_tokens,
             "gpu_gib": gpu, "fits": fits, "advice": est.advice(gpu) if fits is False else [],

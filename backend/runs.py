@@ -1,18 +1,23 @@
-"""Runs in storage: create, read, cancel; metric points upserted by (run, step, name)."""
+"""Runs in storage: create, read, cancel; metric points upserted by (run, step, name), rollouts stored once per
+(run, step, prompt index, sample index).
+
+Every read-then-write locks the row it decides on (`storage.locked`, `SELECT … FOR UPDATE`) or decides in the
+UPDATE itself (`storage.update_where`), so two processes (page, worker, job) never overwrite each other.
+"""
 from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from backend.datasets.catalog import get_dataset
 from backend.models import resolve_model
 from backend.rewards import REWARDS
 from backend.settings import TrainSettings
 from backend.tasks import get_task
-from storage import Store
-from storage.models import Checkpoint, Evaluation, MetricPoint, Rollout, Run
+from storage import Store, locked, update_where, upsert
+from storage.models import Checkpoint, Dataset, Evaluation, MetricPoint, Rollout, Run
 
 def now() -> datetime:
     return datetime.now(timezone.utc)
@@ -35,9 +40,13 @@ def create_run(store: Store, dataset: str, model: str, settings: TrainSettings) 
         raise ValueError(f"{len(settings.rewards)} rewards but {len(settings.reward_weights)} weights")
     if settings.max_steps < 1 or settings.num_generations < 2:
         raise ValueError("max steps must be at least 1 and the number of generations at least 2")
+    from backend.gpus import check_settings
+    check_settings(settings)  # generation backend, GPUs, packages: one sentence now, not a failed job later
     if info["counts"]["train"] == 0:
         raise ValueError(f"dataset '{dataset}' has no training images")
     with store.write() as s:
+        if locked(s, Dataset, info["id"]) is None:  # deleted since it was read: no run on a missing dataset
+            raise ValueError(f"dataset '{dataset}' was deleted")
         run = Run(dataset_id=info["id"], model=model, family=family.name, task=info["task"],
                   settings=settings.to_dict(), max_steps=settings.max_steps)
         s.add(run)
@@ -55,7 +64,6 @@ def get_run(store: Store, run_id: int) -> Run:
 
 
 def dataset_name(store: Store, run: Run) -> str:
-    from storage.models import Dataset
     with store.read() as s:
         ds = s.get(Dataset, run.dataset_id) if run.dataset_id else None
     if ds is None:
@@ -104,7 +112,7 @@ def delete_run(store: Store, data_dir: Path, run_id: int) -> None:
     """A finished run's rows and folder; a running one must be cancelled first."""
     import shutil
     with store.write() as s:
-        run = s.get(Run, run_id)
+        run = locked(s, Run, run_id)
         if run is None:
             raise ValueError(f"there is no run {run_id}")
         if run.status in ("queued", "running"):
@@ -118,24 +126,32 @@ def delete_run(store: Store, data_dir: Path, run_id: int) -> None:
 def resume_run(store: Store, run_id: int) -> None:
     """Queue a cancelled or failed run again; it continues from its last checkpoint."""
     with store.write() as s:
-        run = s.get(Run, run_id)
+        run = locked(s, Run, run_id)
         if run is None:
             raise ValueError(f"there is no run {run_id}")
         if run.status not in ("cancelled", "failed"):
             raise ValueError(f"run {run_id} is {run.status}; only cancelled or failed runs resume")
+        if run.dataset_id is None or locked(s, Dataset, run.dataset_id) is None:  # locked: not deleted meanwhile
+            raise ValueError(f"run {run_id} cannot resume: its dataset was deleted")
         run.status, run.cancel_requested, run.error, run.finished_at, run.attempts = "queued", False, None, None, 0
 
 
 def list_runs(store: Store) -> list[dict]:
     with store.read() as s:
         ids = list(s.scalars(select(Run.id).order_by(Run.id.desc())))
-    return [run_json(store, i, with_metrics=False) for i in ids]
+    out = []
+    for i in ids:
+        try:
+            out.append(run_json(store, i, with_metrics=False))
+        except ValueError:  # deleted since the ids were read
+            continue
+    return out
 
 
 def cancel_run(store: Store, run_id: int) -> str:
     """Queued runs are cancelled at once; running ones get a flag the training callback reads."""
     with store.write() as s:
-        run = s.get(Run, run_id)
+        run = locked(s, Run, run_id)
         if run is None:
             raise ValueError(f"there is no run {run_id}")
         if run.status == "queued":
@@ -146,11 +162,65 @@ def cancel_run(store: Store, run_id: int) -> str:
 
 
 def upsert_metrics(store: Store, run_id: int, step: int, values: dict[str, float]) -> None:
-    """One point per (run, step, name): a resumed run overwrites, never duplicates."""
+    """One point per (run, step, name): a resumed run overwrites, never duplicates (one INSERT … ON CONFLICT)."""
     with store.write() as s:
-        s.execute(delete(MetricPoint).where(MetricPoint.run_id == run_id, MetricPoint.step == step,
-                                            MetricPoint.name.in_(list(values))))
-        s.add_all([MetricPoint(run_id=run_id, step=step, name=k, value=float(v)) for k, v in values.items()])
+        upsert(s, MetricPoint, [{"run_id": run_id, "step": step, "name": k, "value": float(v), "created_at": now()}
+                                for k, v in values.items()], ("run_id", "step", "name"), ("value", "created_at"))
+
+
+ROLLOUT_FIELDS = ("sample_id", "image", "prompt", "completion", "parsed", "rewards")
+
+
+def store_rollouts(store: Store, run_id: int, step: int, rows: list[dict]) -> None:
+    """Store a step's sampled rollouts once per (run, step, prompt_index, sample_index) (one INSERT … ON CONFLICT).
+
+    `rows` are the training job's dicts (sample_id, image, prompt, completion, parsed, rewards) with
+    `prompt_index` (the prompt's place in the step's batch) and `sample_index` (which of its generations). A row
+    without them gets (its position in `rows`, 0): the job picks the same positions of the same batch when a
+    step is repeated after a resume. A step written again (a resumed run repeats the steps after its last
+    checkpoint) replaces its rollouts, as it replaces its metric points: what is shown is what training kept.
+    """
+    values = []
+    for i, r in enumerate(rows):
+        values.append({"run_id": run_id, "step": step, "created_at": now(),
+                       "prompt_index": int(r["prompt_index"]) if r.get("prompt_index") is not None else i,
+                       "sample_index": int(r["sample_index"]) if r.get("sample_index") is not None else 0,
+                       **{k: r.get(k) for k in ROLLOUT_FIELDS},
+                       "parsed": r.get("parsed") or {}, "rewards": r.get("rewards") or {}})
+    with store.write() as s:
+        upsert(s, Rollout, values, ("run_id", "step", "prompt_index", "sample_index"),
+               (*ROLLOUT_FIELDS, "created_at"))
+
+
+def record_checkpoint(store: Store, run_id: int, step: int, path: str) -> None:
+    """A checkpoint folder (relative to the data dir) fully written at `step`: one row per (run, step)."""
+    with store.write() as s:
+        upsert(s, Checkpoint, [{"run_id": run_id, "step": step, "path": path, "complete": True, "created_at": now()}],
+               ("run_id", "step"), ("path", "complete"))
+
+
+def save_evaluation(store: Store, run_id: int, phase: str, result: dict) -> None:
+    """The held-out evaluation `before` or `after` training: one row per (run, phase), the newest kept."""
+    with store.write() as s:
+        upsert(s, Evaluation, [{"run_id": run_id, "phase": phase, "metrics": result, "created_at": now()}],
+               ("run_id", "phase"), ("metrics", "created_at"))
+
+
+def record_step(store: Store, run_id: int, step: int) -> bool:
+    """The job's progress: set the run's step; returns whether cancel was requested (read in the same
+    transaction, after the write)."""
+    with store.write() as s:
+        update_where(s, Run, run_id, step=step)
+        return bool(s.scalar(select(Run.cancel_requested).where(Run.id == run_id)))
+
+
+def finish_run(store: Store, run_id: int, status: str, error: str | None = None) -> bool:
+    """Settle a running run as `status` (completed, cancelled, failed), clearing its lease. Only a run still
+    marked running is settled: one already settled elsewhere (re-queued, cancelled while queued) is left as
+    it is. Returns whether this call settled it."""
+    with store.write() as s:
+        return update_where(s, Run, run_id, Run.status == "running", status=status, finished_at=now(), error=error,
+                            lease_owner=None, lease_expires_at=None)
 
 
 def latest_checkpoint(store: Store, data_dir: Path, run_id: int) -> Checkpoint | None:

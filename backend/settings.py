@@ -33,6 +33,9 @@ class TrainSettings:
     reward_weights: list[float] = field(default_factory=list)
     negative_share: float = 0.25
     classes_in_prompt: bool = True
+    object_kind: str = "object"
+    """Classification: what the images show ('plant', 'dog', 'aircraft'): the prompt says 'This is an
+    image containing a dog. Please identify the class of the dog'."""
     eval_max_examples: int = 300
     """Cap on held-out prompts evaluated before and after training."""
     min_pixels: int | None = None
@@ -40,11 +43,33 @@ class TrainSettings:
     max_pixels: int | None = None
     """Images larger than this many pixels are shrunk (fewer visual tokens, less memory); None = the
     model family's default (Visual-RFT: 401,408, about 512 visual tokens)."""
+    generation_backend: str = "auto"
+    """How completions are sampled while training (generation dominates a GRPO step). "hf":
+    transformers' generate, everywhere. "vllm": a vLLM engine on the training GPU (TRL's colocate
+    mode; needs CUDA and the vllm package; the base stays in bf16 with LoRA: TRL cannot push
+    LoRA-merged weights into a 4-bit engine, so QLoRA is refused). "auto": vllm on CUDA when vllm is
+    installed and QLoRA was not asked for, else hf. Held-out evaluation uses the same engine."""
+    vllm_gpu_memory_utilization: float = 0.3
+    """With vLLM: the share of each GPU's memory the engine reserves for its weights and KV cache;
+    training gets the rest (the engine sleeps, releasing it, while the optimiser steps)."""
+    use_liger_kernel: bool = False
+    """Liger's Triton kernels for the training forward (CUDA and the liger-kernel package). Measure
+    step time and memory on your card before keeping it on."""
+    num_gpus: int = 1
+    """GPUs this run trains on at once, one process each; each GPU takes prompts_per_step prompts per
+    step, so a step sees num_gpus times more. A worker claims the run only when it has that many free."""
+    distributed: str = "ddp"
+    """With num_gpus > 1: "ddp" (the default: every GPU holds the whole model; LoRA or QLoRA),
+    "zero2" (DeepSpeed ZeRO-2: optimiser state and gradients sharded across the GPUs), "zero3"
+    (DeepSpeed ZeRO-3: the weights sharded too, which is what full fine-tuning of a large model needs;
+    with this app's LoRA the trained part is small and each GPU loads the whole base before it is
+    sharded, so ddp or zero2 is the usual choice; bf16 LoRA, not QLoRA). zero2/zero3 need deepspeed."""
 
     def task_settings(self):
         """The prompt-shaping part, as the task templates take it."""
         from backend.tasks import TaskSettings
-        return TaskSettings(negative_share=self.negative_share, classes_in_prompt=self.classes_in_prompt)
+        return TaskSettings(negative_share=self.negative_share, classes_in_prompt=self.classes_in_prompt,
+                            object_kind=self.object_kind)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,6 +104,26 @@ PRESETS: dict[str, dict] = {
     "80 GB GPU": dict(qlora=True, **GPU_COMMON, num_generations=8, prompts_per_step=2, max_completion_length=1024,
                       max_pixels=802_816),
 }
+
+
+GENERATION_BACKENDS = ("auto", "hf", "vllm")
+DISTRIBUTED_MODES = ("ddp", "zero2", "zero3")
+
+
+def generation_backend(settings: TrainSettings, cuda: bool, vllm_installed: bool) -> str:
+    """The backend a job uses, "hf" or "vllm": as set, or for "auto" vLLM on CUDA when it is installed and
+    QLoRA was not asked for (TRL cannot sync a 4-bit base into vLLM)."""
+    if settings.generation_backend == "auto":
+        return "vllm" if cuda and vllm_installed and not settings.qlora else "hf"
+    return settings.generation_backend
+
+
+def uses_qlora(settings: TrainSettings, cuda: bool, backend: str) -> bool:
+    """4-bit base weights: as set, else on CUDA unless vLLM generates or ZeRO-3 shards the weights (both
+    need the bf16 base)."""
+    if settings.qlora is not None:
+        return bool(settings.qlora)
+    return cuda and backend != "vllm" and not (settings.num_gpus > 1 and settings.distributed == "zero3")
 
 
 def preset(name: str, **overrides) -> TrainSettings:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import sys
@@ -18,7 +19,7 @@ from typing import Callable
 from backend.datasets.catalog import get_dataset
 from backend.rewards import REWARDS, read_solution
 from backend.runs import dataset_name, get_run, latest_checkpoint, now, upsert_metrics
-from backend.settings import TrainSettings
+from backend.settings import TrainSettings, generation_backend, uses_qlora
 from backend.tasks import get_task
 from backend.workspace import Workspace, open_workspace
 from storage.models import Checkpoint, Evaluation, Rollout, Run
@@ -85,6 +86,7 @@ class RolloutRecorder:
 
 def make_callback(ws: Workspace, run_id: int, settings: TrainSettings, recorder: RolloutRecorder, output_dir: Path):
     from transformers import TrainerCallback
+    processes = Processes()
 
     class StudioCallback(TrainerCallback):
         """Metrics, rollouts, checkpoints and progress to storage; cancel at the next step."""
@@ -96,7 +98,7 @@ def make_callback(ws: Workspace, run_id: int, settings: TrainSettings, recorder:
             self.step_started = time.time()
 
         def on_log(self, args, state, control, logs=None, **kw):
-            if not logs or state.global_step < 1:
+            if not logs or state.global_step < 1 or not state.is_world_process_zero:  # the main process writes
                 return
             values = {k: v for k, v in logs.items() if isinstance(v, (int, float)) and not k.startswith(("total_flos", "train_"))}
             values["step_time"] = time.time() - self.step_started
@@ -104,21 +106,27 @@ def make_callback(ws: Workspace, run_id: int, settings: TrainSettings, recorder:
 
         def on_step_end(self, args, state, control, **kw):
             step = state.global_step
-            if step % settings.rollout_steps == 0 or step == 1:
-                rows = recorder.take(settings.rollouts_per_save)
-                if rows:
-                    with ws.store.write() as s:
-                        s.add_all([Rollout(run_id=run_id, step=step, **r) for r in rows])
-            with ws.store.write() as s:
-                run = s.get(Run, run_id)
-                run.step = step
-                cancel = run.cancel_requested
+            cancel = False
+            if state.is_world_process_zero:  # only the main process writes to storage
+                if step % settings.rollout_steps == 0 or step == 1:
+                    rows = recorder.take(settings.rollouts_per_save)
+                    if rows:
+                        with ws.store.write() as s:
+                            s.add_all([Rollout(run_id=run_id, step=step, **r) for r in rows])
+                with ws.store.write() as s:
+                    run = s.get(Run, run_id)
+                    run.step = step
+                    cancel = run.cancel_requested
+            cancel = processes.agree(cancel)  # every process stops at the same step
             if cancel:
                 control.should_training_stop = True
                 control.should_save = True
 
         def on_save(self, args, state, control, **kw):
             # Called after the checkpoint folder is fully written: only now is it "complete".
+            processes.wait()  # every process has written its part (its RNG state)
+            if not state.is_world_process_zero:
+                return
             path = output_dir / f"checkpoint-{state.global_step}"
             rel = path.relative_to(ws.data_dir).as_posix()
             with ws.store.write() as s:
@@ -140,14 +148,161 @@ def store_evaluation(ws: Workspace, run_id: int, phase: str, result: dict) -> No
             ev.metrics = result
 
 
+GenerateFn = Callable[[list, int], list[str]]
+"""(image, prompt) pairs and max new tokens -> greedy completions (backend.heldout.GenerateFn)."""
+
+
+class Processes:
+    """This job process among those `accelerate launch` started (RANK of WORLD_SIZE; 0 of 1 without it).
+
+    Only the main process (RANK 0) writes to storage; what every process must do alike (stop, evaluate) is
+    the main process's decision, broadcast.
+    """
+
+    def __init__(self) -> None:
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.count = int(os.environ.get("WORLD_SIZE", "1"))
+        self.main = self.rank == 0
+
+    def agree(self, value):
+        """The main process's `value`, in every process."""
+        if self.count == 1:
+            return value
+        from accelerate.utils import broadcast_object_list
+        box = [value]
+        broadcast_object_list(box, from_process=0)
+        return box[0]
+
+    def wait(self) -> None:
+        if self.count > 1:
+            from accelerate import PartialState
+            PartialState().wait_for_everyone()
+
+    def share(self, generate: GenerateFn) -> GenerateFn:
+        """`generate` with the prompts dealt among the processes; every process gets every completion, in order.
+        Each process calls `generate`, with no prompts if none is its (ZeRO-3 gathers weights collectively)."""
+        if self.count == 1:
+            return generate
+
+        def shared(items, max_new_tokens):
+            from accelerate.utils import gather_object
+            mine = list(range(self.rank, len(items), self.count))
+            done = generate([items[i] for i in mine], max_new_tokens)
+            return [text for _, text in sorted(gather_object(list(zip(mine, done))))]
+        return shared
+
+
+VLLM_PROMPT_TOKENS = 4096
+"""vLLM's context: this many prompt tokens (images are capped by max_pixels, ~512-1,024 visual tokens) plus the
+completion length. The engine sizes its KV cache for that rather than for the model's whole context."""
+
+
+def vllm_installed() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("vllm") is not None
+
+
+def grpo_config_kwargs(settings: TrainSettings, output_dir: Path, device: str, vllm_available: bool) -> dict:
+    """The job's GRPOConfig, as keyword arguments (run_job builds `GRPOConfig(**these)`).
+
+    Pure: the device ("cuda" or "cpu") and whether vLLM is installed are arguments, so the CUDA and vLLM
+    mapping is testable on a CPU (GRPOConfig itself refuses bf16 without a GPU, hence a dict). Raises
+    ValueError (one sentence) for what this machine cannot run; `runs create` refuses that earlier.
+    """
+    cuda = device == "cuda"
+    backend = generation_backend(settings, cuda, vllm_available)
+    if backend == "vllm" and not (cuda and vllm_available):
+        raise ValueError("generation backend 'vllm' needs a CUDA GPU and the vllm package, and this machine has "
+                         + ("no GPU" if not cuda else "no vllm") + "; use 'hf' or 'auto'")
+    if backend == "vllm" and settings.qlora:
+        raise ValueError("generation backend 'vllm' cannot train a 4-bit (QLoRA) base: TRL cannot load "
+                         "LoRA-merged 4-bit weights into vLLM; choose settings without QLoRA or generation backend 'hf'")
+    if settings.use_liger_kernel and not cuda:
+        raise ValueError("use_liger_kernel needs a CUDA GPU; turn it off on this machine")
+    kwargs = dict(
+        output_dir=str(output_dir), max_steps=settings.max_steps, learning_rate=settings.learning_rate,
+        num_generations=settings.num_generations, per_device_train_batch_size=settings.prompts_per_step * settings.num_generations,
+        gradient_accumulation_steps=1, beta=settings.beta, temperature=settings.temperature,
+        max_completion_length=settings.max_completion_length, reward_weights=settings.reward_weights,
+        seed=settings.seed, save_steps=settings.save_steps, save_strategy="steps", logging_steps=1, report_to=[],
+        use_cpu=not cuda, bf16=cuda, gradient_checkpointing=cuda, lr_scheduler_type="constant",
+        remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True, save_only_model=False,
+        log_completions=False)
+    if backend == "vllm":
+        # TRL 1.16's colocate mode: each training process holds a vLLM engine on its own GPU, built from the
+        # base's name_or_path. Before generating at a new step TRL merges the LoRA adapter into the base weights
+        # (PEFT merge_adapter), loads every weight into the engine (load_weights) and unmerges: merge-and-sync,
+        # not a vLLM LoRA request. On that path packed bitsandbytes 4-bit weights lose their quantisation state
+        # (TRL issue 4973), hence the bf16 LoRA base. Sleep mode (level 2) frees the engine's memory while the
+        # model trains; its weights are pushed again before the next generation.
+        kwargs.update(use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=settings.vllm_gpu_memory_utilization,
+                      vllm_enable_sleep_mode=True,
+                      vllm_max_model_length=VLLM_PROMPT_TOKENS + settings.max_completion_length)
+    if settings.use_liger_kernel:
+        kwargs["use_liger_kernel"] = True
+    return kwargs
+
+
+def vllm_resizes_like(processor) -> None:
+    """TRL builds its vLLM engine from the checkpoint folder, whose image processor may resize differently from
+    the limits this job applied (prompt tokens, rewards and coordinates follow ours). TRL 1.16 passes no
+    mm_processor_kwargs to vLLM, so the engine constructor TRL calls gets ours here."""
+    import functools
+
+    from trl.generation import vllm_generation
+
+    from backend.model_input import pixel_limits
+    lo, hi = pixel_limits(processor)
+    vllm_generation.LLM = functools.partial(vllm_generation.LLM, mm_processor_kwargs={"min_pixels": lo, "max_pixels": hi})
+
+
+def hf_generate(loaded) -> GenerateFn:
+    from backend.inference import generate
+    return lambda items, max_new_tokens: generate(loaded, items, max_new_tokens=max_new_tokens)
+
+
+def vllm_generate(trainer, processor) -> GenerateFn | None:
+    """Greedy completions (temperature 0) from the trainer's colocated vLLM engine, with the trainer's current
+    weights; None when it has none (TRL 1.16 keeps the engine as `trainer.vllm_generation.llm`)."""
+    engine = getattr(trainer, "vllm_generation", None)
+    if getattr(engine, "llm", None) is None:
+        return None
+
+    def generate(items, max_new_tokens):
+        from vllm import SamplingParams
+
+        from backend.inference import messages
+        engine.sync_weights()  # the trained weights (LoRA merged), into an engine whose weights may be asleep
+        if not items:
+            return []
+        if engine.enable_sleep_mode:
+            engine.llm.wake_up(tags=["kv_cache"])
+        prompts = [{"prompt": processor.apply_chat_template(messages(p), add_generation_prompt=True),
+                    "multi_modal_data": {"image": im.convert("RGB")}} for im, p in items]
+        outputs = engine.llm.generate(prompts, sampling_params=SamplingParams(temperature=0.0, max_tokens=max_new_tokens),
+                                      use_tqdm=False)
+        if engine.enable_sleep_mode:
+            engine.llm.sleep(level=2)
+            engine._llm_weights_sleeping = True  # so TRL pushes the weights again before it generates
+        return [o.outputs[0].text for o in outputs]
+    return generate
+
+
 def run_job(ws: Workspace, run_id: int) -> str:
-    """Train run `run_id` to the end (or to a cancel); returns the final status."""
+    """Train run `run_id` to the end (or to a cancel); returns the final status. Under `accelerate launch`
+    every process runs this; only the main one writes to storage."""
     import torch
     from datasets import Dataset, Image as ImageFeature
     from trl import GRPOConfig, GRPOTrainer
 
     from backend import heldout
-    from backend.models import load, lora_config
+    from backend.models import device_name, load, lora_config
+
+    processes = Processes()
+
+    def say(text: str) -> None:
+        if processes.main:
+            print(text, flush=True)
 
     run = get_run(ws.store, run_id)
     settings = TrainSettings.from_dict(run.settings)
@@ -157,51 +312,73 @@ def run_job(ws: Workspace, run_id: int) -> str:
     output_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(settings.seed)
 
-    loaded = load(run.model, qlora=settings.qlora, for_training=True, min_pixels=settings.min_pixels,
-                  max_pixels=settings.max_pixels)
+    device, vllm_ok = device_name(), vllm_installed()
+    backend = generation_backend(settings, device == "cuda", vllm_ok)
+    config_kwargs = grpo_config_kwargs(settings, output_dir, device, vllm_ok)  # its sentence before the load
+    loaded = load(run.model, qlora=uses_qlora(settings, device == "cuda", backend), for_training=True,
+                  min_pixels=settings.min_pixels, max_pixels=settings.max_pixels)
+    # Built after the load: under ZeRO-3 a config built first makes transformers shard the load, which
+    # refuses the device map.
+    config = GRPOConfig(**config_kwargs)
     val = [s for s in dataset["samples"] if s["split"] == "val"]
     tsettings = settings.task_settings()
     with ws.store.read() as s:
         have_before = s.query(Evaluation).filter_by(run_id=run_id, phase="before").one_or_none() is not None
-    if val and not have_before:
-        print(f"evaluating the base model on {len(val)} held-out images", flush=True)
-        store_evaluation(ws, run_id, "before", heldout.evaluate(
-            loaded, ws.data_dir, dataset, val, tsettings, settings.max_completion_length, settings.eval_max_examples))
+    before = bool(val) and not have_before  # read by every process before any of them can store it
+
+    def evaluate(phase: str, generate: GenerateFn) -> None:
+        result = heldout.evaluate(loaded, ws.data_dir, dataset, val, tsettings, settings.max_completion_length,
+                                  settings.eval_max_examples, generate_fn=processes.share(generate))
+        if processes.main:
+            store_evaluation(ws, run_id, phase, result)
+
+    if before and backend == "hf":
+        say(f"evaluating the base model on {len(val)} held-out images")
+        evaluate("before", hf_generate(loaded))
 
     rows = train_rows(dataset, ws.data_dir, loaded.family.name, settings, lambda size: loaded.view(size).input)
     train_ds = Dataset.from_list(rows).cast_column("image", ImageFeature())
     recorder = RolloutRecorder()
-    cuda = loaded.device == "cuda"
-    config = GRPOConfig(
-        output_dir=str(output_dir), max_steps=settings.max_steps, learning_rate=settings.learning_rate,
-        num_generations=settings.num_generations, per_device_train_batch_size=settings.prompts_per_step * settings.num_generations,
-        gradient_accumulation_steps=1, beta=settings.beta, temperature=settings.temperature,
-        max_completion_length=settings.max_completion_length, reward_weights=settings.reward_weights,
-        seed=settings.seed, save_steps=settings.save_steps, save_strategy="steps", logging_steps=1, report_to=[],
-        use_cpu=not cuda, bf16=cuda, gradient_checkpointing=cuda, lr_scheduler_type="constant",
-        remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True, save_only_model=False,
-        log_completions=False)
+    if backend == "vllm":
+        vllm_resizes_like(loaded.processor)
     trainer = GRPOTrainer(
         model=loaded.model, processing_class=loaded.processor, args=config, train_dataset=train_ds,
         reward_funcs=[recorder.wrap(n) for n in settings.rewards], peft_config=lora_config(
             loaded.family, settings.lora_rank, settings.lora_alpha),
         callbacks=[make_callback(ws, run_id, settings, recorder, output_dir)])
+    fast = vllm_generate(trainer, loaded.processor)
+    if before and backend == "vllm":
+        say(f"evaluating the base model on {len(val)} held-out images (vLLM)")
+        evaluate("before", fast)
     ck = latest_checkpoint(ws.store, ws.data_dir, run_id)
     resume = str(ws.data_dir / ck.path) if ck else None
-    print(f"training {run.model} ({loaded.family.name}, {'QLoRA 4-bit' if loaded.quantized else 'LoRA'} on "
-          f"{loaded.device}) for {settings.max_steps} steps" + (f", resuming from step {ck.step}" if ck else ""),
-          flush=True)
+    say(f"training {run.model} ({loaded.family.name}, {'QLoRA 4-bit' if loaded.quantized else 'LoRA'} on "
+        f"{loaded.device}, generation {backend}"
+        + (f", CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']}" if "CUDA_VISIBLE_DEVICES" in os.environ else "")
+        + (f", {processes.count} processes, {settings.distributed}" if processes.count > 1 else "")
+        + f") for {settings.max_steps} steps" + (f", resuming from step {ck.step}" if ck else ""))
     trainer.train(resume_from_checkpoint=resume)
 
-    cancelled = get_run(ws.store, run_id).cancel_requested
+    cancelled = processes.agree(get_run(ws.store, run_id).cancel_requested)
     adapter_dir = run_dir / "adapter"
-    trainer.model.save_pretrained(str(adapter_dir))
-    loaded.processor.save_pretrained(str(adapter_dir))
+    if processes.count > 1:
+        trainer.save_model(str(adapter_dir))  # every process (ZeRO-3 gathers the adapter); the main one writes
+    else:
+        trainer.model.save_pretrained(str(adapter_dir))
+    if processes.main:
+        loaded.processor.save_pretrained(str(adapter_dir))
     if not cancelled and val:
         trainer.model.eval()
         loaded.model = trainer.model
-        store_evaluation(ws, run_id, "after", heldout.evaluate(
-            loaded, ws.data_dir, dataset, val, tsettings, settings.max_completion_length, settings.eval_max_examples))
+        if fast is not None:
+            evaluate("after", fast)
+        elif processes.count > 1:
+            from trl.models.utils import unwrap_model_for_generation
+            with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model:  # ZeRO-3: gathered
+                loaded.model = model
+                evaluate("after", hf_generate(loaded))
+        else:
+            evaluate("after", hf_generate(loaded))
     return "cancelled" if cancelled else "completed"
 
 
@@ -275,18 +452,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"job process {os.getpid()}: the worker's warm standby (imports took {ready - started:.1f} s, "
               f"then waited {time.time() - ready:.1f} s for this run)", flush=True)
     ws = open_workspace(Path(args.data_dir))
+    main_process = Processes().main  # under `accelerate launch`, only RANK 0 settles the run
     try:
         status = run_job(ws, args.run)
     except ValueError as e:  # a sentence a person can act on
         print(f"error: {e}", flush=True)
-        finish(ws, args.run, "failed", str(e))
+        if main_process:
+            finish(ws, args.run, "failed", str(e))
         return EXIT_FAILED
     except Exception as e:  # noqa: BLE001 - stored for the person, with the log for detail
         traceback.print_exc()
         line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        finish(ws, args.run, "failed", f"training failed: {line} (see the log)")
+        if main_process:
+            finish(ws, args.run, "failed", f"training failed: {line} (see the log)")
         return EXIT_FAILED
-    finish(ws, args.run, status)
+    if main_process:
+        finish(ws, args.run, status)
     return 0
 
 

@@ -5,7 +5,11 @@ The worker never imports torch (nor transformers, TRL, PEFT, bitsandbytes) and n
 process forked after CUDA is initialised cannot use it. Each job is exec'd fresh; a warm standby job
 process (`VRFT_JOB_START=standby`, the default) makes it start at once.
 
-`python app.py worker [--once] [--lease-seconds 60]`; `python app.py` (serve) starts one too.
+One job runs per job slot at once: a slot per GPU (`--gpus 0,1`; by default CUDA_VISIBLE_DEVICES, else every
+GPU `nvidia-smi -L` lists), each job and each slot's standby seeing only its GPU; without a GPU one slot, the
+CPU. A run with num_gpus > 1 takes that many free slots and starts with `accelerate launch`.
+
+`python app.py worker [--once] [--lease-seconds 60] [--gpus 0,1]`; `python app.py` (serve) starts one too.
 """
 from __future__ import annotations
 
@@ -16,12 +20,15 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import or_, select
 
-from backend.runs import now
+from backend.gpus import accelerate_config, gpus_needed, launch_command, visible_gpus
+from backend.runs import get_run, now
+from backend.settings import TrainSettings
 from backend.training import EXIT_FAILED
 from backend.workspace import Workspace
 from storage.models import Run
@@ -50,7 +57,12 @@ def requeue_expired(ws: Workspace) -> list[int]:
 
 
 def stop_orphan_job(run_dir: Path) -> None:
+    """Kill the job recorded in `run_dir` if it was started on this machine (job.host: with a shared data dir,
+    a pid from another host names some other process here)."""
     try:
+        host = (run_dir / "job.host").read_text().strip() if (run_dir / "job.host").exists() else None
+        if host is not None and host != socket.gethostname():
+            return
         pid = int((run_dir / "job.pid").read_text())
         os.killpg(pid, signal.SIGKILL)
     except (OSError, ValueError):
@@ -68,11 +80,27 @@ def _requeue_or_fail(run: Run, why: str) -> None:
         run.status = "queued"
 
 
-def claim(ws: Workspace, owner: str, lease_seconds: int) -> int | None:
-    """Atomically take the oldest queued run (BEGIN IMMEDIATE on SQLite, SKIP LOCKED on PostgreSQL)."""
+CLAIM_WINDOW = 50
+"""Queued runs a claim looks at, oldest first."""
+
+
+def claim(ws: Workspace, owner: str, lease_seconds: int, free: int = 1, total: int = 1) -> int | None:
+    """Atomically take the oldest queued run this worker can start now (BEGIN IMMEDIATE on SQLite, SKIP LOCKED
+    on PostgreSQL), with `free` of its `total` job slots idle. A run needing more GPUs than the worker has is
+    left for another worker; one needing more than are free now holds back the runs behind it, so that it is
+    not starved: the worker takes nothing until its running jobs free enough slots."""
     with ws.store.write() as s:
-        run = s.scalar(select(Run).where(Run.status == "queued").order_by(Run.id).limit(1)
-                       .with_for_update(skip_locked=True))
+        queued = s.scalars(select(Run).where(Run.status == "queued").order_by(Run.id).limit(CLAIM_WINDOW)
+                           .with_for_update(skip_locked=True)).all()
+        run = None
+        for candidate in queued:
+            need = gpus_needed(candidate.settings or {})
+            if need > total:
+                continue
+            if need > free:
+                return None
+            run = candidate
+            break
         if run is None:
             return None
         run.status, run.lease_owner = "running", owner
@@ -122,24 +150,28 @@ def job_start_mode() -> str:
     return mode
 
 
-def _job_process(ws: Workspace, args: list[str], **kw) -> subprocess.Popen:
-    """`python -m backend.training` in its own session (killable as a tree). The worker itself never imports
-    torch or touches CUDA: a fork after CUDA is initialised fails, so every job is exec'd fresh."""
+def _job_env(extra: dict | None = None) -> dict:
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **(extra or {})}
+
+
+def _job_process(ws: Workspace, args: list[str], env: dict | None = None, **kw) -> subprocess.Popen:
+    """`python -m backend.training` in its own session (killable as a tree), with `env` added to the worker's
+    environment. The worker itself never imports torch or touches CUDA: a fork after CUDA is initialised
+    fails, so every job is exec'd fresh."""
     return subprocess.Popen([sys.executable, "-m", "backend.training", "--data-dir", str(ws.data_dir), *args],
-                            cwd=ROOT, start_new_session=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}, **kw)
+                            cwd=ROOT, start_new_session=True, env=_job_env(env), **kw)
 
 
 class JobStarter:
-    """Starts each claimed run's job process.
+    """Starts each claimed run's job process (with `env`, such as its slot's CUDA_VISIBLE_DEVICES).
 
     In "standby" mode one job process is kept warm: it has imported the training stack and waits on its
     stdin for a line "RUN_ID LOG_PATH", so a run starts training about a second after its claim. A run
     claimed while no standby is alive gets a fresh `--run ID` process, as in "spawn" mode.
     """
 
-    def __init__(self, ws: Workspace, mode: str) -> None:
-        self.ws, self.mode = ws, mode
+    def __init__(self, ws: Workspace, mode: str, env: dict | None = None) -> None:
+        self.ws, self.mode, self.env = ws, mode, env
         self.standby: subprocess.Popen | None = None
         self.started_at = 0.0
 
@@ -156,13 +188,13 @@ class JobStarter:
             print(f"the standby job process exited with status {self.standby.returncode}; starting another",
                   flush=True)
             self._stop(self.standby)
-        self.standby = _job_process(self.ws, ["--standby"], stdin=subprocess.PIPE)
+        self.standby = _job_process(self.ws, ["--standby"], self.env, stdin=subprocess.PIPE)
         self.started_at = time.time()
 
     def start(self, run_id: int, log, log_path: Path, warm_next: bool = True) -> subprocess.Popen:
         proc = self._hand_over(run_id, log_path)
         if proc is None:
-            proc = _job_process(self.ws, ["--run", str(run_id)], stdout=log, stderr=subprocess.STDOUT,
+            proc = _job_process(self.ws, ["--run", str(run_id)], self.env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
         if warm_next:
             self.warm()
@@ -201,38 +233,90 @@ class JobStarter:
             proc.wait()
 
 
-def run_one(ws: Workspace, run_id: int, owner: str, lease_seconds: int, poll: float = 1.0,
-            starter: JobStarter | None = None, warm_next: bool = True) -> None:
-    """Run the job's child process to its end, keeping the lease; then settle the run's status.
+@dataclass
+class Job:
+    """A claimed run's job process while it runs: what the worker keeps to renew its lease and enforce cancel."""
+    run_id: int
+    proc: subprocess.Popen
+    log_path: Path
+    slots: list["Slot"]
+    last_beat: float = 0.0
+    cancel_seen: float | None = None
 
-    `starter` hands the run to its warm standby (then starts the next one unless `warm_next` is false);
-    without one the job is a fresh process.
-    """
-    starter = starter or JobStarter(ws, "spawn")
+
+@dataclass
+class Slot:
+    """Room for one job: a GPU of this worker (`gpu`, the CUDA_VISIBLE_DEVICES its jobs and standby get) or,
+    with none, the machine (gpu None). `job` is the run it is busy with."""
+    gpu: str | None
+    starter: JobStarter
+    job: Job | None = field(default=None, repr=False)
+
+
+def make_slots(ws: Workspace, mode: str, gpus: list[str]) -> list[Slot]:
+    """One slot per GPU, each starting its jobs with CUDA_VISIBLE_DEVICES=<its GPU>; without GPUs one slot."""
+    return ([Slot(g, JobStarter(ws, mode, {"CUDA_VISIBLE_DEVICES": g})) for g in gpus]
+            or [Slot(None, JobStarter(ws, mode))])
+
+
+def start_job(ws: Workspace, run_id: int, owner: str, slots: list[Slot], warm_next: bool = True) -> Job:
+    """Start the claimed run's job on `slots`: one slot's job goes to its warm standby (or a fresh process);
+    several (num_gpus > 1) get `accelerate launch`, one process per slot's GPU, without their standbys."""
     with ws.store.read() as s:
-        folder = s.get(Run, run_id).folder
+        run = s.get(Run, run_id)
+        folder, stored = run.folder, dict(run.settings or {})
     run_dir = ws.data_dir / folder
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "train.log"
+    gpus = [slot.gpu for slot in slots if slot.gpu is not None]
     with open(log_path, "ab") as log:
-        log.write(f"\n--- attempt started {now().isoformat()} by {owner} ---\n".encode())
+        log.write((f"\n--- attempt started {now().isoformat()} by {owner}"
+                   + (f" on GPU {','.join(gpus)}" if gpus else "") + " ---\n").encode())
         log.flush()
-        proc = starter.start(run_id, log, log_path, warm_next)
-        (run_dir / "job.pid").write_text(str(proc.pid))
-        cancel_seen = None
-        last_beat = 0.0
-        while proc.poll() is None:
-            if time.time() - last_beat >= max(1.0, lease_seconds / 3):
-                last_beat = time.time()
-                if heartbeat(ws, run_id, owner, lease_seconds) and cancel_seen is None:
-                    cancel_seen = time.time()
-            if cancel_seen is not None and time.time() - cancel_seen > CANCEL_GRACE_SECONDS:
-                kill_tree(proc)  # it did not stop at a step boundary in time
-            time.sleep(poll)
-    code = proc.returncode
+        if len(slots) == 1:
+            proc = slots[0].starter.start(run_id, log, log_path, warm_next)
+        else:
+            settings = TrainSettings.from_dict(stored)
+            config = None
+            if settings.distributed != "ddp":
+                config = run_dir / "accelerate.yaml"
+                config.write_text(accelerate_config(settings))
+            cmd = launch_command(settings, gpus, ws.data_dir, run_id, sys.executable, config)
+            log.write(f"{' '.join(cmd)}\n".encode())
+            log.flush()
+            for slot in slots:  # an idle standby would hold memory on the GPUs this job needs
+                slot.starter.close()
+            proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=_job_env({"CUDA_VISIBLE_DEVICES": ",".join(gpus)}))
+    (run_dir / "job.pid").write_text(str(proc.pid))
+    (run_dir / "job.host").write_text(socket.gethostname())
+    job = Job(run_id, proc, log_path, slots)
+    for slot in slots:
+        slot.job = job
+    return job
+
+
+def tend(ws: Workspace, job: Job, owner: str, lease_seconds: int) -> bool:
+    """Renew a running job's lease and enforce its cancel; False once its process has ended."""
+    if job.proc.poll() is not None:
+        return False
+    if time.time() - job.last_beat >= max(1.0, lease_seconds / 3):
+        job.last_beat = time.time()
+        if heartbeat(ws, job.run_id, owner, lease_seconds) and job.cancel_seen is None:
+            job.cancel_seen = time.time()
+    if job.cancel_seen is not None and time.time() - job.cancel_seen > CANCEL_GRACE_SECONDS:
+        kill_tree(job.proc)  # it did not stop at a step boundary in time
+    return True
+
+
+def settle(ws: Workspace, job: Job) -> None:
+    """After the job's process ended: free its slots, then settle the run's status."""
+    for slot in job.slots:
+        slot.job = None
+    code = job.proc.returncode
     with ws.store.write() as s:
-        run = s.get(Run, run_id)
-        run.log_tail = _tail(log_path)
+        run = s.get(Run, job.run_id)
+        run.log_tail = _tail(job.log_path)
         if run.status != "running":
             return  # the job settled itself: completed, cancelled or failed with its sentence
         if run.cancel_requested:
@@ -245,36 +329,69 @@ def run_one(ws: Workspace, run_id: int, owner: str, lease_seconds: int, poll: fl
             _requeue_or_fail(run, f"exit status {code}")
 
 
+def run_one(ws: Workspace, run_id: int, owner: str, lease_seconds: int, poll: float = 1.0,
+            starter: JobStarter | None = None, warm_next: bool = True) -> None:
+    """Run one claimed run's job to its end on one slot (the machine), keeping the lease; then settle it.
+
+    `starter` hands the run to its warm standby (then starts the next one unless `warm_next` is false);
+    without one the job is a fresh process.
+    """
+    job = start_job(ws, run_id, owner, [Slot(None, starter or JobStarter(ws, "spawn"))], warm_next)
+    while tend(ws, job, owner, lease_seconds):
+        time.sleep(poll)
+    settle(ws, job)
+
+
 def _queue_empty(ws: Workspace) -> bool:
     with ws.store.read() as s:
         return s.scalar(select(Run.id).where(Run.status == "queued").limit(1)) is None
 
 
 def work(ws: Workspace, once: bool = False, lease_seconds: int = 60, idle_sleep: float = 0.5,
-         stop=lambda: False) -> int:
-    """The loop: maintenance, claim, run. `once` drains the queue and returns.
+         stop=lambda: False, gpus: list[str] | None = None, poll: float = 1.0) -> int:
+    """The loop: settle ended jobs, maintenance, claim into free slots, renew leases. `once` drains the queue
+    and returns; `stop()` stops claiming, and the loop returns when its running jobs have ended.
 
-    The worker never imports torch: each job is its own process, handed to the warm standby (the
-    default) or started fresh (`VRFT_JOB_START=spawn`). With `once`, a standby is kept only while runs
-    are queued.
+    `gpus`: this worker's GPUs, one job slot each (None: CUDA_VISIBLE_DEVICES, else those `nvidia-smi -L`
+    lists); none means one slot, the CPU. The worker never imports torch: each job is its own process,
+    handed to its slot's warm standby (the default) or started fresh (`VRFT_JOB_START=spawn`). With `once`,
+    standbys are kept only while runs are queued.
     """
-    starter = JobStarter(ws, job_start_mode())
+    mode = job_start_mode()
+    slots = make_slots(ws, mode, visible_gpus() if gpus is None else gpus)
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    print(f"worker {owner}: " + (", ".join(f"GPU {s.gpu}" for s in slots) if slots[0].gpu is not None
+                                 else "no GPU, one job at a time on the CPU"), flush=True)
+    jobs: list[Job] = []
     done = 0
     try:
         if not once or not _queue_empty(ws):
-            starter.warm()
-        while not stop():
-            requeue_expired(ws)
-            run_id = claim(ws, owner, lease_seconds)
-            if run_id is None:
-                if once:
+            for slot in slots:
+                slot.starter.warm()
+        while True:
+            for job in [j for j in jobs if not tend(ws, j, owner, lease_seconds)]:
+                settle(ws, job)
+                jobs.remove(job)
+                done += 1
+            if stop():
+                if not jobs:
                     break
-                starter.warm()  # replaces one that died
-                time.sleep(idle_sleep)
+                time.sleep(poll)
                 continue
-            run_one(ws, run_id, owner, lease_seconds, starter=starter, warm_next=not once or not _queue_empty(ws))
-            done += 1
+            requeue_expired(ws)
+            free = [slot for slot in slots if slot.job is None]
+            run_id = claim(ws, owner, lease_seconds, free=len(free), total=len(slots)) if free else None
+            if run_id is not None:
+                need = gpus_needed(get_run(ws.store, run_id).settings or {})
+                jobs.append(start_job(ws, run_id, owner, free[:need], warm_next=not once or not _queue_empty(ws)))
+                continue
+            if once and not jobs:
+                break
+            if not once:
+                for slot in free:
+                    slot.starter.warm()  # replaces one that died, or one a multi-GPU job stopped
+            time.sleep(poll if jobs else idle_sleep)
     finally:
-        starter.close()
+        for slot in slots:
+            slot.starter.close()
     return done

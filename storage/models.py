@@ -87,13 +87,22 @@ class Rollout(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
     step: Mapped[int] = mapped_column(Integer)
+    # Which completion of the step's batch: the prompt's place in the batch and the sample among its G
+    # generations. Unique per (run, step, prompt_index, sample_index), so a resumed step is stored once
+    # (rows written before migration 0002 have NULLs, which never conflict).
+    prompt_index: Mapped[int | None] = mapped_column(Integer)
+    sample_index: Mapped[int | None] = mapped_column(Integer)
     sample_id: Mapped[int | None] = mapped_column(ForeignKey("samples.id", ondelete="SET NULL"))
     image: Mapped[str] = mapped_column(String(512))           # relative to the data dir
     prompt: Mapped[str] = mapped_column(Text)
     completion: Mapped[str] = mapped_column(Text)
     parsed: Mapped[dict[str, Any]] = mapped_column(default=dict)   # boxes in pixels, or label
     rewards: Mapped[dict[str, Any]] = mapped_column(default=dict)  # reward name -> value
+    # The sample's annotation as `datasets show` prints it, kept when its dataset is deleted (else read live).
+    truth: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    __table_args__ = (UniqueConstraint("run_id", "step", "prompt_index", "sample_index",
+                                       name="uq_rollouts_run_step_prompt_sample"),)
 
 
 class Checkpoint(Base):

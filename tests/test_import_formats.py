@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from backend.datasets import get_dataset, import_dataset
+from backend.datasets import ImportProblem, get_dataset, import_dataset
 from tests import builders
 from tests.conftest import run_cli
 
@@ -115,3 +115,52 @@ def test_cli_errors_are_one_sentence(tmp_path):
     assert proc.returncode != 0
     assert proc.stderr.strip() == "error: there is no dataset named 'nope'"
     assert "Traceback" not in proc.stderr
+
+
+def _yolo_with_lines(root, lines: list[str], size=(200, 100)):
+    builders.make_image(root / "images" / "a.jpg", *size)
+    (root / "classes.txt").write_text("cat\ndog\n")
+    (root / "labels").mkdir(parents=True, exist_ok=True)
+    (root / "labels" / "a.txt").write_text("\n".join(lines) + "\n")
+    return builders.zip_dir(root, root.with_suffix(".zip"))
+
+
+def test_yolo_segmentation_polygons_are_read_as_their_bounding_boxes(ws, tmp_path):
+    archive = _yolo_with_lines(tmp_path / "seg", [
+        "0 0.1 0.2 0.5 0.1 0.4 0.6 0.2 0.5",   # a polygon of four points
+        "1 0.75 0.5 0.1 0.2",                  # a plain box beside it
+    ])
+    import_dataset(ws.store, ws.data_dir, [archive], "seg", val_fraction=0.0)
+    info = get_dataset(ws.store, "seg")
+    assert info["samples"][0]["boxes"] == [[20.0, 10.0, 100.0, 60.0, "cat"], [140.0, 40.0, 160.0, 60.0, "dog"]]
+    assert info["warnings"] == ["1 segmentation polygon was read as the bounding box of its points "
+                                "(first: labels/a.txt line 1)"]
+
+
+def test_yolo_lines_of_another_shape_are_refused_with_a_sentence(ws, tmp_path):
+    archive = _yolo_with_lines(tmp_path / "odd", ["0 0.5 0.5 0.2 0.2 0.9"])  # a prediction with its confidence
+    with pytest.raises(ValueError) as refused:
+        import_dataset(ws.store, ws.data_dir, [archive], "odd")
+    assert str(refused.value) == ("1 problem found: labels/a.txt line 1 has 5 numbers after the class: neither a "
+                                  "box 'class cx cy w h' nor a polygon 'class x1 y1 x2 y2 x3 y3 ...'")
+
+
+def test_annotation_files_that_are_not_utf8_are_named(ws, tmp_path):
+    root = tmp_path / "latin"
+    _yolo_with_lines(root, ["0 0.5 0.5 0.2 0.2"])
+    (root / "labels" / "a.txt").write_bytes(b"0 0.5 0.5 0.2 0.2 \xe9t\xe9\n")
+    with pytest.raises(ImportProblem, match=r"^labels/a.txt is not UTF-8 text \(save it as UTF-8\)$"):
+        import_dataset(ws.store, ws.data_dir, [builders.zip_dir(root, tmp_path / "latin.zip")], "latin")
+
+
+def test_import_problems_are_value_errors_so_every_caller_shows_the_sentence(ws):
+    """The page's and the API's handlers catch ValueError: an unknown dataset used to escape them."""
+    from backend.runs import create_run
+    from backend.settings import PRESETS, TrainSettings, preset
+    from ui.train_tab import ADVANCED, launch
+    assert issubclass(ImportProblem, ValueError)
+    with pytest.raises(ValueError, match="^there is no dataset named 'gone'$"):
+        create_run(ws.store, "gone", "demo", preset("CPU demo"))
+    values = [getattr(TrainSettings.from_dict(PRESETS["CPU demo"]), k) for k in ADVANCED]
+    with pytest.raises(ValueError, match="^there is no dataset named 'gone'$"):
+        launch(ws, "gone", "demo", "CPU demo", "format=1", *values)

@@ -1,13 +1,21 @@
-"""Safe by default: loopback only, login when asked, uploads capped."""
+"""Safe by default: loopback only unless a login is set (the Docker image too), share links only with a login,
+uploads capped and removed from gradio's cache once imported or refused."""
 from __future__ import annotations
 
 import http.cookiejar
+import json
+import os
+import re
+import subprocess
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
 
-from tests.browser import running_app
+import pytest
+
+from tests.browser import ROOT, running_app
 
 
 def _listening_addresses(port: int) -> set[str]:
@@ -74,3 +82,81 @@ def test_data_dir_is_not_served(tmp_path):
             except urllib.error.HTTPError as e:
                 status = e.code
             assert status >= 400
+
+
+REFUSED = "refusing to serve on 0.0.0.0 without a login"
+
+
+def _app(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k != "VRFT_AUTH"}
+    return subprocess.run([sys.executable, str(ROOT / "app.py"), *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120, env={**clean, **(env or {})})
+
+
+def test_other_interfaces_without_a_login_are_refused_before_anything_starts(tmp_path):
+    data = tmp_path / "data"
+    for args, sentence in ((["--host", "0.0.0.0"], REFUSED),
+                           (["--share"], "--share publishes the page on a public link, so it needs a login"),
+                           (["--host", "0.0.0.0", "--share", "--insecure-no-auth"], "--share publishes the page")):
+        proc = _app("--data-dir", str(data), *args)
+        assert proc.returncode == 1 and proc.stderr.startswith(f"error: {sentence}"), proc.stderr
+        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert not data.exists()  # no database, no worker: nothing started
+
+
+def test_which_addresses_need_a_login():
+    from ui.server import check_exposure
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"):
+        check_exposure(host, None, share=False, insecure_no_auth=False)
+    for host in ("0.0.0.0", "::", "192.168.1.5", "studio.example.org"):
+        with pytest.raises(ValueError, match=f"^refusing to serve on {re.escape(host)} without a login"):
+            check_exposure(host, None, share=False, insecure_no_auth=False)
+        check_exposure(host, ("ada", "s3cret"), share=False, insecure_no_auth=False)
+        check_exposure(host, None, share=False, insecure_no_auth=True)  # a proxy in front asks for the login
+    with pytest.raises(ValueError, match="^--share publishes"):
+        check_exposure("127.0.0.1", None, share=True, insecure_no_auth=True)
+    check_exposure("127.0.0.1", ("ada", "s3cret"), share=True, insecure_no_auth=False)
+
+
+def test_the_docker_image_refuses_to_start_without_vrft_auth(tmp_path):
+    """The Dockerfile's own CMD, run as the container would (with this machine's Python)."""
+    cmd_line = next(line for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("CMD "))
+    cmd = json.loads(cmd_line[4:])
+    assert "--insecure-no-auth" not in cmd and cmd[cmd.index("--host") + 1] == "0.0.0.0"
+    proc = subprocess.run([sys.executable, *cmd[1:]], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env={**{k: v for k, v in os.environ.items() if k != "VRFT_AUTH"},
+                               "VRFT_DATA_DIR": str(tmp_path / "data")})
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(f"error: {REFUSED}") and "VRFT_AUTH=USER:PASS" in proc.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_all_interfaces_with_vrft_auth_ask_for_a_login(tmp_path):
+    with running_app(tmp_path / "data", "--host", "0.0.0.0", env={"VRFT_AUTH": "ada:s3cret"}) as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        assert _listening_addresses(port) == {"0.0.0.0"}
+        try:
+            status = urllib.request.urlopen(f"{url}/config", timeout=10).status
+        except urllib.error.HTTPError as e:
+            status = e.code
+        assert status == 401
+        assert _login(url, "ada", "wrong") >= 400
+        assert _login(url, "ada", "s3cret") == 200
+
+
+def test_uploads_leave_gradio_cache_once_imported_or_refused(tmp_path):
+    from gradio_client import Client, handle_file
+    from tests import builders
+    builders.write_coco(tmp_path / "pets", builders.detection_samples(4, size=(96, 64)))
+    archive = builders.zip_dir(tmp_path / "pets", tmp_path / "pets.zip")
+    junk = tmp_path / "junk.zip"
+    junk.write_text("not a zip")
+    cache = tmp_path / "gradio-cache"
+    with running_app(tmp_path / "data", env={"GRADIO_TEMP_DIR": str(cache)}) as (url, _):
+        client = Client(url, verbose=False)
+        status, *_ = client.predict([handle_file(str(junk))], "junk", "auto", 0.2, api_name="/import_dataset")
+        assert status == "⚠ junk.zip is not a valid zip archive"
+        status, *_ = client.predict([handle_file(str(archive))], "pets", "auto", 0.2, api_name="/import_dataset")
+        assert status == "✓ Imported **pets**."
+        left = [p.name for p in cache.rglob("*") if p.is_file()]
+        assert "pets.zip" not in left and "junk.zip" not in left, left

@@ -7,8 +7,8 @@ import pytest
 from sqlalchemy import func, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
-from storage import open_store
-from storage.models import Dataset, MetricPoint, Run
+from storage import head_revision, open_store
+from storage.models import Dataset, MetricPoint, Rollout, Run
 
 
 def test_migrations_create_every_table_and_are_idempotent(tmp_path):
@@ -19,7 +19,7 @@ def test_migrations_create_every_table_and_are_idempotent(tmp_path):
     store.close()
     again = open_store(tmp_path)  # a second start finds the schema current
     with again.read() as s:
-        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == head_revision() == "0002"
     again.close()
 
 
@@ -92,4 +92,120 @@ def test_two_processes_write_at_once_without_lock_errors(tmp_path):
         assert s.scalar(select(func.count(MetricPoint.id))) == 300
         # no lost update: every increment of the shared row landed
         assert s.scalar(select(Dataset.val_fraction).where(Dataset.name == "counter")) == 300
+    store.close()
+
+
+def _rollout_rows(n: int) -> list[dict]:
+    """Rows as the training job builds them (RolloutRecorder.take), with their batch positions."""
+    return [{"sample_id": None, "image": f"datasets/x/images/{i}.png", "prompt": "find the cat",
+             "completion": f"<think>{i}</think><answer>[]</answer>", "parsed": {"boxes": []},
+             "rewards": {"format": 1.0}, "prompt_index": i // 2, "sample_index": i % 2} for i in range(n)]
+
+
+def test_rollouts_of_a_step_written_twice_are_stored_once(tmp_path):
+    from backend.runs import rollouts, store_rollouts
+    store = open_store(tmp_path)
+    with store.write() as s:
+        run = Run(model="demo", family="demo", task="detection")
+        s.add(run)
+    store_rollouts(store, run.id, 5, _rollout_rows(4))
+    again = _rollout_rows(4)
+    again[0]["completion"] = "<think>resumed</think><answer>[]</answer>"
+    store_rollouts(store, run.id, 5, again)                          # the step again, after a resume
+    without_indices = [{k: v for k, v in r.items() if k not in ("prompt_index", "sample_index")}
+                       for r in _rollout_rows(3)]                    # today's job rows: positions are the key
+    store_rollouts(store, run.id, 6, without_indices)
+    store_rollouts(store, run.id, 6, without_indices)
+    stored = rollouts(store, run.id)
+    assert [(r.step, r.prompt_index, r.sample_index) for r in stored] == \
+        [(5, 0, 0), (5, 0, 1), (5, 1, 0), (5, 1, 1), (6, 0, 0), (6, 1, 0), (6, 2, 0)]
+    assert stored[0].completion == "<think>resumed</think><answer>[]</answer>"  # the newest copy, as metrics
+    with pytest.raises(IntegrityError):  # the database itself refuses a second copy
+        with store.write() as s:
+            s.add(Rollout(run_id=run.id, step=5, prompt_index=0, sample_index=0, image="x", prompt="p",
+                          completion="c"))
+    store.close()
+
+
+def test_migration_0002_keeps_the_rollouts_already_stored(tmp_path):
+    from alembic import command
+    from storage.db import _alembic_config, make_engine
+    url = f"sqlite:///{tmp_path / 'studio.db'}"
+    engine = make_engine(url)
+    cfg = _alembic_config()
+    with engine.connect().execution_options(write=True) as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.commit()
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO runs (model, family, task, settings, status, step, max_steps, attempts, "
+                             "cancel_requested, created_at) VALUES ('demo', 'demo', 'detection', '{}', 'completed', "
+                             "0, 0, 0, 0, '2026-01-01')")
+        for _ in range(2):  # a resumed run's duplicates, from before the unique key
+            conn.exec_driver_sql("INSERT INTO rollouts (run_id, step, image, prompt, completion, parsed, rewards, "
+                                 "created_at) VALUES (1, 1, 'a.png', 'p', 'c', '{}', '{}', '2026-01-01')")
+    engine.dispose()
+    store = open_store(tmp_path)
+    with store.read() as s:
+        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == head_revision()
+        assert [(r.prompt_index, r.sample_index, r.truth) for r in s.scalars(select(Rollout))] == [(None, None, None)] * 2
+    store.close()
+
+
+def test_row_helpers(tmp_path):
+    from datetime import datetime, timezone
+    from storage import db_now, insert_ignore, locked, update_where, upsert
+    store = open_store(tmp_path)
+    with store.write() as s:
+        run = Run(model="demo", family="demo", task="detection", status="queued")
+        s.add(run)
+    with store.write() as s:
+        assert locked(s, Run, run.id).status == "queued" and locked(s, Run, 999) is None
+        assert update_where(s, Run, run.id, Run.status == "queued", status="running")
+        assert not update_where(s, Run, run.id, Run.status == "queued", status="cancelled")  # lost the race
+        assert update_where(s, Run, run.id, step=Run.step + 3)
+        assert locked(s, Run, run.id).step == 3
+        rows = [{"run_id": run.id, "step": 1, "name": "reward", "value": 0.5}]
+        assert insert_ignore(s, MetricPoint, rows, ("run_id", "step", "name")) == 1
+        assert insert_ignore(s, MetricPoint, rows, ("run_id", "step", "name")) == 0
+        upsert(s, MetricPoint, [{**rows[0], "value": 0.9}], ("run_id", "step", "name"), ("value",))
+        assert s.scalar(select(MetricPoint.value)) == 0.9
+        clock = db_now(s)
+    assert clock.tzinfo is not None and abs((clock - datetime.now(timezone.utc)).total_seconds()) < 5
+    store.close()
+
+
+def test_progress_and_settle_helpers_for_the_job(tmp_path):
+    from backend.runs import cancel_run, finish_run, record_step
+    store = open_store(tmp_path)
+    with store.write() as s:
+        running = Run(model="demo", family="demo", task="detection", status="running", lease_owner="w")
+        queued = Run(model="demo", family="demo", task="detection", status="queued")
+        s.add_all([running, queued])
+    assert record_step(store, running.id, 3) is False
+    cancel_run(store, running.id)
+    assert record_step(store, running.id, 4) is True  # the flag comes back with the progress write
+    assert finish_run(store, running.id, "cancelled") is True
+    assert finish_run(store, running.id, "completed") is False  # settled already: left as it is
+    assert finish_run(store, queued.id, "failed", "boom") is False  # never claimed: not the job's to settle
+    with store.read() as s:
+        assert [(r.status, r.step, r.lease_owner, r.error) for r in s.scalars(select(Run).order_by(Run.id))] == \
+            [("cancelled", 4, None, None), ("queued", 0, None, None)]
+    store.close()
+
+
+def test_checkpoint_and_evaluation_rows_are_written_once(tmp_path):
+    from backend.runs import evaluations, record_checkpoint, save_evaluation
+    from storage.models import Checkpoint
+    store = open_store(tmp_path)
+    with store.write() as s:
+        run = Run(model="demo", family="demo", task="detection")
+        s.add(run)
+    record_checkpoint(store, run.id, 2, "runs/1/checkpoints/checkpoint-2")
+    record_checkpoint(store, run.id, 2, "runs/1/checkpoints/checkpoint-2")  # a resumed step saves again
+    save_evaluation(store, run.id, "before", {"map": 0.1})
+    save_evaluation(store, run.id, "before", {"map": 0.2})
+    with store.read() as s:
+        assert [(c.step, c.complete) for c in s.scalars(select(Checkpoint))] == [(2, True)]
+    assert evaluations(store, run.id) == {"before": {"map": 0.2}}
     store.close()

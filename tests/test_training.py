@@ -192,3 +192,32 @@ def test_cancel_stops_within_a_few_steps_with_a_checkpoint(tmp_path):
     ck = latest_checkpoint(ws.store, ws.data_dir, run_id)
     assert ck is not None and ck.step == run["step"]
     assert (ws.data_dir / f"runs/{run_id}/adapter/adapter_config.json").is_file()
+
+
+def test_a_classification_run_predicts_with_the_prompt_it_was_trained_with(tmp_path):
+    """Test tab and `predict`: a classification run is asked exactly as in training (its classes, its object
+    kind), tuned and base alike; a detection run without a category is one sentence."""
+    from backend import training
+    from backend.datasets import get_dataset, import_dataset
+    from backend.predict import predict
+    from backend.workspace import open_workspace
+    from tests.builders import classification_samples, write_folders
+
+    write_folders(tmp_path / "pets", classification_samples(4))
+    ws = open_workspace(tmp_path / "data")
+    import_dataset(ws.store, ws.data_dir, [builders_zip(tmp_path / "pets")], "pets")
+    settings = preset("CPU demo", max_steps=1, num_generations=2, save_steps=1)
+    settings.prompts_per_step, settings.eval_max_examples, settings.max_completion_length = 1, 2, 8
+    settings.object_kind = "animal"
+    run_id = create_run(ws.store, "pets", "demo", settings)
+    assert training.main(["--data-dir", str(ws.data_dir), "--run", str(run_id)]) == 0
+    image = next(p for p in (ws.data_dir / "datasets").rglob("*.png") if p.is_file())
+    trained = training.train_rows(get_dataset(ws.store, "pets"), ws.data_dir, "demo", settings)[0]["prompt_text"]
+    assert trained.startswith("This is an image containing an animal. Please identify the class of the animal")
+    for base in (False, True):
+        assert predict(ws, image, run_id=run_id, question="what is it?", base=base)["prompt"] == trained
+
+
+def builders_zip(folder: Path) -> Path:
+    from tests.builders import zip_dir
+    return zip_dir(folder, folder.with_suffix(".zip"))

@@ -13,7 +13,9 @@ from ui.train_tab import create_train_tab
 
 
 def build_app(ws: Workspace, demo=None) -> gr.Blocks:
-    with gr.Blocks(title="Visual-RFT Studio") as app:
+    # Uploads are deleted from gradio's cache once imported or refused (ui/data_tab.py); anything else it holds
+    # (test images, abandoned uploads) goes after a day, swept hourly.
+    with gr.Blocks(title="Visual-RFT Studio", delete_cache=(3600, 86400)) as app:
         gr.Markdown("## Visual-RFT Studio\nReinforcement fine-tuning of vision-language models with verifiable "
                     "rewards, on a hundred images.")
         banner = gr.Markdown(elem_id="demo-banner")

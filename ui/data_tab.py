@@ -1,6 +1,8 @@
 """The Data tab: upload a dataset, see its counts, its images with boxes drawn, and any problems."""
 from __future__ import annotations
 
+import sys
+import traceback
 import zipfile
 from pathlib import Path
 
@@ -8,9 +10,10 @@ import gradio as gr
 
 from backend.datasets import ImportProblem, delete_dataset, get_dataset, image_path, import_dataset
 from backend.datasets.catalog import dataset_names
+from backend.datasets.importer import check_new_name
 from backend.datasets.safety import ANNOTATION_SUFFIXES, IMAGE_SUFFIXES
 from backend.workspace import Workspace
-from backend.draw import TRUTH, draw_boxes
+from backend.draw import TRUTH, draw_file
 
 GALLERY_LIMIT = 48
 AUTO = "auto"
@@ -20,11 +23,14 @@ def suggest_task(paths: list[str] | None) -> str:
     """A first guess of the task from the uploaded file names (the import decides for sure)."""
     names: list[str] = []
     for p in paths or []:
-        if zipfile.is_zipfile(p):
-            with zipfile.ZipFile(p) as zf:
-                names += zf.namelist()[:20000]
-        else:
-            names.append(Path(p).name)
+        try:
+            if zipfile.is_zipfile(p):
+                with zipfile.ZipFile(p) as zf:
+                    names += zf.namelist()[:20000]
+                continue
+        except (zipfile.BadZipFile, OSError, ValueError):
+            pass  # the import says what is wrong with it
+        names.append(Path(p).name)
     suffixes = {Path(n).suffix.lower() for n in names}
     if ".jsonl" in suffixes:
         return "grounding"
@@ -39,7 +45,10 @@ def dataset_view(ws: Workspace, name: str | None, split: str = "all") -> tuple[s
     """Summary markdown, per-class count rows and gallery items for one dataset."""
     if not name:
         return "No dataset selected yet: upload one on the left.", [], []
-    info = get_dataset(ws.store, name)
+    try:
+        info = get_dataset(ws.store, name)
+    except ImportProblem as e:  # deleted meanwhile (another tab, the command line)
+        return f"⚠ {e}", [], []
     c = info["counts"]
     unit = "boxes" if info["task"] == "detection" else "images"
     md = [f"### {info['name']}",
@@ -51,7 +60,7 @@ def dataset_view(ws: Workspace, name: str | None, split: str = "all") -> tuple[s
     for s in [s for s in info["samples"] if split == "all" or s["split"] == split][:GALLERY_LIMIT]:
         boxes = s.get("boxes") or ([[*s["box"], s["expression"]]] if "box" in s else [])
         caption = s.get("label") or s.get("expression") or f"{len(boxes)} boxes"
-        gallery.append((draw_boxes(image_path(ws.data_dir, info, s), [(boxes, TRUTH)], max_side=384),
+        gallery.append((draw_file(image_path(ws.data_dir, info, s), [(boxes, TRUTH)], max_side=384),
                         f"{s['file']} · {s['split']} · {caption}"))
     return "\n".join(md), rows, gallery
 
@@ -75,6 +84,7 @@ def create_data_tab(ws: Workspace) -> dict:
                     picker = gr.Dropdown([], label="Dataset", scale=3, allow_custom_value=True)
                     split = gr.Radio(["all", "train", "val"], value="all", label="Split", scale=2)
                     delete_btn = gr.Button("Delete", variant="stop", scale=1, size="sm")
+                message = gr.Markdown(elem_id="dataset-message")
                 summary = gr.Markdown(elem_id="dataset-summary")
                 counts = gr.Dataframe(headers=["class", "train", "val", "total"], label="Per class",
                                       interactive=False)
@@ -85,35 +95,55 @@ def create_data_tab(ws: Workspace) -> dict:
         return gr.update(value=suggest_task(paths))
 
     def on_import(paths, ds_name, task_choice, fraction):
+        """Import the upload; every outcome is one sentence. The uploaded files leave gradio's cache once
+        imported or refused (a refused name keeps them, to try again with another)."""
         unchanged = (gr.update(),) * 5
         if not paths:
             return "⚠ Choose a zip or files to upload first.", *unchanged
+        ds_name = (ds_name or "").strip()
         try:
-            import_dataset(ws.store, ws.data_dir, [Path(p) for p in paths], (ds_name or "").strip(),
-                           task=None if task_choice == AUTO else task_choice, val_fraction=float(fraction),
-                           source_names=[Path(p).name for p in paths])
+            check_new_name(ws.store, ds_name)
         except ImportProblem as e:
             return f"⚠ {e}", *unchanged
-        md, rows, items = dataset_view(ws, ds_name.strip())
-        return (f"✓ Imported **{ds_name.strip()}**.", gr.update(choices=dataset_names(ws.store), value=ds_name.strip()),
+        try:
+            import_dataset(ws.store, ws.data_dir, [Path(p) for p in paths], ds_name,
+                           task=None if task_choice == AUTO else task_choice, val_fraction=float(fraction),
+                           source_names=[Path(p).name for p in paths])
+        except ValueError as e:  # ImportProblem and every other sentence a person can act on
+            return f"⚠ {e}", *(gr.update(),) * 4, None
+        except Exception as e:  # noqa: BLE001 - a bug, still shown as a sentence (the traceback goes to the log)
+            traceback.print_exc(file=sys.stderr)
+            return f"⚠ The import failed unexpectedly ({type(e).__name__}: {e}); nothing was imported.", \
+                *(gr.update(),) * 4, None
+        finally:
+            discard_uploads(paths)
+        md, rows, items = dataset_view(ws, ds_name)
+        return (f"✓ Imported **{ds_name}**.", gr.update(choices=dataset_names(ws.store), value=ds_name),
                 md, rows, items, None)
 
     def on_pick(ds_name, which):
         return dataset_view(ws, ds_name, which)
 
     def on_delete(ds_name):
+        """Delete the dataset; refused (one sentence naming them) while queued or running runs use it."""
+        note, current = "", None
         if ds_name:
-            delete_dataset(ws.store, ws.data_dir, ds_name)
+            try:
+                delete_dataset(ws.store, ws.data_dir, ds_name)
+                note = f"✓ Deleted **{ds_name}**."
+            except ValueError as e:
+                note, current = f"⚠ {e}", ds_name
         names = dataset_names(ws.store)
-        md, rows, items = dataset_view(ws, names[-1] if names else None)
-        return gr.update(choices=names, value=names[-1] if names else None), md, rows, items
+        current = current if current in names else (names[-1] if names else None)
+        md, rows, items = dataset_view(ws, current)
+        return note, gr.update(choices=names, value=current), md, rows, items
 
     files.upload(on_upload, files, task, api_visibility="private")
     import_btn.click(on_import, [files, name, task, val_fraction], [status, picker, summary, counts, gallery, files],
                      api_name="import_dataset")
     picker.change(on_pick, [picker, split], [summary, counts, gallery], api_visibility="private")
     split.change(on_pick, [picker, split], [summary, counts, gallery], api_visibility="private")
-    delete_btn.click(on_delete, picker, [picker, summary, counts, gallery], api_name="delete_dataset",
+    delete_btn.click(on_delete, picker, [message, picker, summary, counts, gallery], api_name="delete_dataset",
                      js="(name) => (name && confirm(`Delete dataset ${name} and its images?`)) ? name : null")
     def on_load(which):
         """The page holds no state: on every load, the dataset list comes from storage."""
@@ -121,4 +151,29 @@ def create_data_tab(ws: Workspace) -> dict:
         current = names[-1] if names else None
         return (gr.update(choices=names, value=current), *dataset_view(ws, current, which))
 
-    return {"load": (on_load, [split], [picker, summary, counts, gallery])}
+    return {"load": (on_load, [split], [picker, summary, counts, gallery]),
+            "import": on_import, "delete": on_delete, "pick": on_pick}
+
+
+def discard_uploads(paths: list[str] | None) -> None:
+    """Delete uploaded files from gradio's upload cache (GRADIO_TEMP_DIR, else TMPDIR/gradio), and the folder
+    gradio made for each when it empties. Paths outside that cache are never touched."""
+    from gradio.utils import get_upload_folder
+    cache = Path(get_upload_folder()).resolve()
+    for p in paths or []:
+        path = Path(p)
+        try:
+            folder = path.parent.resolve()
+        except OSError:
+            continue
+        if folder != cache and cache not in folder.parents:
+            continue
+        try:
+            path.unlink()
+        except OSError:
+            continue
+        if folder != cache:
+            try:
+                folder.rmdir()  # only when empty
+            except OSError:
+                pass

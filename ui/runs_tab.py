@@ -4,9 +4,10 @@ from __future__ import annotations
 import pandas as pd
 import gradio as gr
 
-from backend.runs import cancel_run, delete_run, eta_seconds, list_runs, metrics, resume_run, rollouts, run_json
+from backend.runs import (cancel_run, delete_run, eta_seconds, get_run, list_runs, metrics, resume_run, rollouts,
+                          run_json)
 from backend.workspace import Workspace
-from backend.draw import PREDICTION, TRUTH, draw_boxes
+from backend.draw import PREDICTION, TRUTH, draw_file
 
 REFRESH_SECONDS = 2.0
 CHARTS = {"reward": "Reward (total and each function)", "kl": "KL to the reference",
@@ -57,7 +58,10 @@ def evaluation_rows(evaluation: dict) -> list[list]:
 
 
 def rollout_items(ws: Workspace, run_id: int, step: int | None) -> tuple[list, str, list[int]]:
-    """Gallery items (truth green, prediction red), the reasoning text, and the steps that have rollouts."""
+    """Gallery items (truth green, prediction red), the reasoning text, and the steps that have rollouts.
+
+    Never raises on a missing file: an image deleted with its dataset (or by hand) is a placeholder; the
+    truth comes from the row when the dataset is gone."""
     from backend.datasets.catalog import sample_json
     from storage.models import Sample
     all_rows = rollouts(ws.store, run_id)
@@ -69,8 +73,8 @@ def rollout_items(ws: Workspace, run_id: int, step: int | None) -> tuple[list, s
     with ws.store.read() as s:
         for i, r in enumerate([r for r in all_rows if r.step == step]):
             sample = s.get(Sample, r.sample_id) if r.sample_id else None
-            truth = sample_json(sample).get("boxes", []) if sample else []
-            image = draw_boxes(ws.data_dir / r.image, [(truth, TRUTH), (r.parsed.get("boxes", []), PREDICTION)], 320)
+            truth = (sample_json(sample) if sample else r.truth or {}).get("boxes", [])
+            image = draw_file(ws.data_dir / r.image, [(truth, TRUTH), (r.parsed.get("boxes", []), PREDICTION)], 320)
             rewards = ", ".join(f"{k} {v:.2f}" for k, v in r.rewards.items() if v is not None)
             items.append((image, f"#{i + 1} · {rewards}"))
             texts.append(f"**#{i + 1}** — {r.prompt[:90]}…\n\n```\n{r.completion}\n```\n{rewards}")
@@ -114,28 +118,25 @@ def create_runs_tab(ws: Workspace) -> dict:
         ids = [r[0] for r in rows]
         if run_id not in ids:
             run_id = ids[0] if ids else None
-        if run_id is None:
+        try:
+            run = run_json(ws.store, run_id) if run_id is not None else None
+        except ValueError:  # deleted between the table and now
+            run = None
+        if run is None:
             empty = chart_frames({})
-            return (rows, gr.update(choices=[], value=None), "No runs yet: launch one in the Train tab.", *empty,
-                    [], [], "", gr.update(), "", None)
-        run = run_json(ws.store, run_id)
+            return (rows, gr.update(choices=ids, value=None), "No runs yet: launch one in the Train tab." if not ids
+                    else "Choose a run.", *empty, [], [], "", gr.update(), "", None)
         eta = eta_seconds(run, run["metrics"].get("step_time", []))
         step = None if follow or not step else int(step)
         items, text, steps = rollout_items(ws, run_id, step)
         # The minimum stays 0: a value the browser still holds from before is then always valid.
         slider = gr.update(maximum=max(1, steps[-1]) if steps else 1,
                            value=int(step) if step in steps else (steps[-1] if steps else 0))
-        log_path = ws.data_dir / f"runs/{run_id}/train.log"
-        tail = log_path.read_text(errors="replace")[-4000:] if log_path.is_file() else ""
+        tail = log_tail(ws, run_id)
         note = f"⚠ {run['error']}" if run["error"] else ""
-        from backend.predict import adapter_dir
-        try:
-            adapter = adapter_dir(ws, run_id)
-        except ValueError:
-            adapter = None
         return (rows, gr.update(choices=ids, value=run_id), progress_html(run, eta), *chart_frames(run["metrics"]),
                 evaluation_rows(run["evaluation"]), items, text, slider, tail + ("\n" + note if note else ""),
-                _zip_adapter(ws, run_id, adapter) if adapter and run["status"] in ("completed", "cancelled") else None)
+                download_path(ws, run_id, run["status"]))
 
     outputs = [table, picker, status, *plots, evaluation, gallery, reasoning, rollout_step, log, download]
     inputs = [picker, rollout_step, follow]
@@ -157,6 +158,31 @@ def create_runs_tab(ws: Workspace) -> dict:
     delete.click(lambda r: act(lambda i: delete_run(ws.store, ws.data_dir, i), r), picker, message,
                  api_visibility="private", js="(r) => (r && confirm(`Delete run ${r} and its files?`)) ? r : null")
     return {"picker": picker, "live": (live, inputs, outputs)}
+
+
+def log_tail(ws: Workspace, run_id: int, chars: int = 4000) -> str:
+    """The end of the run's train.log; the tail stored in the row when the file is gone or unreadable."""
+    log_path = ws.data_dir / f"runs/{run_id}/train.log"
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(max(0, log_path.stat().st_size - 4 * chars))
+            return f.read().decode("utf-8", "replace")[-chars:]
+    except OSError:
+        try:
+            return (get_run(ws.store, run_id).log_tail or "")[-chars:]
+        except ValueError:
+            return ""
+
+
+def download_path(ws: Workspace, run_id: int, status: str) -> str | None:
+    """The adapter zip for a finished run; None while training, without an adapter, or when its files vanish."""
+    if status not in ("completed", "cancelled"):
+        return None
+    from backend.predict import adapter_dir
+    try:
+        return _zip_adapter(ws, run_id, adapter_dir(ws, run_id))
+    except (OSError, ValueError):  # no adapter, or its folder deleted or emptied while zipping
+        return None
 
 
 def _zip_adapter(ws: Workspace, run_id: int, adapter) -> str:

@@ -1,6 +1,8 @@
-"""Serving the page: safe defaults (loopback only, optional login, upload cap, no share link)."""
+"""Serving the page: safe defaults (loopback only, a login required anywhere else, upload cap, share link only
+with a login)."""
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -19,13 +21,39 @@ def parse_auth(value: str | None) -> tuple[str, str] | None:
     return user, password
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def check_exposure(host: str, credentials: tuple[str, str] | None, share: bool, insecure_no_auth: bool) -> None:
+    """ValueError (one sentence) when the page would be reachable by others without a login."""
+    if credentials is not None:
+        return
+    if share:
+        raise ValueError("--share publishes the page on a public link, so it needs a login: set --auth USER:PASS "
+                         "(or VRFT_AUTH=USER:PASS)")
+    if not is_loopback(host) and not insecure_no_auth:
+        raise ValueError(f"refusing to serve on {host} without a login, since anyone who can reach the port could "
+                         "upload files, start GPU jobs and read every dataset: set --auth USER:PASS (or "
+                         "VRFT_AUTH=USER:PASS; with Docker, docker run -e VRFT_AUTH=USER:PASS), or pass "
+                         "--insecure-no-auth if a proxy in front of the app asks for the login")
+
+
 def serve(data_dir: Path, host: str = "127.0.0.1", port: int = 7860, auth: str | None = None,
-          share: bool = False) -> int:
+          share: bool = False, insecure_no_auth: bool = False) -> int:
+    credentials = parse_auth(auth or os.environ.get("VRFT_AUTH"))
+    check_exposure(host, credentials, share, insecure_no_auth)  # before anything starts
+
     from ui.app import build_app
 
     from backend.background import DemoSetup, ensure_worker
 
-    credentials = parse_auth(auth or os.environ.get("VRFT_AUTH"))
     ws = open_workspace(data_dir)
     demo = DemoSetup(ws)
     worker = ensure_worker(ws.data_dir)

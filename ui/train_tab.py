@@ -152,7 +152,10 @@ def create_train_tab(ws: Workspace, on_launched) -> dict:
     def on_dataset(name):
         if not name:
             return gr.update()
-        return weights_text(get_dataset(ws.store, name, with_samples=False)["task"])
+        try:
+            return weights_text(get_dataset(ws.store, name, with_samples=False)["task"])
+        except ValueError:  # deleted meanwhile: launching it says so in a sentence
+            return gr.update()
 
     def on_preset(name):
         values = TrainSettings.from_dict(PRESETS[name])

@@ -6,13 +6,13 @@ import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import selectinload
 
 from backend.datasets.importer import staging_root
 from backend.datasets.safety import ImportProblem
-from storage import Store
-from storage.models import Dataset, Sample
+from storage import Store, locked
+from storage.models import Dataset, Rollout, Run, Sample
 
 
 def _round(box: list) -> list:
@@ -82,13 +82,63 @@ def image_path(data_dir: Path, dataset: dict, sample: dict) -> Path:
     return Path(data_dir) / dataset["folder"] / "images" / sample["file"]
 
 
+def _in_use(name: str, runs: list[tuple[int, str]]) -> str:
+    """One sentence naming the queued or running runs that use a dataset."""
+    listed = [f"{run_id} ({status})" for run_id, status in runs]
+    names = listed[0] if len(listed) == 1 else ", ".join(listed[:-1]) + " and " + listed[-1]
+    one = len(runs) == 1
+    return (f"dataset '{name}' is used by run{'' if one else 's'} {names}; cancel {'it' if one else 'them'} or wait "
+            f"until {'it finishes' if one else 'they finish'}, then delete the dataset")
+
+
+def _keep_rollouts(s, data_dir: Path, ds: Dataset) -> None:
+    """What finished runs show of their rollouts outlives the dataset: each rollout's image is copied into its
+    run's folder (`runs/ID/rollout-images/`) and its ground truth into the row."""
+    prefix = f"{ds.folder}/"
+    sample_ids = select(Sample.id).where(Sample.dataset_id == ds.id)
+    rows = s.scalars(select(Rollout).where(or_(Rollout.sample_id.in_(sample_ids),
+                                               Rollout.image.startswith(prefix, autoescape=True)))).all()
+    if not rows:
+        return
+    folders = dict(s.execute(select(Run.id, Run.folder).where(Run.id.in_({r.run_id for r in rows}))).all())
+    samples = {smp.id: smp for smp in s.scalars(select(Sample).where(Sample.dataset_id == ds.id))}
+    for r in rows:
+        if r.truth is None and r.sample_id in samples:
+            r.truth = sample_json(samples[r.sample_id])
+        if not r.image.startswith(prefix):
+            continue
+        rest = r.image[len(prefix):]
+        rest = rest[len("images/"):] if rest.startswith("images/") else rest
+        target = f"{folders.get(r.run_id) or f'runs/{r.run_id}'}/rollout-images/{rest}"
+        src, dst = data_dir / r.image, data_dir / target
+        try:
+            if not dst.is_file():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
+        except OSError:
+            continue  # already missing: the Runs tab shows a placeholder
+        r.image = target
+    s.flush()
+
+
 def delete_dataset(store: Store, data_dir: Path, name: str) -> None:
-    """Remove the rows, then the files (moved aside first so a crash leaves no half folder in place)."""
+    """Remove the rows, then the files (moved aside first so a crash leaves no half folder in place).
+
+    Refused, with a sentence naming them, while queued or running runs use the dataset. Finished runs keep
+    their metrics and evaluations (rows of their own) and their rollouts: images and truth are copied first.
+    """
+    data_dir = Path(data_dir)
     with store.write() as s:
-        ds = s.scalar(select(Dataset).where(Dataset.name == name))
+        found = s.scalar(select(Dataset.id).where(Dataset.name == name))
+        ds = locked(s, Dataset, found) if found is not None else None  # create_run and resume_run lock it too
         if ds is None:
             raise ImportProblem(f"there is no dataset named '{name}'")
-        folder = Path(data_dir) / ds.folder
+        active = s.execute(select(Run.id, Run.status).where(Run.dataset_id == ds.id,
+                                                            Run.status.in_(("queued", "running"))).order_by(Run.id)).all()
+        if active:
+            raise ValueError(_in_use(name, [tuple(a) for a in active]))
+        _keep_rollouts(s, data_dir, ds)
+        folder = data_dir / ds.folder
         s.delete(ds)
     if folder.exists():
         trash = staging_root(data_dir) / f"deleted-{uuid.uuid4().hex}"

@@ -86,6 +86,16 @@ class Upload:
         return matches[0] if len(matches) == 1 else None
 
 
+def read_text(path: Path, upload: Upload) -> str:
+    """An annotation file's text (UTF-8, a BOM allowed), or ImportProblem naming the file."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ImportProblem(f"{upload.rel(path)} is not UTF-8 text (save it as UTF-8)") from None
+    except OSError as e:
+        raise ImportProblem(f"{upload.rel(path)} cannot be read ({e.strerror or e})") from None
+
+
 def load_json(path: Path, upload: Upload) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8-sig"))

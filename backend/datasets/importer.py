@@ -37,6 +37,14 @@ def check_name(name: str) -> None:
                             "starting with a letter or digit")
 
 
+def check_new_name(store: Store, name: str) -> None:
+    """ImportProblem unless `name` is a valid name that no dataset has yet (checked again when the rows land)."""
+    check_name(name)
+    with store.read() as s:
+        if s.scalar(select(Dataset.id).where(Dataset.name == name)) is not None:
+            raise ImportProblem(f"a dataset named '{name}' already exists")
+
+
 def detect_format(upload: Upload) -> str:
     for name, fmt in FORMATS.items():
         if fmt.detect(upload):
@@ -164,16 +172,13 @@ def import_dataset(store: Store, data_dir: Path, sources: list[Path], name: str,
     Raises ImportProblem with one clear sentence; on any failure nothing is left behind.
     """
     limits = limits or ImportLimits.from_env()
-    check_name(name)
+    check_new_name(store, name)
     if task is not None and task not in TASKS:
         raise ImportProblem(f"unknown task '{task}' (choose detection, classification or grounding)")
     if fmt != "auto" and fmt not in FORMATS:
         raise ImportProblem(f"unknown format '{fmt}' (choose auto, {', '.join(FORMATS)})")
     if not 0.0 <= val_fraction < 1.0:
         raise ImportProblem(f"the held-out fraction must be at least 0 and below 1, got {val_fraction}")
-    with store.read() as s:
-        if s.scalar(select(Dataset.id).where(Dataset.name == name)) is not None:
-            raise ImportProblem(f"a dataset named '{name}' already exists")
 
     staging = staging_root(data_dir) / uuid.uuid4().hex
     try:

@@ -23,8 +23,11 @@ IGNORED_PARTS = {"__MACOSX", ".DS_Store", "Thumbs.db"}
 _CHUNK = 1 << 16
 
 
-class ImportProblem(Exception):
-    """A problem with an upload that a person can fix; the message is one clear sentence."""
+class ImportProblem(ValueError):
+    """A problem with an upload that a person can fix; the message is one clear sentence.
+
+    A ValueError, like every other sentence a person can act on: whatever catches those (the CLI, the page,
+    the API endpoints) shows this one too."""
 
 
 def safe_member_path(name: str) -> PurePosixPath:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import csv
 
-from backend.datasets.common import Format, Parsed, Problems, RawSample, Upload
+from backend.datasets.common import Format, Parsed, Problems, RawSample, Upload, read_text
+from backend.datasets.safety import ImportProblem
 
 _IMAGE_COLS = ("image", "file", "filename", "file_name", "path")
 _LABEL_COLS = ("label", "class", "category")
@@ -18,7 +19,10 @@ def parse(upload: Upload, problems: Problems) -> Parsed:
     samples = []
     for path in upload.with_suffix(".csv"):
         where = upload.rel(path)
-        rows = list(csv.reader(path.read_text(encoding="utf-8-sig").splitlines()))
+        try:
+            rows = list(csv.reader(read_text(path, upload).splitlines()))
+        except csv.Error as e:
+            raise ImportProblem(f"{where} is not a readable CSV file ({e})") from None
         if not rows:
             continue
         header = [h.strip().lower() for h in rows[0]]

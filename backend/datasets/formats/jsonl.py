@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from backend.datasets.common import Format, Parsed, Problems, RawSample, Upload
+from backend.datasets.common import Format, Parsed, Problems, RawSample, Upload, read_text
 
 _TEXT_KEYS = ("expression", "text", "sentence", "ref", "caption")
 _BOX_KEYS = ("box", "bbox")
@@ -17,7 +17,7 @@ def parse(upload: Upload, problems: Problems) -> Parsed:
     samples = []
     for path in upload.with_suffix(".jsonl"):
         where = upload.rel(path)
-        for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+        for n, line in enumerate(read_text(path, upload).splitlines(), 1):
             if not line.strip():
                 continue
             try:

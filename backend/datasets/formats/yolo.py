@@ -1,11 +1,15 @@
-"""YOLO: classes.txt or data.yaml names, one .txt per image of `class cx cy w h` (normalised)."""
+"""YOLO: classes.txt or data.yaml names, one .txt per image of `class cx cy w h` (normalised).
+
+Segmentation exports (`class x1 y1 x2 y2 x3 y3 …`, a polygon of normalised points) are read as the bounding box
+of each polygon's points, with a warning in the import summary.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 import yaml
 
-from backend.datasets.common import Format, Parsed, Problems, RawSample, Upload
+from backend.datasets.common import Format, Parsed, Problems, RawSample, Upload, read_text
 from backend.datasets.safety import ImportProblem
 
 
@@ -27,9 +31,9 @@ def detect(upload: Upload) -> bool:
 
 def _names(path: Path, upload: Upload) -> list[str]:
     if path.suffix == ".txt" or path.suffix == ".names":
-        return [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+        return [line.strip() for line in read_text(path, upload).splitlines() if line.strip()]
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+        doc = yaml.safe_load(read_text(path, upload))
     except yaml.YAMLError as e:
         raise ImportProblem(f"{upload.rel(path)} is not valid YAML ({e})") from None
     names = doc.get("names") if isinstance(doc, dict) else None
@@ -52,12 +56,29 @@ def _label_for(image: Path, upload: Upload) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
+def _box(fields: list[str]) -> tuple[list[float], bool] | str:
+    """(normalised [x1, y1, x2, y2], whether it was a polygon) of one label line's numbers, or what is wrong."""
+    try:
+        values = [float(v) for v in fields[1:]]
+    except ValueError:
+        return "is not 'class cx cy w h'"
+    if len(values) == 4:
+        cx, cy, w, h = values
+        return [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], False
+    if len(values) >= 6 and len(values) % 2 == 0:  # a segmentation polygon: x1 y1 x2 y2 x3 y3 ...
+        xs, ys = values[0::2], values[1::2]
+        return [min(xs), min(ys), max(xs), max(ys)], True
+    return (f"has {len(values)} numbers after the class: neither a box 'class cx cy w h' nor a polygon "
+            "'class x1 y1 x2 y2 x3 y3 ...'")
+
+
 def parse(upload: Upload, problems: Problems) -> Parsed:
     names_file = _class_file(upload)
     assert names_file is not None
     classes = _names(names_file, upload)
     samples = []
     used: set[Path] = set()
+    polygons: list[str] = []
     for image in upload.images:
         sample = RawSample(image, where=upload.rel(image), normalised=True)
         label_file = _label_for(image, upload)
@@ -65,25 +86,37 @@ def parse(upload: Upload, problems: Problems) -> Parsed:
             used.add(label_file)
             where = upload.rel(label_file)
             sample.where = where
-            for n, line in enumerate(label_file.read_text(encoding="utf-8-sig").splitlines(), 1):
+            for n, line in enumerate(read_text(label_file, upload).splitlines(), 1):
                 if not line.strip():
                     continue
                 fields = line.split()
                 try:
-                    cls, cx, cy, w, h = int(fields[0]), *(float(v) for v in fields[1:5])
-                except (ValueError, IndexError):
+                    cls = int(fields[0])
+                except ValueError:
                     problems.add(f"{where} line {n} is not 'class cx cy w h'")
+                    continue
+                box = _box(fields)
+                if isinstance(box, str):
+                    problems.add(f"{where} line {n} {box}")
                     continue
                 if not 0 <= cls < len(classes):
                     problems.add(f"{where} line {n} has unknown class id {cls} ({len(classes)} classes)")
                     continue
-                sample.boxes.append([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, classes[cls]])
+                coords, polygon = box
+                if polygon:
+                    polygons.append(f"{where} line {n}")
+                sample.boxes.append([*coords, classes[cls]])
         samples.append(sample)
     orphans = [p for p in _label_files(upload, names_file) if p not in used]
     if orphans:
         problems.add(f"{upload.rel(orphans[0])} has no matching image"
                      + (f" (and {len(orphans) - 1} more label files)" if len(orphans) > 1 else ""))
-    return Parsed("detection", classes, samples)
+    warnings = []
+    if polygons:
+        n = len(polygons)
+        warnings.append(f"{n} segmentation polygon{'s were' if n > 1 else ' was'} read as the bounding box of "
+                        f"{'their' if n > 1 else 'its'} points (first: {polygons[0]})")
+    return Parsed("detection", classes, samples, warnings)
 
 
 FORMAT = Format("yolo", "detection", detect, parse)

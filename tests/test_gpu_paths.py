@@ -1,0 +1,327 @@
+"""The GPU paths, checked on a CPU: the GRPOConfig a job builds for hf and for vLLM (CUDA simulated), what
+`runs create` refuses, the worker's job slots (one job per GPU, each seeing only its GPU), the command that
+starts a multi-GPU run, and a two-process run (gloo) in which only the main process writes to storage."""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from backend.demo.dataset import ensure_demo_dataset
+from backend.gpus import (accelerate_config, launch_command, parse_gpus, settings_problem, visible_gpus)
+from backend.runs import create_run, rollouts, run_json
+from backend.settings import TrainSettings, generation_backend, preset, uses_qlora
+from tests.conftest import run_cli
+
+
+def _tiny(**overrides) -> TrainSettings:
+    settings = preset("CPU demo", max_steps=2, num_generations=2, save_steps=2)
+    settings.prompts_per_step, settings.eval_max_examples, settings.max_completion_length = 1, 2, 16
+    for k, v in overrides.items():
+        setattr(settings, k, v)
+    return settings
+
+
+# ------------------------------------------------------------------ the GRPOConfig a job builds
+
+def test_cpu_job_config_is_hf_generate_and_builds():
+    from trl import GRPOConfig
+
+    from backend.training import grpo_config_kwargs
+    kwargs = grpo_config_kwargs(_tiny(), Path("/tmp/out"), "cpu", vllm_available=True)
+    assert "use_vllm" not in kwargs and "use_liger_kernel" not in kwargs
+    assert kwargs["use_cpu"] is True and kwargs["bf16"] is False and kwargs["gradient_checkpointing"] is False
+    assert kwargs["per_device_train_batch_size"] == 2 and kwargs["max_completion_length"] == 16
+    config = GRPOConfig(**kwargs)  # what the job trains with on this machine
+    assert config.use_vllm is False and config.num_generations == 2
+
+
+@pytest.mark.parametrize("backend", ["auto", "vllm"])
+def test_cuda_job_with_vllm_installed_generates_with_colocated_vllm(backend):
+    from trl import GRPOConfig
+
+    from backend.training import grpo_config_kwargs
+    settings = _tiny(generation_backend=backend, vllm_gpu_memory_utilization=0.4, use_liger_kernel=True)
+    kwargs = grpo_config_kwargs(settings, Path("/tmp/out"), "cuda", vllm_available=True)
+    assert {k: kwargs[k] for k in ("use_vllm", "vllm_mode", "vllm_gpu_memory_utilization", "vllm_enable_sleep_mode")} \
+        == {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.4, "vllm_enable_sleep_mode": True}
+    assert kwargs["vllm_max_model_length"] == 4096 + 16
+    assert kwargs["bf16"] is True and kwargs["use_cpu"] is False and kwargs["use_liger_kernel"] is True
+    known = {f.name for f in dataclasses.fields(GRPOConfig)}
+    assert set(kwargs) <= known  # every key is one of TRL 1.16's GRPOConfig fields
+
+
+def test_auto_is_hf_without_vllm_on_cpu_or_with_qlora():
+    from backend.training import grpo_config_kwargs
+    assert "use_vllm" not in grpo_config_kwargs(_tiny(), Path("/o"), "cuda", vllm_available=False)
+    assert "use_vllm" not in grpo_config_kwargs(_tiny(qlora=True), Path("/o"), "cuda", vllm_available=True)
+    assert generation_backend(_tiny(), cuda=False, vllm_installed=True) == "hf"
+    assert generation_backend(_tiny(generation_backend="hf"), cuda=True, vllm_installed=True) == "hf"
+
+
+def test_vllm_trains_a_bf16_base_and_refuses_qlora():
+    from backend.training import grpo_config_kwargs
+    # QLoRA left to the machine (None): 4-bit on CUDA with HF generate, bf16 LoRA with vLLM or ZeRO-3.
+    assert uses_qlora(_tiny(), cuda=True, backend="hf") is True
+    assert uses_qlora(_tiny(), cuda=True, backend="vllm") is False
+    assert uses_qlora(_tiny(num_gpus=2, distributed="zero3"), cuda=True, backend="hf") is False
+    assert uses_qlora(_tiny(), cuda=False, backend="hf") is False
+    with pytest.raises(ValueError, match=r"^generation backend 'vllm' cannot train a 4-bit \(QLoRA\) base"):
+        grpo_config_kwargs(_tiny(generation_backend="vllm", qlora=True), Path("/o"), "cuda", vllm_available=True)
+    with pytest.raises(ValueError, match=r"^generation backend 'vllm' needs a CUDA GPU and the vllm package"):
+        grpo_config_kwargs(_tiny(generation_backend="vllm"), Path("/o"), "cpu", vllm_available=True)
+
+
+def test_evaluation_without_a_vllm_engine_uses_hf_generate():
+    from backend.training import Processes, vllm_generate
+    assert vllm_generate(SimpleNamespace(), processor=None) is None  # a trainer without TRL's vllm_generation
+    one = Processes()
+    assert (one.rank, one.count, one.main) == (0, 1, True)
+    fn = lambda items, n: ["x"] * len(items)  # noqa: E731
+    assert one.share(fn) is fn and one.agree("yes") == "yes"
+
+
+def test_heldout_evaluation_takes_a_generate_function(ws):
+    from backend.datasets import get_dataset
+    from backend.heldout import evaluate
+    from backend.model_input import image_view
+    from backend.models import load_processor
+    ensure_demo_dataset(ws.store, ws.data_dir, n=10)
+    dataset = get_dataset(ws.store, "demo-shapes")
+    processor, family = load_processor("demo")
+    loaded = SimpleNamespace(family=family, view=lambda size: image_view(processor, family.name, size))
+    calls = []
+
+    def fake(items, max_new_tokens):
+        calls.append((len(items), max_new_tokens))
+        assert all(hasattr(im, "size") and isinstance(p, str) for im, p in items)
+        return ["<think>no</think><answer>No Objects</answer>"] * len(items)
+
+    val = [s for s in dataset["samples"] if s["split"] == "val"]
+    result = evaluate(loaded, ws.data_dir, dataset, val, TrainSettings().task_settings(), 7, max_examples=5,
+                      generate_fn=fake)
+    assert calls == [(5, 7)] and result["count"] == 5 and result["format_rate"] == 1.0
+
+
+# ------------------------------------------------------------------ what runs create refuses
+
+def test_settings_problems_are_one_sentence_each():
+    has_nothing = lambda package: False  # noqa: E731
+    has_all = lambda package: True  # noqa: E731
+    vllm = _tiny(generation_backend="vllm")
+    assert settings_problem(vllm, 0, has_all) == (
+        "generation backend 'vllm' needs a CUDA GPU and this machine has none; use 'hf' or 'auto'")
+    assert settings_problem(vllm, 1, has_nothing).startswith("generation backend 'vllm' needs the vllm package")
+    assert settings_problem(_tiny(generation_backend="vllm", qlora=True), 1, has_all).startswith(
+        "generation backend 'vllm' cannot train a 4-bit (QLoRA) base")
+    assert settings_problem(vllm, 1, has_all) is None
+    assert settings_problem(_tiny(generation_backend="fast"), 1, has_all).startswith("generation backend must be")
+    assert settings_problem(_tiny(use_liger_kernel=True), 0, has_all).startswith("use_liger_kernel needs a CUDA GPU")
+    assert settings_problem(_tiny(num_gpus=4), 2, has_all) == (
+        "this run asks for 4 GPUs and this machine has 2; a worker only takes a run when it has that many GPUs free")
+    assert settings_problem(_tiny(num_gpus=2, distributed="zero3"), 2, has_nothing) == (
+        "distributed 'zero3' needs the deepspeed package, which is not installed here")
+    assert settings_problem(_tiny(num_gpus=2, distributed="zero3", qlora=True), 2, has_all).startswith(
+        "distributed 'zero3' shards bf16 weights")
+    assert settings_problem(_tiny(num_gpus=2, distributed="zero1"), 2, has_all).startswith("distributed must be")
+    assert settings_problem(_tiny(num_gpus=2), 2, has_nothing) is None  # ddp needs nothing more
+    assert settings_problem(_tiny(), 0, has_nothing) is None  # the CPU demo
+
+
+def test_runs_create_refuses_vllm_on_this_cpu_machine(tmp_path):
+    data = tmp_path / "data"
+    run_cli("demo", data_dir=data)
+    bad = run_cli("runs", "create", "--dataset", "demo-shapes", "--model", "demo", "--generation-backend", "vllm",
+                  data_dir=data, check=False)
+    assert bad.returncode == 1
+    assert bad.stderr == ("error: generation backend 'vllm' needs a CUDA GPU and this machine has none; "
+                          "use 'hf' or 'auto'\n")
+    ok = json.loads(run_cli("runs", "create", "--dataset", "demo-shapes", "--model", "demo", "--generation-backend",
+                            "hf", "--json", data_dir=data).stdout)
+    shown = json.loads(run_cli("runs", "show", str(ok["id"]), "--json", data_dir=data).stdout)
+    assert shown["settings"]["generation_backend"] == "hf" and shown["settings"]["num_gpus"] == 1
+
+
+# ------------------------------------------------------------------ GPUs, slots, launch commands
+
+def test_visible_gpus_and_the_gpus_flag():
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "2,3"}) == ["2", "3"]
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "-1"}) == []
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "GPU-8a1f,1"}) == ["GPU-8a1f", "1"]
+    assert parse_gpus("0,1") == ["0", "1"] and parse_gpus("none") == []
+    with pytest.raises(ValueError, match="each once"):
+        parse_gpus("0,0")
+
+
+def test_one_gpu_job_is_the_plain_job_command():
+    assert launch_command(_tiny(), ["3"], "/d", 7, "py") == ["py", "-m", "backend.training", "--data-dir", "/d",
+                                                             "--run", "7"]
+
+
+def test_multi_gpu_commands_are_accelerate_launch_with_valid_flags(tmp_path):
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.commands.launch import launch_command_parser
+
+    ddp = launch_command(_tiny(num_gpus=2), ["0", "1"], "/d", 1234, "py")
+    assert ddp[:4] == ["py", "-m", "accelerate.commands.accelerate_cli", "launch"]
+    assert ddp[-6:] == ["-m", "backend.training", "--data-dir", "/d", "--run", "1234"]
+    args = launch_command_parser().parse_args(ddp[4:])  # accelerate 1.15's own parser reads every flag
+    assert (args.num_processes, args.gpu_ids, args.multi_gpu, args.main_process_port) == (2, "0,1", True, 29734)
+    assert args.module and args.training_script == "backend.training"
+
+    settings = _tiny(num_gpus=4, distributed="zero3")
+    config = tmp_path / "accelerate.yaml"
+    config.write_text(accelerate_config(settings))
+    zero3 = launch_command(settings, ["0", "1", "2", "3"], "/d", 5, "py", config)
+    args = launch_command_parser().parse_args(zero3[4:])
+    assert args.config_file == str(config) and not args.multi_gpu and args.num_processes == 4
+    loaded = load_config_from_file(str(config))
+    assert loaded.distributed_type == "DEEPSPEED" and loaded.deepspeed_config["zero_stage"] == 3
+    assert loaded.deepspeed_config["zero3_save_16bit_model"] is True and loaded.mixed_precision == "bf16"
+    settings.distributed = "zero2"
+    assert load_config_from_file(_write(tmp_path / "z2.yaml", accelerate_config(settings))).deepspeed_config[
+        "zero_stage"] == 2
+    with pytest.raises(ValueError, match="trains on 2 GPUs; 1 given"):
+        launch_command(_tiny(num_gpus=2), ["0"], "/d", 1, "py")
+
+
+def _write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def test_a_multi_gpu_run_waits_for_enough_free_slots(ws, monkeypatch):
+    from backend.worker import claim
+    ensure_demo_dataset(ws.store, ws.data_dir, n=10)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # runs create checks this machine has the GPUs
+    two = create_run(ws.store, "demo-shapes", "demo", _tiny(num_gpus=2))
+    one = create_run(ws.store, "demo-shapes", "demo", _tiny())
+    assert claim(ws, "one-gpu-worker", 60, free=1, total=1) == one  # it can never run `two`: leaves it
+    three = create_run(ws.store, "demo-shapes", "demo", _tiny())
+    assert claim(ws, "busy", 60, free=1, total=2) is None  # `two` is oldest: wait rather than starve it
+    assert claim(ws, "idle", 60, free=2, total=2) == two
+    assert claim(ws, "idle", 60, free=0, total=2) is None
+    assert claim(ws, "idle", 60, free=1, total=2) == three
+
+
+def test_slots_start_their_jobs_on_their_own_gpu(ws):
+    from backend.worker import make_slots
+    slots = make_slots(ws, "standby", ["0", "3"])
+    assert [(s.gpu, s.starter.env, s.job) for s in slots] == [("0", {"CUDA_VISIBLE_DEVICES": "0"}, None),
+                                                             ("3", {"CUDA_VISIBLE_DEVICES": "3"}, None)]
+    (cpu,) = make_slots(ws, "standby", [])
+    assert cpu.gpu is None and cpu.starter.env is None  # the CPU path, as before
+
+
+def _metric_rows(ws, run_id):
+    from storage.models import MetricPoint
+    with ws.store.read() as s:
+        return [(m.step, m.name) for m in s.query(MetricPoint).filter_by(run_id=run_id)]
+
+
+def test_worker_runs_one_job_per_gpu_at_once(ws, monkeypatch):
+    """Two GPU slots (ids that name no GPU here, so the jobs train on the CPU), two queued runs: both run at
+    once, each job seeing only its slot's GPU."""
+    from backend.worker import work
+    ensure_demo_dataset(ws.store, ws.data_dir, n=10)
+    runs = [create_run(ws.store, "demo-shapes", "demo", _tiny(max_steps=1, save_steps=1)) for _ in range(2)]
+    monkeypatch.setenv("VRFT_JOB_START", "spawn")
+    assert work(ws, once=True, lease_seconds=10, gpus=["3", "5"], poll=0.2) == 2
+    shown = [run_json(ws.store, r) for r in runs]
+    assert [r["status"] for r in shown] == ["completed", "completed"], [r["error"] for r in shown]
+    first, second = shown
+    assert first["started_at"] < second["finished_at"] and second["started_at"] < first["finished_at"]  # at once
+    logs = [(ws.data_dir / f"runs/{r}/train.log").read_text() for r in runs]
+    assert sorted(next(g for g in ("3", "5") if f"on GPU {g} ---" in log) for log in logs) == ["3", "5"]
+    for log in logs:
+        gpu = "3" if "on GPU 3 ---" in log else "5"
+        assert re.search(rf"^training demo .*CUDA_VISIBLE_DEVICES={gpu}\)", log, re.M)  # the job saw only its GPU
+
+
+def test_a_two_gpu_run_trains_as_two_processes_and_only_the_main_one_writes(ws, monkeypatch):
+    """`accelerate launch --multi_gpu --num_processes 2` as the worker builds it; on this CPU machine the two
+    processes train with gloo. Every metric step is stored once with the main process's value, and the
+    rollouts, evaluations and checkpoints of one process only."""
+    from backend.worker import work
+    from storage.models import Checkpoint, Evaluation
+    ensure_demo_dataset(ws.store, ws.data_dir, n=10)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    run_id = create_run(ws.store, "demo-shapes", "demo", _tiny(num_gpus=2))
+    monkeypatch.setenv("VRFT_JOB_START", "spawn")
+    assert work(ws, once=True, lease_seconds=10, gpus=["0", "1"], poll=0.2) == 1
+    run = run_json(ws.store, run_id)
+    log = (ws.data_dir / f"runs/{run_id}/train.log").read_text()
+    assert run["status"] == "completed", (run["error"], log[-3000:])
+    assert "accelerate.commands.accelerate_cli launch --num_processes 2" in log and "--multi_gpu" in log
+    training_lines = [line for line in log.splitlines() if line.startswith("training demo")]
+    assert len(training_lines) == 1 and "2 processes, ddp" in training_lines[0]  # printed by the main process
+
+    rows = _metric_rows(ws, run_id)
+    assert len(rows) == len(set(rows))
+    for name, points in run["metrics"].items():
+        assert [p[0] for p in points] == [1, 2], name  # every step exactly once
+    logged = [ast.literal_eval(line) for line in log.splitlines() if line.startswith("{'loss'")]
+    assert [float(d["reward"]) for d in logged] == pytest.approx([p[1] for p in run["metrics"]["reward"]],
+                                                                 rel=1e-3, abs=1e-4)  # the main process's values
+    stored = rollouts(ws.store, run_id)
+    per_step = {step: sum(r.step == step for r in stored) for step in {r.step for r in stored}}
+    assert per_step and max(per_step.values()) <= 2  # one process's completions (1 prompt x 2), not both's
+    with ws.store.read() as s:
+        assert sorted(e.phase for e in s.query(Evaluation).filter_by(run_id=run_id)) == ["after", "before"]
+        assert [c.step for c in s.query(Checkpoint).filter_by(run_id=run_id)] == [2]
+    assert (ws.data_dir / f"runs/{run_id}/adapter/adapter_config.json").is_file()
+
+
+def test_the_callback_writes_nothing_outside_the_main_process(ws):
+    """The guard itself: a non-main process's callback stores no metric, rollout, progress or checkpoint."""
+    from backend.training import RolloutRecorder, make_callback
+    from storage.models import Checkpoint
+    ensure_demo_dataset(ws.store, ws.data_dir, n=10)
+    run_id = create_run(ws.store, "demo-shapes", "demo", _tiny())
+    recorder = RolloutRecorder()
+    recorder.batch = {"completions": ["<think>a</think><answer>[]</answer>"], "rewards": {"format": [1.0]},
+                      "kwargs": {"solution": [json.dumps({"boxes": []})], "sample_id": [None],
+                                 "image_rel": ["x.png"], "prompt_text": ["p"]}}
+    out = ws.data_dir / "runs" / str(run_id) / "checkpoints"
+    callback = make_callback(ws, run_id, _tiny(), recorder, out)
+    args = SimpleNamespace(world_size=1)
+    control = SimpleNamespace(should_training_stop=False, should_save=False)
+    for zero in (False, True):
+        state = SimpleNamespace(global_step=1, is_world_process_zero=zero)
+        callback.on_log(args, state, control, logs={"reward": 0.5})
+        callback.on_step_end(args, state, control)
+        (out / "checkpoint-1").mkdir(parents=True, exist_ok=True)
+        callback.on_save(args, state, control)
+        with ws.store.read() as s:
+            checkpoints = s.query(Checkpoint).filter_by(run_id=run_id).count()
+        written = (len(_metric_rows(ws, run_id)), len(rollouts(ws.store, run_id)), run_json(ws.store, run_id)["step"],
+                   checkpoints)
+        assert written == ((2, 1, 1, 1) if zero else (0, 0, 0, 0)), zero  # reward + step_time, one rollout
+
+
+def test_a_worker_never_kills_a_job_another_host_started(tmp_path):
+    """With a shared data dir, an expired run's job.pid may be another host's: only this host's jobs are killed."""
+    import socket
+    import subprocess
+    import sys
+
+    from backend.worker import stop_orphan_job
+    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        (tmp_path / "job.pid").write_text(str(job.pid))
+        (tmp_path / "job.host").write_text("another-host")
+        stop_orphan_job(tmp_path)
+        assert job.poll() is None
+        (tmp_path / "job.host").write_text(socket.gethostname())
+        stop_orphan_job(tmp_path)
+        assert job.wait(10) == -9
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
