@@ -1,7 +1,9 @@
 """One training job: TRL GRPOTrainer on a dataset's train split, with metrics, rollouts and
 checkpoints written to storage, and held-out evaluation before and after.
 
-Runs in its own process (started by the worker): `python -m backend.training --data-dir D --run ID`.
+Runs in its own process (started by the worker): `python -m backend.training --data-dir D --run ID`; a
+multi-GPU run runs it under `accelerate launch`, one process per GPU, and only the main one (RANK 0) writes
+to storage.
 """
 from __future__ import annotations
 
@@ -216,7 +218,8 @@ def grpo_config_kwargs(settings: TrainSettings, output_dir: Path, device: str, v
                          + ("no GPU" if not cuda else "no vllm") + "; use 'hf' or 'auto'")
     if backend == "vllm" and settings.qlora:
         raise ValueError("generation backend 'vllm' cannot train a 4-bit (QLoRA) base: TRL cannot load "
-                         "LoRA-merged 4-bit weights into vLLM; choose settings without QLoRA or generation backend 'hf'")
+                         "LoRA-merged 4-bit weights into vLLM; choose settings without QLoRA or generation "
+                         "backend 'hf'")
     if settings.use_liger_kernel and not cuda:
         raise ValueError("use_liger_kernel needs a CUDA GPU; turn it off on this machine")
     kwargs = dict(
@@ -235,9 +238,11 @@ def grpo_config_kwargs(settings: TrainSettings, output_dir: Path, device: str, v
         # not a vLLM LoRA request. On that path packed bitsandbytes 4-bit weights lose their quantisation state
         # (TRL issue 4973), hence the bf16 LoRA base. Sleep mode (level 2) frees the engine's memory while the
         # model trains; its weights are pushed again before the next generation.
-        kwargs.update(use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=settings.vllm_gpu_memory_utilization,
-                      vllm_enable_sleep_mode=True,
+        kwargs.update(use_vllm=True, vllm_mode="colocate", vllm_enable_sleep_mode=True,
+                      vllm_gpu_memory_utilization=settings.vllm_gpu_memory_utilization,
                       vllm_max_model_length=VLLM_PROMPT_TOKENS + settings.max_completion_length)
+    # HF generate keeps TRL's dynamic cache: cache_implementation="static" alone is not the measured 4x (that was a
+    # compiled static cache), and TRL 1.16 builds its GenerationConfig with disable_compile=True.
     if settings.use_liger_kernel:
         kwargs["use_liger_kernel"] = True
     return kwargs
@@ -253,7 +258,8 @@ def vllm_resizes_like(processor) -> None:
 
     from backend.model_input import pixel_limits
     lo, hi = pixel_limits(processor)
-    vllm_generation.LLM = functools.partial(vllm_generation.LLM, mm_processor_kwargs={"min_pixels": lo, "max_pixels": hi})
+    vllm_generation.LLM = functools.partial(vllm_generation.LLM,
+                                            mm_processor_kwargs={"min_pixels": lo, "max_pixels": hi})
 
 
 def hf_generate(loaded) -> GenerateFn:
@@ -279,8 +285,8 @@ def vllm_generate(trainer, processor) -> GenerateFn | None:
             engine.llm.wake_up(tags=["kv_cache"])
         prompts = [{"prompt": processor.apply_chat_template(messages(p), add_generation_prompt=True),
                     "multi_modal_data": {"image": im.convert("RGB")}} for im, p in items]
-        outputs = engine.llm.generate(prompts, sampling_params=SamplingParams(temperature=0.0, max_tokens=max_new_tokens),
-                                      use_tqdm=False)
+        greedy = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+        outputs = engine.llm.generate(prompts, sampling_params=greedy, use_tqdm=False)
         if engine.enable_sleep_mode:
             engine.llm.sleep(level=2)
             engine._llm_weights_sleeping = True  # so TRL pushes the weights again before it generates
@@ -352,9 +358,10 @@ def run_job(ws: Workspace, run_id: int) -> str:
         evaluate("before", fast)
     ck = latest_checkpoint(ws.store, ws.data_dir, run_id)
     resume = str(ws.data_dir / ck.path) if ck else None
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     say(f"training {run.model} ({loaded.family.name}, {'QLoRA 4-bit' if loaded.quantized else 'LoRA'} on "
         f"{loaded.device}, generation {backend}"
-        + (f", CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']}" if "CUDA_VISIBLE_DEVICES" in os.environ else "")
+        + (f", CUDA_VISIBLE_DEVICES={visible}" if visible is not None else "")
         + (f", {processes.count} processes, {settings.distributed}" if processes.count > 1 else "")
         + f") for {settings.max_steps} steps" + (f", resuming from step {ck.step}" if ck else ""))
     trainer.train(resume_from_checkpoint=resume)

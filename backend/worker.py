@@ -378,9 +378,11 @@ def work(ws: Workspace, once: bool = False, lease_seconds: int = 60, idle_sleep:
                     break
                 time.sleep(poll)
                 continue
-            requeue_expired(ws)
             free = [slot for slot in slots if slot.job is None]
-            run_id = claim(ws, owner, lease_seconds, free=len(free), total=len(slots)) if free else None
+            run_id = None
+            if free:
+                requeue_expired(ws)
+                run_id = claim(ws, owner, lease_seconds, free=len(free), total=len(slots))
             if run_id is not None:
                 need = gpus_needed(get_run(ws.store, run_id).settings or {})
                 jobs.append(start_job(ws, run_id, owner, free[:need], warm_next=not once or not _queue_empty(ws)))

@@ -48,8 +48,9 @@ def test_cuda_job_with_vllm_installed_generates_with_colocated_vllm(backend):
     from backend.training import grpo_config_kwargs
     settings = _tiny(generation_backend=backend, vllm_gpu_memory_utilization=0.4, use_liger_kernel=True)
     kwargs = grpo_config_kwargs(settings, Path("/tmp/out"), "cuda", vllm_available=True)
-    assert {k: kwargs[k] for k in ("use_vllm", "vllm_mode", "vllm_gpu_memory_utilization", "vllm_enable_sleep_mode")} \
-        == {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.4, "vllm_enable_sleep_mode": True}
+    expected = {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.4,
+                "vllm_enable_sleep_mode": True}
+    assert {k: kwargs[k] for k in expected} == expected
     assert kwargs["vllm_max_model_length"] == 4096 + 16
     assert kwargs["bf16"] is True and kwargs["use_cpu"] is False and kwargs["use_liger_kernel"] is True
     known = {f.name for f in dataclasses.fields(GRPOConfig)}
