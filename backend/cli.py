@@ -94,10 +94,29 @@ def _settings(args: argparse.Namespace):
         weights = [float(w) for w in args.reward_weights.split(",")] if args.reward_weights else None
     except ValueError:
         raise CliError(f"--reward-weights must be numbers separated by commas, got '{args.reward_weights}'") from None
-    return preset(args.preset, max_steps=args.max_steps, num_generations=args.num_generations,
-                  learning_rate=args.learning_rate, beta=args.beta, seed=args.seed, save_steps=args.save_steps,
-                  rewards=rewards, reward_weights=weights, min_pixels=args.min_pixels, max_pixels=args.max_pixels,
-                  generation_backend=args.generation_backend)
+    from dataclasses import fields
+
+    from backend.settings import TrainSettings
+    given = {f.name: getattr(args, f.name) for f in fields(TrainSettings)
+             if f.name not in ("rewards", "reward_weights") and getattr(args, f.name, None) is not None}
+    return preset(args.preset, rewards=rewards, reward_weights=weights, **given)
+
+
+def _setting_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainSettings field (help from its docstring), except those the parser already has."""
+    from dataclasses import fields
+
+    from backend.settings import CHOICES, TrainSettings, setting_help, setting_type
+    helps = setting_help()
+    for f in fields(TrainSettings):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name in ("rewards", "reward_weights") or flag in parser._option_string_actions:
+            continue
+        kind = setting_type(f.name)
+        extra: dict = {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": kind}
+        if f.name in CHOICES:
+            extra["choices"] = list(CHOICES[f.name])
+        parser.add_argument(flag, dest=f.name, default=None, help=helps.get(f.name, "").replace("%", "%%"), **extra)
 
 
 def cmd_runs_create(args: argparse.Namespace) -> int:
@@ -276,16 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     cr.add_argument("--preset", default="CPU demo", choices=list(PRESETS))
     cr.add_argument("--rewards", help="comma-separated reward names (default: the task's)")
     cr.add_argument("--reward-weights", help="comma-separated weights, one per reward")
-    cr.add_argument("--max-steps", type=int)
-    cr.add_argument("--num-generations", type=int)
-    cr.add_argument("--learning-rate", type=float)
-    cr.add_argument("--beta", type=float)
-    cr.add_argument("--seed", type=int)
-    cr.add_argument("--save-steps", type=int)
-    cr.add_argument("--generation-backend", choices=list(GENERATION_BACKENDS),
-                    help="how completions are sampled: hf (transformers generate), vllm (a vLLM engine on the "
-                         "training GPU: CUDA and vllm installed, no QLoRA), auto (the default: vllm where it can run)")
     _pixel_flags(cr)
+    _setting_flags(cr)  # every other setting, from TrainSettings
     cr.add_argument("--ignore-memory-estimate", action="store_true",
                     help="queue the run even when the memory estimate says it will not fit this machine's GPU")
     cr.add_argument("--json", action="store_true")

@@ -17,6 +17,26 @@ class TrainSettings:
     beta: float = 0.04
     """KL penalty to the reference model (0 = none, and no reference model in memory)."""
     temperature: float = 1.0
+    top_p: float = 1.0
+    """Nucleus sampling of the completions (1.0 = the whole distribution)."""
+    loss_type: str = "dapo"
+    """TRL's loss aggregation: "dapo" (the default here and in TRL: token losses normalised by the active
+    tokens of the whole batch, so neither short nor long answers are favoured), "grpo" (per-sequence mean:
+    length-biased), "dr_grpo" (a constant: max_completion_length), "bnpo" (the local batch), "cispo",
+    "sapo", "luspo", "vespo"."""
+    scale_rewards: str = "group"
+    """Advantages divided by the group's reward std ("group", the GRPO/Visual-RFT rule), the batch's
+    ("batch"), or not at all ("none", Dr. GRPO: no bias towards too-easy/too-hard prompts)."""
+    importance_sampling_level: str = "token"
+    """Policy ratio per token ("token", GRPO) or one per sequence ("sequence", GSPO: steadier with
+    sequence-level rewards like IoU)."""
+    epsilon: float = 0.2
+    """Lower clipping range of the policy ratio."""
+    epsilon_high: float | None = None
+    """Upper clipping range (None = epsilon; DAPO suggests 0.28)."""
+    mask_truncated_completions: bool = False
+    """Leave completions cut at max_completion_length out of the loss (DAPO). Off by default: a cut
+    answer fails the format reward, which is the signal that teaches the model to finish."""
     max_completion_length: int = 256
     lora_rank: int = 16
     lora_alpha: int = 32
@@ -108,6 +128,36 @@ PRESETS: dict[str, dict] = {
 
 GENERATION_BACKENDS = ("auto", "hf", "vllm")
 DISTRIBUTED_MODES = ("ddp", "zero2", "zero3")
+CHOICES: dict[str, tuple[str, ...]] = {
+    "generation_backend": GENERATION_BACKENDS,
+    "distributed": DISTRIBUTED_MODES,
+    "loss_type": ("dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo", "luspo", "vespo"),
+    "scale_rewards": ("group", "batch", "none"),
+    "importance_sampling_level": ("token", "sequence"),
+}
+"""Settings whose value is one of a few names (the CLI and the Train form offer exactly these)."""
+
+
+def setting_help() -> dict[str, str]:
+    """Each setting's help text: the docstring under its field, read from this file (one source for the
+    CLI's --help and the Train form's hints)."""
+    import ast
+    import inspect
+    tree = ast.parse(inspect.getsource(TrainSettings))
+    body = tree.body[0].body
+    out: dict[str, str] = {}
+    for node, after in zip(body, body[1:] + [None]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            doc = after.value.value if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) else ""
+            out[node.target.id] = " ".join(str(doc).split())
+    return out
+
+
+def setting_type(name: str) -> type:
+    """int, float, bool, str or list: a field's type with `| None` dropped."""
+    annotation = {f.name: f.type for f in fields(TrainSettings)}[name]
+    base = str(annotation).split("|")[0].strip()
+    return {"int": int, "float": float, "bool": bool, "str": str}.get(base, list)
 
 
 def generation_backend(settings: TrainSettings, cuda: bool, vllm_installed: bool) -> str:

@@ -230,7 +230,10 @@ def grpo_config_kwargs(settings: TrainSettings, output_dir: Path, device: str, v
         seed=settings.seed, save_steps=settings.save_steps, save_strategy="steps", logging_steps=1, report_to=[],
         use_cpu=not cuda, bf16=cuda, gradient_checkpointing=cuda, lr_scheduler_type="constant",
         remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True, save_only_model=False,
-        log_completions=False)
+        log_completions=False, top_p=settings.top_p, loss_type=settings.loss_type,
+        scale_rewards=settings.scale_rewards, importance_sampling_level=settings.importance_sampling_level,
+        epsilon=settings.epsilon, epsilon_high=settings.epsilon_high,
+        mask_truncated_completions=settings.mask_truncated_completions)
     if backend == "vllm":
         # TRL 1.16's colocate mode: each training process holds a vLLM engine on its own GPU, built from the
         # base's name_or_path. Before generating at a new step TRL merges the LoRA adapter into the base weights

@@ -221,3 +221,30 @@ def test_a_classification_run_predicts_with_the_prompt_it_was_trained_with(tmp_p
 def builders_zip(folder: Path) -> Path:
     from tests.builders import zip_dir
     return zip_dir(folder, folder.with_suffix(".zip"))
+
+
+def test_rl_options_from_the_cli_reach_trls_config(tmp_path):
+    """`runs create` flags (generated from TrainSettings) -> the stored settings -> the GRPOConfig the job builds."""
+    from trl import GRPOConfig
+
+    from backend.runs import get_run
+    from backend.settings import TrainSettings
+    from backend.training import grpo_config_kwargs
+    from backend.workspace import open_workspace
+
+    data = tmp_path / "data"
+    run_cli("demo", data_dir=data)
+    run_id = json.loads(run_cli(
+        "runs", "create", "--dataset", "demo-shapes", "--model", "demo", "--loss-type", "dr_grpo",
+        "--scale-rewards", "none", "--importance-sampling-level", "sequence", "--top-p", "0.9", "--epsilon", "0.1",
+        "--epsilon-high", "0.28", "--mask-truncated-completions", "--max-steps", "7", "--json", data_dir=data).stdout)["id"]
+    settings = TrainSettings.from_dict(get_run(open_workspace(data).store, run_id).settings)
+    config = GRPOConfig(**grpo_config_kwargs(settings, tmp_path / "out", "cpu", vllm_available=False))
+    assert (config.loss_type, config.scale_rewards, config.importance_sampling_level) == ("dr_grpo", "none", "sequence")
+    assert (config.top_p, config.epsilon, config.epsilon_high) == (0.9, 0.1, 0.28)
+    assert config.mask_truncated_completions is True and config.max_steps == 7
+    default = GRPOConfig(**grpo_config_kwargs(TrainSettings(), tmp_path / "out", "cpu", vllm_available=False))
+    assert (default.loss_type, default.scale_rewards, default.importance_sampling_level) == ("dapo", "group", "token")
+    bad = run_cli("runs", "create", "--dataset", "demo-shapes", "--model", "demo", "--loss-type", "ppo",
+                  data_dir=data, check=False)
+    assert bad.returncode == 2 and "invalid choice: 'ppo'" in bad.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
 import gradio as gr
@@ -13,14 +14,13 @@ from backend.families import KNOWN_MODELS
 from backend.preflight import launch_check
 from backend.rewards import REWARDS
 from backend.runs import create_run
-from backend.settings import PRESETS, TrainSettings, preset
+from backend.settings import CHOICES, PRESETS, TrainSettings, preset, setting_help, setting_type
 from backend.tasks import TASKS
 from backend.workspace import Workspace
 
-ADVANCED = ["max_steps", "num_generations", "prompts_per_step", "learning_rate", "beta", "temperature",
-            "max_completion_length", "lora_rank", "lora_alpha", "seed", "save_steps", "min_pixels", "max_pixels"]
-INTEGER = {"max_steps", "num_generations", "prompts_per_step", "max_completion_length", "lora_rank", "lora_alpha",
-           "seed", "save_steps", "min_pixels", "max_pixels"}
+ADVANCED = [f.name for f in dataclass_fields(TrainSettings) if f.name not in ("rewards", "reward_weights")]
+"""Every other setting is in the Advanced accordion, built from TrainSettings (its docstrings are the hints)."""
+AUTO = "auto"
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -54,6 +54,31 @@ def parse_weights(text: str) -> tuple[list[str], list[float]]:
     return names, weights
 
 
+def form_value(key: str, value):
+    """A setting as its form input shows it (qlora: auto / on / off)."""
+    if key == "qlora":
+        return AUTO if value is None else ("on" if value else "off")
+    if setting_type(key) in (int, float) and getattr(TrainSettings, key, None) is None:
+        return "" if value is None else str(value)
+    return value
+
+
+def setting_input(key: str, value, help_text: str | None):
+    """The form input for one setting: a choice, a checkbox, a number or text."""
+    label, info = key.replace("_", " "), help_text or None
+    if key in CHOICES:
+        return gr.Dropdown(list(CHOICES[key]), value=value, label=label, info=info)
+    if key == "qlora":  # None = decided by the device
+        return gr.Radio([AUTO, "on", "off"], value=form_value(key, value), label=label, info=info)
+    kind = setting_type(key)
+    if kind is bool:
+        return gr.Checkbox(value=value, label=label, info=info)
+    if kind in (int, float) and getattr(TrainSettings, key, None) is not None:
+        return gr.Number(value, label=label, info=info, precision=0 if kind is int else None)
+    # Optional numbers and text: empty = the default (a Number would show and send 0).
+    return gr.Textbox("" if value is None else str(value), label=label, info=info, placeholder="default")
+
+
 def form_settings(dataset: str, model: str, preset_name: str, rewards_text: str, *values) -> TrainSettings:
     """The form as TrainSettings (ValueError: one sentence for the page)."""
     if not dataset:
@@ -63,9 +88,13 @@ def form_settings(dataset: str, model: str, preset_name: str, rewards_text: str,
     names, weights = parse_weights(rewards_text)
     overrides = {}
     for key, value in zip(ADVANCED, values):
-        if value is None or value == "":
+        if value is None or value == "" or value == AUTO:
             continue
-        overrides[key] = int(value) if key in INTEGER else float(value)
+        kind = setting_type(key)
+        try:
+            overrides[key] = (value in (True, "on")) if kind is bool else kind(value)
+        except ValueError:
+            raise ValueError(f"{key.replace('_', ' ')} must be a number, got '{value}'") from None
     settings = preset(preset_name, **overrides)
     settings.rewards, settings.reward_weights = names, weights
     return settings
@@ -137,10 +166,8 @@ def create_train_tab(ws: Workspace, on_launched) -> dict:
                 message = gr.Markdown(elem_id="launch-message")
             with gr.Column():
                 with gr.Accordion("Advanced settings", open=False):
-                    fields = []
-                    for key in ADVANCED:
-                        fields.append(gr.Number(getattr(defaults, key), label=key.replace("_", " "),
-                                                precision=0 if key in INTEGER else None))
+                    helps = setting_help()
+                    fields = [setting_input(key, getattr(defaults, key), helps.get(key)) for key in ADVANCED]
         with gr.Group(visible=False, elem_id="check-result") as check_box:
             gr.Markdown("### Pre-flight check: what the model sees, and how it does before training")
             check_summary = gr.Markdown(elem_id="check-summary")
@@ -159,7 +186,7 @@ def create_train_tab(ws: Workspace, on_launched) -> dict:
 
     def on_preset(name):
         values = TrainSettings.from_dict(PRESETS[name])
-        return [getattr(values, k) for k in ADVANCED]
+        return [form_value(k, getattr(values, k)) for k in ADVANCED]
 
     def on_launch(ds, m, p, r, *values):
         try:
