@@ -66,8 +66,9 @@ def prepare_predictions(dets: list[Detection], sol: dict) -> list[tuple[list[flo
     return out
 
 
-def score_detection(text: str, sol: dict) -> DetectionScore:
-    """Visual-RFT's R_IoU and R_conf for one completion against one category's truth boxes."""
+def score_detection(text: str, sol: dict, threshold: float = 0.5) -> DetectionScore:
+    """Visual-RFT's R_IoU and R_conf for one completion against one category's truth boxes; a pair
+    counts as matched when its IoU exceeds `threshold` (the reference's 0.5)."""
     truths = [normalise_box(b[:4]) for b in sol.get("boxes", [])]
     dets = parse_detections(extract_answer(text))
     if dets is None:
@@ -76,7 +77,7 @@ def score_detection(text: str, sol: dict) -> DetectionScore:
         ok = 0.0 if truths else 1.0
         return DetectionScore(ok, ok, [], [])
     preds = prepare_predictions(dets, sol)
-    matches = greedy_match([b for b, _ in preds], truths)
+    matches = greedy_match([b for b, _ in preds], truths, threshold)
     iou_sum = sum(v for j, v in matches if j is not None)
     r_iou = min(1.0, iou_sum / max(len(truths), len(preds)))
     conf_terms = [c if j is not None else 1.0 - c for (_, c), (j, _) in zip(preds, matches)]
@@ -111,6 +112,11 @@ def detection_iou(completions: list, solution: list | None = None, **kwargs: Any
     return _per_row(completions, solution, "boxes", lambda t, s: score_detection(t, s).iou)
 
 
+def detection_soft_iou(completions: list, solution: list | None = None, **kwargs: Any) -> list[float | None]:
+    """detection_iou with every overlap counted (no 0.5 threshold): a signal while boxes are still rough."""
+    return _per_row(completions, solution, "boxes", lambda t, s: score_detection(t, s, threshold=0.0).iou)
+
+
 def detection_confidence(completions: list, solution: list | None = None, **kwargs: Any) -> list[float | None]:
     """Mean over predictions of confidence if matched, else 1 - confidence."""
     return _per_row(completions, solution, "boxes", lambda t, s: score_detection(t, s).confidence)
@@ -142,5 +148,6 @@ def grounding_giou(completions: list, solution: list | None = None, **kwargs: An
 
 REWARDS: dict[str, RewardFn] = {
     f.__name__: f
-    for f in (format_reward, detection_iou, detection_confidence, classification_accuracy, grounding_iou, grounding_giou)
+    for f in (format_reward, detection_iou, detection_soft_iou, detection_confidence, classification_accuracy,
+              grounding_iou, grounding_giou)
 }

@@ -10,7 +10,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable
 
-from backend.coords import convention, model_frame
+from backend.coords import convention, model_frame, to_model_int
 
 Size = tuple[int, int]
 
@@ -112,6 +112,24 @@ def grounding_examples(sample: dict, classes: list[str], family: str | None, set
     size = (sample["width"], sample["height"])
     return [Example(grounding_prompt(sample["expression"], family, size, input_size),
                     {**frame_solution(size, family, input_size), "box": sample["box"]})]
+
+
+def target_completion(task: str, solution: dict, category: str | None = None) -> str:
+    """The answer an SFT run is taught for an example: the truth in the <think>/<answer> format the prompt
+    asks for, boxes in the model family's frame (the `solution`'s family and input size), as the rewards
+    read them back. The reasoning only states what is there: SFT has no reasoning to imitate."""
+    if task == "classification":
+        return f"<think>The image shows a {solution['label']}.</think><answer>{solution['label']}</answer>"
+    size, family, input_size = solution["image_size"], solution.get("family"), solution.get("input_size")
+    if task == "grounding":
+        box = to_model_int(solution["box"], family, size, input_size)
+        return f"<think>The described region is at {box}.</think><answer>{box}</answer>"
+    boxes = [to_model_int(b, family, size, input_size) for b in solution["boxes"]]
+    if not boxes:
+        return f"<think>There is no {category} in the image.</think><answer>No Objects</answer>"
+    items = ", ".join(f"{{'Position': {b}, 'Confidence': 1.0}}" for b in boxes)
+    noun = f"one {category}" if len(boxes) == 1 else f"{len(boxes)} objects of the category '{category}'"
+    return f"<think>The image shows {noun}.</think><answer>[{items}]</answer>"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ def test_score_detection_json(tmp_path):
                   "--completion", completion, "--family", "qwen2_vl", "--image-size", "640x480", "--json",
                   data_dir=tmp_path)
     result = json.loads(out.stdout)
-    assert set(result["rewards"]) == {"format", "detection_iou", "detection_confidence"}
+    assert set(result["rewards"]) == {"format", "detection_iou", "detection_soft_iou", "detection_confidence"}
     assert result["rewards"]["detection_iou"] == 1.0 and result["rewards"]["detection_confidence"] == 0.8
     assert result["total"] == 2.8
     assert result["parsed"]["boxes"] == [[64.0, 48.0, 320.0, 240.0]]

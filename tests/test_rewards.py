@@ -202,3 +202,17 @@ def test_detection_reward_agrees_with_the_reference_formula():
         sol = {"boxes": truths}
         assert one("detection_iou", completion, sol) == pytest.approx(want_iou, abs=1e-9)
         assert one("detection_confidence", completion, sol) == pytest.approx(want_conf, abs=1e-9)
+
+
+def test_soft_iou_counts_overlaps_under_the_match_threshold():
+    from backend.rewards import REWARDS
+    sol = {"boxes": [[0, 0, 100, 100]]}
+    partial = "<think>x</think><answer>[{'Position': [0, 0, 100, 40], 'Confidence': 0.9}]</answer>"
+    exact = "<think>x</think><answer>[{'Position': [0, 0, 100, 100], 'Confidence': 0.9}]</answer>"
+    assert REWARDS["detection_iou"]([partial], solution=[sol]) == [0.0]
+    assert REWARDS["detection_soft_iou"]([partial], solution=[sol]) == [pytest.approx(0.4)]
+    assert REWARDS["detection_soft_iou"]([exact], solution=[sol]) == REWARDS["detection_iou"]([exact], solution=[sol])
+    assert REWARDS["detection_soft_iou"]([exact], solution=[{"label": "cat"}]) == [None]
+    # spraying boxes earns no more than one good box
+    spray = "<answer>[" + ", ".join(f"{{'Position': [0, 0, 100, {40 + i}], 'Confidence': 0.9}}" for i in range(5)) + "]</answer>"
+    assert REWARDS["detection_soft_iou"]([spray], solution=[sol])[0] <= 0.5 / 5 + 1e-9
