@@ -39,7 +39,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("qwen2_5_vl", "qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration", 3136, 401408),
     Family("qwen3_vl", "qwen3_vl", "Qwen3VLForConditionalGeneration", 3136, 401408),
     # The demo is a Qwen3-VL-architecture model with its own 0-100 coordinate grid.
-    Family("demo", "qwen3_vl", "Qwen3VLForConditionalGeneration", 128 * 128, 128 * 128),
+    Family("demo", "qwen3_vl", "Qwen3VLForConditionalGeneration", 224 * 224, 224 * 224),
 )}
 
 KNOWN_MODELS = {

@@ -1,6 +1,7 @@
 """The Train tab's Check button in a real browser: sizes fed to the model, the zero-shot baseline drawn, advice."""
 from __future__ import annotations
 
+from backend.demo.shapes import SIZE
 from tests.browser import browser_page, need_chromium, running_app, screenshot
 
 
@@ -16,6 +17,6 @@ def test_check_shows_what_the_model_sees_and_its_baseline(tmp_path):
         summary = page.locator("#check-summary").inner_text()
         assert "demo (demo)" in summary and "Zero-shot baseline" in summary and "format rate" in summary
         table = page.locator("#check-table").inner_text()
-        assert "128×128" in table and "100×100" in table  # the demo's 0-100 frame
+        assert f"{SIZE}×{SIZE}" in table and "100×100" in table  # the demo's 0-100 frame
         assert page.locator("#check-gallery img").count() == 4
         screenshot(page, "train-check")

@@ -9,7 +9,8 @@ from PIL import Image, ImageDraw, ImageFilter
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 230), "yellow": (235, 210, 40)}
 SHAPES = ("square", "circle", "triangle")
 CATEGORIES = [f"{c} {s}" for c in COLOURS for s in SHAPES]
-SIZE = 128
+SIZE = 224
+"""Scene side in pixels: 7x7 merged visual tokens for the demo model (14x14 patches of 16 px)."""
 
 
 @dataclass
