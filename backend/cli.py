@@ -168,9 +168,12 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
 def cmd_runs_show(args: argparse.Namespace) -> int:
     from backend.runs import run_json
     run = run_json(_open(args).store, args.id)
-    last = {k: v[-1][1] for k, v in run["metrics"].items() if k in ("reward", "kl", "completions/mean_length")}
-    text = (f"run {run['id']}: {run['status']} at step {run['step']}/{run['max_steps']}, {run['model']} on "
-            f"{run['task']}\n  latest: {json.dumps(last)}\n  evaluation: {json.dumps(run['evaluation'])}"
+    last = {k: v[-1][1] for k, v in run["metrics"].items() if k in ("reward", "loss", "kl", "completions/mean_length")}
+    best = run["best"]
+    text = (f"run {run['id']}: {run['method']} {run['status']} at step {run['step']}/{run['max_steps']}, {run['model']} "
+            f"on {run['task']}" + (f" (from run {run['init_from']})" if run["init_from"] is not None else "")
+            + f"\n  latest: {json.dumps(last)}\n  evaluation: {json.dumps(run['evaluation'])}"
+            + (f"\n  best: {best['metric']} {best['value']:.4f} at step {best['step']}" if best else "")
             + (f"\n  error: {run['error']}" if run["error"] else ""))
     _print(run, args.json, text)
     return 0
@@ -196,7 +199,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from backend.worker import work
     from backend.gpus import parse_gpus
     gpus = parse_gpus(args.gpus) if args.gpus is not None else None
-    n = work(_open(args), once=args.once, lease_seconds=args.lease_seconds, gpus=gpus)
+    n = work(_open(args), once=args.once, lease_seconds=args.lease_seconds, gpus=gpus, max_attempts=args.max_attempts)
     print(f"worker finished {n} run{'s' if n != 1 else ''}")
     return 0
 
@@ -217,8 +220,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from backend.predict import predict
     ws = _open(args)
     result = predict(ws, Path(args.image), run_id=args.run, model=args.model, category=args.category,
-                     question=args.question)
+                     question=args.question, checkpoint=args.checkpoint)
     text = f"reasoning: {result['think']}\nanswer: {result['answer']}"
+    if result["checkpoint"]:
+        text = f"checkpoint: {result['checkpoint']['which']} (step {result['checkpoint']['step']})\n" + text
     if "boxes" in result:
         text += f"\nboxes (pixels): {result['boxes']}"
     _print(result, args.json, text)
@@ -227,15 +232,31 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from backend.predict import evaluate_run
-    result = evaluate_run(_open(args), args.run)
+    result = evaluate_run(_open(args), args.run, checkpoint=args.checkpoint)
     _print(result, args.json, json.dumps(result, indent=2))
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from backend.predict import export
-    out = export(_open(args), args.run, Path(args.out), merged=args.merged)
+    out = export(_open(args), args.run, Path(args.out), merged=args.merged, checkpoint=args.checkpoint)
     print(f"exported {'merged model' if args.merged else 'adapter'} to {out}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from backend.compare import compare
+    table = compare(_open(args).store, args.dataset)
+    lines = [f"{table['dataset']} ({table['task']}): the base model and every completed run, held-out metrics after "
+             "training (best: the best step's main metric)"]
+    for row in table["rows"]:
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in row["metrics"].items()
+                          if isinstance(v, float) and k not in ("seconds",))
+        who = "base" if row["run"] is None else f"run {row['run']}"
+        method = row["method"] + (f" after run {row['init_from']}" if row["init_from"] is not None else "")
+        best = f"; best {row['best']['value']:.3f} at step {row['best']['step']}" if row["best"] else ""
+        lines.append(f"  {who}\t{method}\t{row['steps']} steps\t{row['seconds']:.0f} s\t{shown}{best}")
+    _print(table, args.json, "\n".join(lines))
     return 0
 
 
@@ -318,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     wk = sub.add_parser("worker", help="run queued jobs (serve starts one too)")
     wk.add_argument("--once", action="store_true", help="re-queue expired runs, run every queued run, then exit")
     wk.add_argument("--lease-seconds", type=int, default=60)
+    wk.add_argument("--max-attempts", type=int, default=3,
+                    help="a run whose job dies (killed, out of memory) this many times fails instead of being re-queued")
     wk.add_argument("--gpus", help="GPU ids to run jobs on, one job per GPU at once (like 0,1; 'none' for the CPU; "
                                    "default: CUDA_VISIBLE_DEVICES, else every GPU nvidia-smi lists)")
     wk.set_defaults(func=cmd_worker)
@@ -334,11 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
     ask = pr.add_mutually_exclusive_group(required=True)
     ask.add_argument("--category", help="detect objects of this category")
     ask.add_argument("--question", help="ask for the box of this description, or a class")
+    _checkpoint_flag(pr)
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_predict)
 
     ev = sub.add_parser("eval", help="evaluate a run's adapter on its dataset's held-out split")
     ev.add_argument("--run", type=int, required=True)
+    _checkpoint_flag(ev)
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_eval)
 
@@ -346,7 +371,13 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--run", type=int, required=True)
     ex.add_argument("--out", required=True)
     ex.add_argument("--merged", action="store_true")
+    _checkpoint_flag(ex)
     ex.set_defaults(func=cmd_export)
+
+    cp = sub.add_parser("compare", help="the base model and every completed run on a dataset, side by side")
+    cp.add_argument("--dataset", required=True)
+    cp.add_argument("--json", action="store_true")
+    cp.set_defaults(func=cmd_compare)
 
     sc = sub.add_parser("score", help="score one completion with the task's rewards (the reward playground)")
     sc.add_argument("--task", required=True, choices=list(TASKS))
@@ -373,6 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
     mc.add_argument("--json", action="store_true")
     mc.set_defaults(func=cmd_models_check)
     return p
+
+
+def _checkpoint_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", choices=["best", "last"], default="best",
+                        help="a run's adapter: best (the default: the checkpoint with the best held-out metric) or last")
 
 
 def _pixel_flags(parser: argparse.ArgumentParser) -> None:

@@ -116,3 +116,5 @@ def grounding_miou(records: list[dict]) -> dict:
 
 
 METRICS = {"detection": detection_map, "classification": classification_accuracy, "grounding": grounding_miou}
+MAIN_METRIC = {"detection": "mean_iou", "classification": "accuracy", "grounding": "miou"}
+"""Per task, the held-out metric that picks a run's best checkpoint (higher is better)."""

@@ -48,6 +48,15 @@ def evaluate(loaded, data_dir: Path, dataset: dict, samples: list[dict], setting
     """The task's held-out metrics (mAP / accuracy / mIoU, and format rate) for `samples`. `generate_fn`
     replaces HF generate on `loaded` (the training job passes its vLLM engine's, or one sharing the prompts
     among its processes)."""
+    return METRICS[dataset["task"]](records(loaded, data_dir, dataset, samples, settings, max_new_tokens,
+                                            max_examples, seed, generate_fn))
+
+
+def records(loaded, data_dir: Path, dataset: dict, samples: list[dict], settings: TaskSettings,
+            max_new_tokens: int, max_examples: int = 300, seed: int = 0,
+            generate_fn: GenerateFn | None = None) -> list[dict]:
+    """The first `max_examples` held-out prompts with the model's greedy completions, as METRICS reads them:
+    the same prompts in the same order every time, so a prefix is a fixed subset (the held-out curve's)."""
     pairs = heldout_examples(dataset["task"], dataset["classes"], dataset.get("synonyms", {}), samples,
                              loaded.family.name, settings, seed, lambda size: loaded.view(size).input)[:max_examples]
     images = {}
@@ -59,6 +68,5 @@ def evaluate(loaded, data_dir: Path, dataset: dict, samples: list[dict], setting
         items.append((images[s["file"]], e.prompt))
     completions = (generate_fn(items, max_new_tokens) if generate_fn is not None
                    else generate(loaded, items, max_new_tokens=max_new_tokens))
-    records = [{"image_id": s["file"], "category": e.category, "solution": e.solution, "completion": c}
-               for (s, e), c in zip(pairs, completions)]
-    return METRICS[dataset["task"]](records)
+    return [{"image_id": s["file"], "category": e.category, "solution": e.solution, "completion": c}
+            for (s, e), c in zip(pairs, completions)]

@@ -503,7 +503,9 @@ def job_from_settings(settings, model: str | ModelShape, *, image_size: tuple[in
         visual_tokens = min(visual_tokens, max(1, max_pixels // shape.pixels_per_token))
     fields = dict(
         model=shape, qlora=True if settings.qlora is None else bool(settings.qlora), lora_rank=settings.lora_rank,
-        num_generations=settings.num_generations, prompts_per_step=settings.prompts_per_step,
+        # An SFT step trains one sequence (prompt + taught answer) per prompt, where GRPO trains G.
+        num_generations=1 if getattr(settings, "method", "grpo") == "sft" else settings.num_generations,
+        prompts_per_step=settings.prompts_per_step,
         max_completion_length=settings.max_completion_length, prompt_tokens=prompt_tokens,
         visual_tokens=visual_tokens)
     fields.update(overrides)

@@ -101,12 +101,12 @@ def load(model: str, *, adapter: str | None = None, qlora: bool | None = None, f
         for module in net.modules():
             if isinstance(module, bnb.nn.Linear4bit):
                 module.support_avx512bf16_for_cpu = False
-    if adapter:
-        from peft import PeftModel
-        net = PeftModel.from_pretrained(net, adapter, is_trainable=for_training)
-    if for_training and quantized:
+    if for_training and quantized:  # before any adapter: it casts and freezes the base's weights
         from peft import prepare_model_for_kbit_training
         net = prepare_model_for_kbit_training(net, use_gradient_checkpointing=device == "cuda")
+    if adapter:  # with for_training, the adapter is the one trained further (a GRPO run after an SFT run)
+        from peft import PeftModel
+        net = PeftModel.from_pretrained(net, adapter, is_trainable=for_training)
     if not for_training:
         net.eval()
     return Loaded(net, processor, family, device, quantized)

@@ -6,29 +6,63 @@ from functools import lru_cache
 from pathlib import Path
 
 from PIL import Image, ImageOps
+from sqlalchemy import select
 
 from backend.datasets.catalog import get_dataset
 from backend.datasets.safety import probe_image
 from backend.config import ImportLimits
 from backend.inference import generate
 from backend.playground import parsed_view
-from backend.runs import dataset_name, get_run, latest_checkpoint
+from backend.runs import best_point, dataset_name, get_run, latest_checkpoint
 from backend.settings import TrainSettings
 from backend.tasks import (FORMAT_INSTRUCTION, classification_prompt, detection_prompt, frame_solution,
                            grounding_prompt)
 from backend.workspace import Workspace
+from storage.models import Checkpoint
 
 
-def adapter_dir(ws: Workspace, run_id: int) -> Path:
-    """The run's final adapter, else its newest complete checkpoint (a run still training)."""
+CHECKPOINTS = ("best", "last")
+"""Which of a run's adapters to use: the checkpoint with the best held-out metric (the default), or the last."""
+TRAINER_FILES = ("optimizer.pt", "scheduler.pt", "rng_state*.pth", "trainer_state.json", "training_args.bin",
+                 "scaler.pt")
+"""What a checkpoint folder holds besides the adapter and processor: only resuming needs it."""
+
+
+def chosen_adapter(ws: Workspace, run_id: int, which: str = "best") -> tuple[Path, dict]:
+    """(folder, {"which", "step"}): with "best", the complete checkpoint of the step with the best held-out
+    metric (the final adapter when that is the last step); with "last", or before any evaluation during
+    training, the final adapter, else the newest complete checkpoint (a run still training)."""
+    if which not in CHECKPOINTS:
+        raise ValueError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, not '{which}'")
     run = get_run(ws.store, run_id)
     final = ws.data_dir / run.folder / "adapter"
-    if (final / "adapter_config.json").is_file():
-        return final
+    has_final = (final / "adapter_config.json").is_file()
+    best = best_point(ws.store, run_id, run.task) if which == "best" else None
+    if best is not None:
+        if best["step"] == run.step and has_final:
+            return final, {"which": "best", "step": best["step"]}
+        with ws.store.read() as s:
+            ck = s.scalar(select(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.step == best["step"],
+                                                   Checkpoint.complete.is_(True)))
+        if ck is not None and (ws.data_dir / ck.path / "adapter_config.json").is_file():
+            return ws.data_dir / ck.path, {"which": "best", "step": best["step"]}
+    if has_final:
+        return final, {"which": "last", "step": run.step}
     ck = latest_checkpoint(ws.store, ws.data_dir, run_id)
     if ck is None:
         raise ValueError(f"run {run_id} has no adapter yet (status {run.status})")
-    return ws.data_dir / ck.path
+    return ws.data_dir / ck.path, {"which": "last", "step": ck.step}
+
+
+def adapter_dir(ws: Workspace, run_id: int, which: str = "best") -> Path:
+    """The folder of the run's best (or last) adapter: see `chosen_adapter`."""
+    return chosen_adapter(ws, run_id, which)[0]
+
+
+def copy_adapter(source: Path, out: Path) -> Path:
+    """The adapter and processor files of an adapter or checkpoint folder (not the trainer's resume state)."""
+    shutil.copytree(source, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*TRAINER_FILES))
+    return out
 
 
 @lru_cache(maxsize=2)
@@ -37,11 +71,13 @@ def _loaded(model: str, adapter: str | None, min_pixels: int | None = None, max_
     return load(model, adapter=adapter, qlora=None, min_pixels=min_pixels, max_pixels=max_pixels)
 
 
-def _run_loaded(ws: Workspace, run_id: int, base: bool = False):
-    """The run's tuned model (or, with `base`, its base model), fed images the way it was trained."""
+def _run_loaded(ws: Workspace, run_id: int, base: bool = False, checkpoint: str = "best"):
+    """The run's tuned model (its best or last adapter; with `base`, its base model), fed images the way it
+    was trained."""
     run = get_run(ws.store, run_id)
     settings = TrainSettings.from_dict(run.settings)
-    return _loaded(run.model, None if base else str(adapter_dir(ws, run_id)), settings.min_pixels, settings.max_pixels)
+    adapter = None if base else str(adapter_dir(ws, run_id, checkpoint))
+    return _loaded(run.model, adapter, settings.min_pixels, settings.max_pixels)
 
 
 def _trained_classification_prompt(ws: Workspace, run) -> str:
@@ -56,15 +92,17 @@ def _trained_classification_prompt(ws: Workspace, run) -> str:
 
 def predict(ws: Workspace, image: Path, *, run_id: int | None = None, model: str | None = None,
             category: str | None = None, question: str | None = None, max_new_tokens: int = 256,
-            base: bool = False) -> dict:
+            base: bool = False, checkpoint: str = "best") -> dict:
     """Reasoning, answer and (when there are any) boxes in pixels of the given image. With a run, the
-    prompt is the one it was trained with; `base` asks the run's base model the same way."""
+    prompt is the one it was trained with, the adapter its best checkpoint (or `checkpoint="last"`, reported
+    as "checkpoint": {"which", "step"}); `base` asks the run's base model the same way."""
     probe_image(Path(image), ImportLimits.from_env(), Path(image).name)
-    task = run = None
+    task = run = used = None
     if run_id is not None:
         run = get_run(ws.store, run_id)
         model, task = run.model, run.task
-        loaded = _run_loaded(ws, run_id, base)
+        used = None if base else chosen_adapter(ws, run_id, checkpoint)[1]
+        loaded = _run_loaded(ws, run_id, base, checkpoint)
         max_new_tokens = TrainSettings.from_dict(run.settings).max_completion_length
     else:
         loaded = _loaded(model, None)
@@ -93,15 +131,15 @@ def predict(ws: Workspace, image: Path, *, run_id: int | None = None, model: str
     if kind == "classification":
         parsed["label"] = parsed_view("classification", completion, sol)["label"]
     return {"prompt": prompt, "completion": completion, "family": family, "image_size": list(size),
-            "view": view.to_json(),
+            "view": view.to_json(), "checkpoint": used,
             **{k: parsed[k] for k in ("think", "answer", "format_ok", "boxes", "confidences", "label") if k in parsed}}
 
 
-def evaluate_run(ws: Workspace, run_id: int) -> dict:
+def evaluate_run(ws: Workspace, run_id: int, checkpoint: str = "best") -> dict:
     from backend import heldout
     run = get_run(ws.store, run_id)
     dataset = get_dataset(ws.store, dataset_name(ws.store, run))
-    loaded = _run_loaded(ws, run_id)
+    loaded = _run_loaded(ws, run_id, checkpoint=checkpoint)
     val = [s for s in dataset["samples"] if s["split"] == "val"]
     if not val:
         raise ValueError(f"dataset '{dataset['name']}' has no held-out images")
@@ -110,16 +148,15 @@ def evaluate_run(ws: Workspace, run_id: int) -> dict:
                             settings.max_completion_length, settings.eval_max_examples)
 
 
-def export(ws: Workspace, run_id: int, out: Path, merged: bool = False) -> Path:
-    """The adapter as saved, or the adapter merged into the full-precision base (never a 4-bit one:
+def export(ws: Workspace, run_id: int, out: Path, merged: bool = False, checkpoint: str = "best") -> Path:
+    """The run's best (or last) adapter as saved, or merged into the full-precision base (never a 4-bit one:
     merging into quantised weights gives wrong weights)."""
-    source = adapter_dir(ws, run_id)
+    source = adapter_dir(ws, run_id, checkpoint)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} is not empty")
     if not merged:
-        shutil.copytree(source, out, dirs_exist_ok=True)
-        return out
+        return copy_adapter(source, out)
     from backend.models import load
     run = get_run(ws.store, run_id)
     settings = TrainSettings.from_dict(run.settings)

@@ -6,7 +6,14 @@ from dataclasses import asdict, dataclass, field, fields
 
 @dataclass
 class TrainSettings:
-    """What a user sets for a GRPO run."""
+    """What a user sets for a run (GRPO, or SFT on the same prompts and answers)."""
+    method: str = "grpo"
+    """How the adapter is trained: "grpo" (reinforcement fine-tuning with the rewards: Visual-RFT) or "sft"
+    (supervised fine-tuning on the same prompts, answering with the truth in the same <think>/<answer>
+    format and coordinate frame). Both run on the same worker and are evaluated the same way."""
+    init_from: int | None = None
+    """GRPO only: start from this finished SFT run's adapter (its best checkpoint; the same base model) and
+    train it further, instead of a new LoRA adapter."""
     max_steps: int = 200
     """Optimiser steps."""
     num_generations: int = 8
@@ -44,8 +51,11 @@ class TrainSettings:
     save_steps: int = 50
     """Checkpoint every N steps (and at the end); a killed run resumes from the last one."""
     rollout_steps: int = 5
-    """Store a few sampled rollouts every N steps."""
-    rollouts_per_save: int = 4
+    """Store the sampled completions of every N-th step (and of step 1), for the rollout inspector."""
+    rollout_groups_per_step: int = 8
+    """Groups (a prompt with all its G completions) stored per stored step; a step with fewer stores all."""
+    rollout_max_completions: int = 20_000
+    """Completions stored per run at most; once reached, later steps store none (bounds the database)."""
     qlora: bool | None = None
     """4-bit NF4 base weights; None = on with CUDA, off on CPU."""
     rewards: list[str] = field(default_factory=list)
@@ -58,6 +68,12 @@ class TrainSettings:
     image containing a dog. Please identify the class of the dog'."""
     eval_max_examples: int = 300
     """Cap on held-out prompts evaluated before and after training."""
+    eval_steps: int | None = None
+    """Evaluate the adapter on the held-out split every N steps, with a checkpoint there so the best one
+    can be kept; None = about eight evaluations a run (max_steps // 8); 0 = only before and after."""
+    eval_during_max_examples: int = 100
+    """Held-out prompts per evaluation during training (its cost, greedy, on the main process's share).
+    The held-out curve uses these same first prompts at every point, before and after included."""
     min_pixels: int | None = None
     """Images smaller than this many pixels are enlarged; None = the model family's default."""
     max_pixels: int | None = None
@@ -97,21 +113,34 @@ class TrainSettings:
     @classmethod
     def from_dict(cls, data: dict) -> "TrainSettings":
         known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in data.items() if k not in RETIRED}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown setting '{sorted(unknown)[0]}'")
         return cls(**data)
 
 
-GPU_COMMON = dict(max_steps=200, learning_rate=1e-5, beta=0.04, temperature=1.0, save_steps=50)
+RETIRED = {"rollouts_per_save"}
+"""Settings older runs stored that no longer mean anything (replaced by rollout_groups_per_step); ignored."""
+
+
+def eval_interval(settings: TrainSettings) -> int:
+    """Steps between held-out evaluations during training (0 = none): eval_steps, or for None about eight a
+    run."""
+    if settings.eval_steps is not None:
+        return max(0, settings.eval_steps)
+    return max(1, settings.max_steps // 8)
+
+
+GPU_COMMON = dict(max_steps=200, learning_rate=1e-5, beta=0.04, temperature=1.0, save_steps=50, eval_steps=25)
 PRESETS: dict[str, dict] = {
     # The paper's settings (Qwen2-VL-2B, ~200 steps for few-shot detection).
     "Visual-RFT paper": dict(max_steps=200, num_generations=8, learning_rate=1e-6, beta=0.04, temperature=1.0,
-                             max_completion_length=1024, prompts_per_step=2, save_steps=50),
+                             max_completion_length=1024, prompts_per_step=2, save_steps=50, eval_steps=25),
     # The tiny demo model on 2 CPU cores: short answers, a large LoRA learning rate, no reference model.
     "CPU demo": dict(max_steps=60, num_generations=8, learning_rate=5e-4, beta=0.0, temperature=1.0,
                      max_completion_length=64, prompts_per_step=4, save_steps=10, rollout_steps=2,
-                     eval_max_examples=60),
+                     eval_max_examples=60, eval_steps=10, eval_during_max_examples=30),
     # By card size (backend/memory.py), for Qwen2.5-VL-7B under QLoRA; images capped by max_pixels.
     # LoRA adapters take a larger learning rate than the paper's full fine-tune (1e-6).
     # 7B QLoRA, 1024x768 photo -> 494 visual tokens (at most 512): about 17.5 GiB of 24.
@@ -134,6 +163,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss_type": ("dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo", "luspo", "vespo"),
     "scale_rewards": ("group", "batch", "none"),
     "importance_sampling_level": ("token", "sequence"),
+    "method": ("grpo", "sft"),
 }
 """Settings whose value is one of a few names (the CLI and the Train form offer exactly these)."""
 

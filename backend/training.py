@@ -1,5 +1,6 @@
-"""One training job: TRL GRPOTrainer on a dataset's train split, with metrics, rollouts and
-checkpoints written to storage, and held-out evaluation before and after.
+"""One training job: a run's method (GRPO: backend/grpo.py, SFT: backend/sft.py) on a dataset's train split,
+with metrics, rollouts and checkpoints written to storage, and held-out evaluations before, during (every
+eval_steps, the curve that picks the best checkpoint) and after.
 
 Runs in its own process (started by the worker): `python -m backend.training --data-dir D --run ID`; a
 multi-GPU run runs it under `accelerate launch`, one process per GPU, and only the main one (RANK 0) writes
@@ -18,21 +19,30 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
+from backend import grpo, sft
 from backend.datasets.catalog import get_dataset
-from backend.rewards import REWARDS, read_solution
-from backend.runs import dataset_name, get_run, latest_checkpoint, now, upsert_metrics
-from backend.settings import TrainSettings, generation_backend, uses_qlora
+from backend.evaluation import METRICS
+from backend.grpo import RolloutRecorder, grpo_config_kwargs, vllm_generate  # noqa: F401 - the job's GRPO parts
+from backend.processes import GenerateFn, Processes, current_weights, hf_generate
+from backend.runs import (LeaseLost, dataset_name, evaluations, finish_run, get_run, latest_checkpoint,
+                          record_checkpoint, record_step, save_evaluation, save_heldout_point, store_rollouts,
+                          stored_completions, upsert_metrics)
+from backend.settings import TrainSettings, eval_interval, generation_backend, uses_qlora
 from backend.tasks import get_task
 from backend.workspace import Workspace, open_workspace
-from storage.models import Checkpoint, Evaluation, Rollout, Run
 
 EXIT_FAILED = 3
 """Exit status of a job that failed with a stored error sentence (the worker must not retry it)."""
+EXIT_LEASE_LOST = 4
+"""Exit status of a job whose lease went to another worker: it stopped without writing or settling anything."""
+LEASE_TOKEN_ENV = "VRFT_LEASE_TOKEN"
+"""The claim's lease token, for a job the worker starts fresh (a standby reads it from its hand-over line).
+Every write of the job carries it (backend.runs: accepted only under the current lease)."""
 
 
 def train_rows(dataset: dict, data_dir: Path, family: str, settings: TrainSettings,
                input_size_of: Callable[[tuple[int, int]], tuple[int, int]] | None = None) -> list[dict]:
-    """GRPO rows: chat prompt, image path, solution JSON, and where each came from. `input_size_of`
+    """Training rows: chat prompt, image path, solution JSON, category, and where each came from. `input_size_of`
     (original size -> the size the model's processor resizes to) puts prompt and rewards in its frame."""
     rng = random.Random(settings.seed)
     task = get_task(dataset["task"])
@@ -45,56 +55,26 @@ def train_rows(dataset: dict, data_dir: Path, family: str, settings: TrainSettin
                                      synonyms=dataset.get("synonyms", {}), input_size=input_size):
             rows.append({"prompt": [{"role": "user", "content": e.prompt}],
                          "image": str(Path(data_dir) / dataset["folder"] / "images" / s["file"]),
-                         "solution": json.dumps(e.solution), "sample_id": s["id"], "prompt_text": e.prompt,
+                         "solution": json.dumps(e.solution), "category": e.category or "", "sample_id": s["id"],
+                         "prompt_text": e.prompt,
                          "image_rel": f"{dataset['folder']}/images/{s['file']}"})
     return rows
 
 
-class RolloutRecorder:
-    """Wraps the reward functions so the callback can store what was sampled and how it scored."""
-
-    def __init__(self) -> None:
-        self.batch: dict = {}
-
-    def wrap(self, name: str):
-        fn = REWARDS[name]
-
-        def reward(completions, **kwargs):
-            values = fn(completions, **kwargs)
-            self.batch.setdefault("rewards", {})[name] = values
-            self.batch.update(completions=completions, kwargs=kwargs)
-            return values
-        reward.__name__ = name
-        return reward
-
-    def take(self, n: int) -> list[dict]:
-        from backend.parsing import completion_text
-        from backend.playground import parsed_view
-        b, self.batch = self.batch, {}
-        if not b.get("completions"):
-            return []
-        kw = b["kwargs"]
-        out = []
-        step = max(1, len(b["completions"]) // n)
-        for i in range(0, len(b["completions"]), step)[:n]:
-            text = completion_text(b["completions"][i])
-            sol = read_solution(kw["solution"][i])
-            task = "detection" if "boxes" in sol else "classification" if "label" in sol else "grounding"
-            out.append({"sample_id": kw["sample_id"][i], "image": kw["image_rel"][i], "prompt": kw["prompt_text"][i],
-                        "completion": text, "parsed": {**parsed_view(task, text, sol), "input_size": sol.get("input_size")},
-                        "rewards": {k: v[i] for k, v in b["rewards"].items()}})
-        return out
-
-
-def make_callback(ws: Workspace, run_id: int, settings: TrainSettings, recorder: RolloutRecorder, output_dir: Path):
+def make_callback(ws: Workspace, run_id: int, settings: TrainSettings, recorder: RolloutRecorder | None,
+                  output_dir: Path, token: str | None = None):
+    """The job's TrainerCallback (`recorder` None: a method that samples nothing, SFT). Its `heldout` is set
+    once the trainer exists: the evaluations it runs during training."""
     from transformers import TrainerCallback
     processes = Processes()
 
     class StudioCallback(TrainerCallback):
-        """Metrics, rollouts, checkpoints and progress to storage; cancel at the next step."""
+        """Metrics, rollouts, checkpoints, progress and held-out evaluations to storage; cancel at the next step."""
 
         def __init__(self):
             self.step_started = time.time()
+            self.step_seconds = 0.0
+            self.heldout: HeldoutEvaluations | None = None
 
         def on_step_begin(self, args, state, control, **kw):
             self.step_started = time.time()
@@ -103,26 +83,31 @@ def make_callback(ws: Workspace, run_id: int, settings: TrainSettings, recorder:
             if not logs or state.global_step < 1 or not state.is_world_process_zero:  # the main process writes
                 return
             values = {k: v for k, v in logs.items() if isinstance(v, (int, float)) and not k.startswith(("total_flos", "train_"))}
-            values["step_time"] = time.time() - self.step_started
-            upsert_metrics(ws.store, run_id, state.global_step, values)
+            values["step_time"] = self.step_seconds  # without the held-out evaluation at its end
+            upsert_metrics(ws.store, run_id, state.global_step, values, token=token)
 
         def on_step_end(self, args, state, control, **kw):
+            self.step_seconds = time.time() - self.step_started
             step = state.global_step
             cancel = False
             if state.is_world_process_zero:  # only the main process writes to storage
-                if step % settings.rollout_steps == 0 or step == 1:
-                    rows = recorder.take(settings.rollouts_per_save)
-                    if rows:
-                        with ws.store.write() as s:
-                            s.add_all([Rollout(run_id=run_id, step=step, **r) for r in rows])
-                with ws.store.write() as s:
-                    run = s.get(Run, run_id)
-                    run.step = step
-                    cancel = run.cancel_requested
+                if recorder is not None and (step % settings.rollout_steps == 0 or step == 1):
+                    room = settings.rollout_max_completions - stored_completions(ws.store, run_id, step)
+                    rows = recorder.take(settings.rollout_groups_per_step, room)
+                    if rows:  # once per (step, prompt, sample): a step repeated after a resume replaces its own
+                        store_rollouts(ws.store, run_id, step, rows, token=token)
+                cancel = record_step(ws.store, run_id, step, token=token)
             cancel = processes.agree(cancel)  # every process stops at the same step
             if cancel:
                 control.should_training_stop = True
                 control.should_save = True
+            elif self.heldout is not None and self.heldout.due(step):  # every process takes part
+                self.heldout.during(step)
+                control.should_save = True  # the evaluated weights are kept: the best one can be used later
+                # A cancel asked during the evaluation stops here, at this checkpoint, not a whole step later.
+                asked = state.is_world_process_zero and get_run(ws.store, run_id).cancel_requested
+                if processes.agree(asked):
+                    control.should_training_stop = True
 
         def on_save(self, args, state, control, **kw):
             # Called after the checkpoint folder is fully written: only now is it "complete".
@@ -131,181 +116,64 @@ def make_callback(ws: Workspace, run_id: int, settings: TrainSettings, recorder:
                 return
             path = output_dir / f"checkpoint-{state.global_step}"
             rel = path.relative_to(ws.data_dir).as_posix()
-            with ws.store.write() as s:
-                ck = s.query(Checkpoint).filter_by(run_id=run_id, step=state.global_step).one_or_none()
-                if ck is None:
-                    s.add(Checkpoint(run_id=run_id, step=state.global_step, path=rel, complete=True))
-                else:
-                    ck.path, ck.complete = rel, True
+            record_checkpoint(ws.store, run_id, state.global_step, rel, token=token)
 
     return StudioCallback()
 
 
-def store_evaluation(ws: Workspace, run_id: int, phase: str, result: dict) -> None:
-    with ws.store.write() as s:
-        ev = s.query(Evaluation).filter_by(run_id=run_id, phase=phase).one_or_none()
-        if ev is None:
-            s.add(Evaluation(run_id=run_id, phase=phase, metrics=result))
-        else:
-            ev.metrics = result
+class HeldoutEvaluations:
+    """A job's held-out evaluations (greedy). Each is a point of the run's curve, scored on the first
+    eval_during_max_examples held-out prompts (the same ones every time); the one before training (step 0) and
+    the one after also store the full evaluation on eval_max_examples prompts, with the seconds it took."""
+
+    def __init__(self, ws: Workspace, run_id: int, token: str | None, loaded, dataset: dict,
+                 settings: TrainSettings, processes: Processes):
+        self.ws, self.run_id, self.token, self.loaded, self.dataset = ws, run_id, token, loaded, dataset
+        self.settings, self.processes = settings, processes
+        self.val = [s for s in dataset["samples"] if s["split"] == "val"]
+        self.interval = eval_interval(settings)
+        self.now: Callable[[], object] | None = None
+        """The trainer's current weights as a context manager giving a GenerateFn (set once the trainer exists)."""
+
+    def before_needed(self) -> bool:
+        """Whether the model has still to be evaluated before training (not on a resume); every process asks
+        before any of them can store it."""
+        return bool(self.val) and "before" not in evaluations(self.ws.store, self.run_id)
+
+    def due(self, step: int) -> bool:
+        """Every `interval` steps, except the last (the evaluation after training is that point)."""
+        return bool(self.val) and self.interval > 0 and step % self.interval == 0 and step < self.settings.max_steps
+
+    def during(self, step: int) -> None:
+        with self.now() as generate:
+            self.evaluate(step, "during", generate)
+
+    def evaluate(self, step: int, phase: str, generate: GenerateFn) -> None:
+        """Evaluate now, as point `step` of the curve; `phase` "before" and "after" store the full evaluation too."""
+        from backend import heldout
+        curve, full = self.settings.eval_during_max_examples, self.settings.eval_max_examples
+        started = time.time()
+        records = heldout.records(self.loaded, self.ws.data_dir, self.dataset, self.val, self.settings.task_settings(),
+                                  self.settings.max_completion_length, curve if phase == "during" else max(curve, full),
+                                  generate_fn=self.processes.share(generate))
+        seconds = time.time() - started
+        if not self.processes.main:
+            return
+        metric = METRICS[self.dataset["task"]]
+        save_heldout_point(self.ws.store, self.run_id, step, metric(records[:curve]), seconds, token=self.token)
+        if phase != "during":
+            save_evaluation(self.ws.store, self.run_id, phase, {**metric(records[:full]), "seconds": seconds},
+                            token=self.token)
 
 
-GenerateFn = Callable[[list, int], list[str]]
-"""(image, prompt) pairs and max new tokens -> greedy completions (backend.heldout.GenerateFn)."""
-
-
-class Processes:
-    """This job process among those `accelerate launch` started (RANK of WORLD_SIZE; 0 of 1 without it).
-
-    Only the main process (RANK 0) writes to storage; what every process must do alike (stop, evaluate) is
-    the main process's decision, broadcast.
-    """
-
-    def __init__(self) -> None:
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.count = int(os.environ.get("WORLD_SIZE", "1"))
-        self.main = self.rank == 0
-
-    def agree(self, value):
-        """The main process's `value`, in every process."""
-        if self.count == 1:
-            return value
-        from accelerate.utils import broadcast_object_list
-        box = [value]
-        broadcast_object_list(box, from_process=0)
-        return box[0]
-
-    def wait(self) -> None:
-        if self.count > 1:
-            from accelerate import PartialState
-            PartialState().wait_for_everyone()
-
-    def share(self, generate: GenerateFn) -> GenerateFn:
-        """`generate` with the prompts dealt among the processes; every process gets every completion, in order.
-        Each process calls `generate`, with no prompts if none is its (ZeRO-3 gathers weights collectively)."""
-        if self.count == 1:
-            return generate
-
-        def shared(items, max_new_tokens):
-            from accelerate.utils import gather_object
-            mine = list(range(self.rank, len(items), self.count))
-            done = generate([items[i] for i in mine], max_new_tokens)
-            return [text for _, text in sorted(gather_object(list(zip(mine, done))))]
-        return shared
-
-
-VLLM_PROMPT_TOKENS = 4096
-"""vLLM's context: this many prompt tokens (images are capped by max_pixels, ~512-1,024 visual tokens) plus the
-completion length. The engine sizes its KV cache for that rather than for the model's whole context."""
-
-
-def vllm_installed() -> bool:
-    import importlib.util
-    return importlib.util.find_spec("vllm") is not None
-
-
-def grpo_config_kwargs(settings: TrainSettings, output_dir: Path, device: str, vllm_available: bool) -> dict:
-    """The job's GRPOConfig, as keyword arguments (run_job builds `GRPOConfig(**these)`).
-
-    Pure: the device ("cuda" or "cpu") and whether vLLM is installed are arguments, so the CUDA and vLLM
-    mapping is testable on a CPU (GRPOConfig itself refuses bf16 without a GPU, hence a dict). Raises
-    ValueError (one sentence) for what this machine cannot run; `runs create` refuses that earlier.
-    """
-    cuda = device == "cuda"
-    backend = generation_backend(settings, cuda, vllm_available)
-    if backend == "vllm" and not (cuda and vllm_available):
-        raise ValueError("generation backend 'vllm' needs a CUDA GPU and the vllm package, and this machine has "
-                         + ("no GPU" if not cuda else "no vllm") + "; use 'hf' or 'auto'")
-    if backend == "vllm" and settings.qlora:
-        raise ValueError("generation backend 'vllm' cannot train a 4-bit (QLoRA) base: TRL cannot load "
-                         "LoRA-merged 4-bit weights into vLLM; choose settings without QLoRA or generation "
-                         "backend 'hf'")
-    if settings.use_liger_kernel and not cuda:
-        raise ValueError("use_liger_kernel needs a CUDA GPU; turn it off on this machine")
-    kwargs = dict(
-        output_dir=str(output_dir), max_steps=settings.max_steps, learning_rate=settings.learning_rate,
-        num_generations=settings.num_generations, per_device_train_batch_size=settings.prompts_per_step * settings.num_generations,
-        gradient_accumulation_steps=1, beta=settings.beta, temperature=settings.temperature,
-        max_completion_length=settings.max_completion_length, reward_weights=settings.reward_weights,
-        seed=settings.seed, save_steps=settings.save_steps, save_strategy="steps", logging_steps=1, report_to=[],
-        use_cpu=not cuda, bf16=cuda, gradient_checkpointing=cuda, lr_scheduler_type="constant",
-        remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True, save_only_model=False,
-        log_completions=False, top_p=settings.top_p, loss_type=settings.loss_type,
-        scale_rewards=settings.scale_rewards, importance_sampling_level=settings.importance_sampling_level,
-        epsilon=settings.epsilon, epsilon_high=settings.epsilon_high,
-        mask_truncated_completions=settings.mask_truncated_completions)
-    if backend == "vllm":
-        # TRL 1.16's colocate mode: each training process holds a vLLM engine on its own GPU, built from the
-        # base's name_or_path. Before generating at a new step TRL merges the LoRA adapter into the base weights
-        # (PEFT merge_adapter), loads every weight into the engine (load_weights) and unmerges: merge-and-sync,
-        # not a vLLM LoRA request. On that path packed bitsandbytes 4-bit weights lose their quantisation state
-        # (TRL issue 4973), hence the bf16 LoRA base. Sleep mode (level 2) frees the engine's memory while the
-        # model trains; its weights are pushed again before the next generation.
-        kwargs.update(use_vllm=True, vllm_mode="colocate", vllm_enable_sleep_mode=True,
-                      vllm_gpu_memory_utilization=settings.vllm_gpu_memory_utilization,
-                      vllm_max_model_length=VLLM_PROMPT_TOKENS + settings.max_completion_length)
-    # HF generate keeps TRL's dynamic cache: cache_implementation="static" alone is not the measured 4x (that was a
-    # compiled static cache), and TRL 1.16 builds its GenerationConfig with disable_compile=True.
-    if settings.use_liger_kernel:
-        kwargs["use_liger_kernel"] = True
-    return kwargs
-
-
-def vllm_resizes_like(processor) -> None:
-    """TRL builds its vLLM engine from the checkpoint folder, whose image processor may resize differently from
-    the limits this job applied (prompt tokens, rewards and coordinates follow ours). TRL 1.16 passes no
-    mm_processor_kwargs to vLLM, so the engine constructor TRL calls gets ours here."""
-    import functools
-
-    from trl.generation import vllm_generation
-
-    from backend.model_input import pixel_limits
-    lo, hi = pixel_limits(processor)
-    vllm_generation.LLM = functools.partial(vllm_generation.LLM,
-                                            mm_processor_kwargs={"min_pixels": lo, "max_pixels": hi})
-
-
-def hf_generate(loaded) -> GenerateFn:
-    from backend.inference import generate
-    return lambda items, max_new_tokens: generate(loaded, items, max_new_tokens=max_new_tokens)
-
-
-def vllm_generate(trainer, processor) -> GenerateFn | None:
-    """Greedy completions (temperature 0) from the trainer's colocated vLLM engine, with the trainer's current
-    weights; None when it has none (TRL 1.16 keeps the engine as `trainer.vllm_generation.llm`)."""
-    engine = getattr(trainer, "vllm_generation", None)
-    if getattr(engine, "llm", None) is None:
-        return None
-
-    def generate(items, max_new_tokens):
-        from vllm import SamplingParams
-
-        from backend.inference import messages
-        engine.sync_weights()  # the trained weights (LoRA merged), into an engine whose weights may be asleep
-        if not items:
-            return []
-        if engine.enable_sleep_mode:
-            engine.llm.wake_up(tags=["kv_cache"])
-        prompts = [{"prompt": processor.apply_chat_template(messages(p), add_generation_prompt=True),
-                    "multi_modal_data": {"image": im.convert("RGB")}} for im, p in items]
-        greedy = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
-        outputs = engine.llm.generate(prompts, sampling_params=greedy, use_tqdm=False)
-        if engine.enable_sleep_mode:
-            engine.llm.sleep(level=2)
-            engine._llm_weights_sleeping = True  # so TRL pushes the weights again before it generates
-        return [o.outputs[0].text for o in outputs]
-    return generate
-
-
-def run_job(ws: Workspace, run_id: int) -> str:
+def run_job(ws: Workspace, run_id: int, token: str | None = None) -> str:
     """Train run `run_id` to the end (or to a cancel); returns the final status. Under `accelerate launch`
-    every process runs this; only the main one writes to storage."""
+    every process runs this; only the main one writes to storage, each write under lease `token` (LeaseLost
+    once another worker has the run)."""
     import torch
-    from datasets import Dataset, Image as ImageFeature
-    from trl import GRPOConfig, GRPOTrainer
 
-    from backend import heldout
     from backend.models import device_name, load, lora_config
+    from backend.predict import chosen_adapter
 
     processes = Processes()
 
@@ -321,53 +189,53 @@ def run_job(ws: Workspace, run_id: int) -> str:
     output_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(settings.seed)
 
-    device, vllm_ok = device_name(), vllm_installed()
-    backend = generation_backend(settings, device == "cuda", vllm_ok)
-    config_kwargs = grpo_config_kwargs(settings, output_dir, device, vllm_ok)  # its sentence before the load
-    loaded = load(run.model, qlora=uses_qlora(settings, device == "cuda", backend), for_training=True,
-                  min_pixels=settings.min_pixels, max_pixels=settings.max_pixels)
-    # Built after the load: under ZeRO-3 a config built first makes transformers shard the load, which
-    # refuses the device map.
-    config = GRPOConfig(**config_kwargs)
-    val = [s for s in dataset["samples"] if s["split"] == "val"]
-    tsettings = settings.task_settings()
-    with ws.store.read() as s:
-        have_before = s.query(Evaluation).filter_by(run_id=run_id, phase="before").one_or_none() is not None
-    before = bool(val) and not have_before  # read by every process before any of them can store it
-
-    def evaluate(phase: str, generate: GenerateFn) -> None:
-        result = heldout.evaluate(loaded, ws.data_dir, dataset, val, tsettings, settings.max_completion_length,
-                                  settings.eval_max_examples, generate_fn=processes.share(generate))
-        if processes.main:
-            store_evaluation(ws, run_id, phase, result)
-
+    is_sft = settings.method == "sft"
+    device, vllm_ok = device_name(), grpo.vllm_installed()
+    backend = "hf" if is_sft else generation_backend(settings, device == "cuda", vllm_ok)
+    config_kwargs = (sft.sft_config_kwargs(settings, output_dir, device) if is_sft  # its sentence before the load
+                     else grpo_config_kwargs(settings, output_dir, device, vllm_ok))
+    start, started_at = (chosen_adapter(ws, settings.init_from) if settings.init_from is not None else (None, None))
+    loaded = load(run.model, adapter=str(start) if start else None, for_training=True,
+                  qlora=uses_qlora(settings, device == "cuda", backend), min_pixels=settings.min_pixels,
+                  max_pixels=settings.max_pixels)
+    heldout = HeldoutEvaluations(ws, run_id, token, loaded, dataset, settings, processes)
+    before = heldout.before_needed()
     if before and backend == "hf":
-        say(f"evaluating the base model on {len(val)} held-out images")
-        evaluate("before", hf_generate(loaded))
+        say(f"evaluating the {'starting' if start else 'base'} model on {len(heldout.val)} held-out images")
+        heldout.evaluate(0, "before", hf_generate(loaded))
 
     rows = train_rows(dataset, ws.data_dir, loaded.family.name, settings, lambda size: loaded.view(size).input)
-    train_ds = Dataset.from_list(rows).cast_column("image", ImageFeature())
-    recorder = RolloutRecorder()
-    if backend == "vllm":
-        vllm_resizes_like(loaded.processor)
-    trainer = GRPOTrainer(
-        model=loaded.model, processing_class=loaded.processor, args=config, train_dataset=train_ds,
-        reward_funcs=[recorder.wrap(n) for n in settings.rewards], peft_config=lora_config(
-            loaded.family, settings.lora_rank, settings.lora_alpha),
-        callbacks=[make_callback(ws, run_id, settings, recorder, output_dir)])
-    fast = vllm_generate(trainer, loaded.processor)
+    recorder = None if is_sft else RolloutRecorder(settings)
+    callback = make_callback(ws, run_id, settings, recorder, output_dir, token)
+    lora = None if start else lora_config(loaded.family, settings.lora_rank, settings.lora_alpha)
+    if is_sft:
+        trainer = sft.build_trainer(loaded, config_kwargs, rows, dataset["task"], [callback], lora)
+    else:
+        trainer = grpo.build_trainer(loaded, config_kwargs, rows, settings, [callback], recorder, lora, backend)
+    fast = None if is_sft else vllm_generate(trainer, loaded.processor)
     if before and backend == "vllm":
-        say(f"evaluating the base model on {len(val)} held-out images (vLLM)")
-        evaluate("before", fast)
+        say(f"evaluating the {'starting' if start else 'base'} model on {len(heldout.val)} held-out images (vLLM)")
+        heldout.evaluate(0, "before", fast)
+    heldout.now = lambda: current_weights(trainer, loaded, fast, processes)
+    callback.heldout = heldout
     ck = latest_checkpoint(ws.store, ws.data_dir, run_id)
     resume = str(ws.data_dir / ck.path) if ck else None
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    say(f"training {run.model} ({loaded.family.name}, {'QLoRA 4-bit' if loaded.quantized else 'LoRA'} on "
-        f"{loaded.device}, generation {backend}"
+    say(f"training {run.model} by {'SFT' if is_sft else 'GRPO'} ({loaded.family.name}, "
+        f"{'QLoRA 4-bit' if loaded.quantized else 'LoRA'} on {loaded.device}, generation {backend}"
         + (f", CUDA_VISIBLE_DEVICES={visible}" if visible is not None else "")
         + (f", {processes.count} processes, {settings.distributed}" if processes.count > 1 else "")
-        + f") for {settings.max_steps} steps" + (f", resuming from step {ck.step}" if ck else ""))
-    trainer.train(resume_from_checkpoint=resume)
+        + f") for {settings.max_steps} steps"
+        + (f", held-out evaluation every {heldout.interval} steps" if heldout.interval and heldout.val else "")
+        + (f", starting from run {settings.init_from}'s adapter ({started_at['which']}, step {started_at['step']})"
+           if start else "") + (f", resuming from step {ck.step}" if ck else ""))
+    if ck and ck.step >= settings.max_steps and processes.count == 1:
+        # Trained to the end before the last job stopped (killed while evaluating or saving): HF's loop would
+        # train one step past max_steps, so the checkpoint's weights are loaded instead of training again.
+        trainer._load_from_checkpoint(resume)
+        trainer.state.global_step = ck.step
+    else:
+        trainer.train(resume_from_checkpoint=resume)
 
     cancelled = processes.agree(get_run(ws.store, run_id).cancel_requested)
     adapter_dir = run_dir / "adapter"
@@ -377,26 +245,15 @@ def run_job(ws: Workspace, run_id: int) -> str:
         trainer.model.save_pretrained(str(adapter_dir))
     if processes.main:
         loaded.processor.save_pretrained(str(adapter_dir))
-    if not cancelled and val:
-        trainer.model.eval()
-        loaded.model = trainer.model
-        if fast is not None:
-            evaluate("after", fast)
-        elif processes.count > 1:
-            from trl.models.utils import unwrap_model_for_generation
-            with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model:  # ZeRO-3: gathered
-                loaded.model = model
-                evaluate("after", hf_generate(loaded))
-        else:
-            evaluate("after", hf_generate(loaded))
+    if not cancelled and heldout.val:
+        with current_weights(trainer, loaded, fast, processes) as generate:
+            heldout.evaluate(trainer.state.global_step, "after", generate)
     return "cancelled" if cancelled else "completed"
 
 
-def finish(ws: Workspace, run_id: int, status: str, error: str | None = None) -> None:
-    with ws.store.write() as s:
-        run = s.get(Run, run_id)
-        run.status, run.finished_at, run.error = status, now(), error
-        run.lease_owner = run.lease_expires_at = None
+def finish(ws: Workspace, run_id: int, status: str, error: str | None = None, token: str | None = None) -> bool:
+    """Settle the run as `status`, only while it is running under lease `token`; returns whether it did."""
+    return finish_run(ws.store, run_id, status, error, token)
 
 
 def preload() -> None:
@@ -410,18 +267,19 @@ def preload() -> None:
     import trl  # noqa: F401
     from datasets import Dataset, Image  # noqa: F401
     from transformers import TrainerCallback  # noqa: F401
-    from trl import GRPOConfig, GRPOTrainer  # noqa: F401
+    from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer  # noqa: F401
 
-    from backend import heldout, models, parsing, playground  # noqa: F401
+    from backend import heldout, models, parsing, playground, predict  # noqa: F401
 
 
-def wait_for_run() -> tuple[int, str] | None:
-    """The standby's wait: one line "RUN_ID LOG_PATH" on stdin; None at EOF (the worker closed the pipe or died)."""
+def wait_for_run() -> tuple[int, str | None, str] | None:
+    """The standby's wait: one line "RUN_ID LEASE_TOKEN LOG_PATH" on stdin (token "-": none); None at EOF (the
+    worker closed the pipe or died)."""
     line = sys.stdin.readline().rstrip("\n")
     if not line.strip():
         return None
-    run_id, log_path = line.split(" ", 1)
-    return int(run_id), log_path
+    run_id, token, log_path = line.split(" ", 2)
+    return int(run_id), (None if token == "-" else token), log_path
 
 
 def output_to(log_path: str) -> None:
@@ -447,9 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--run", type=int)
     which.add_argument("--standby", action="store_true",
-                       help="the worker's warm job process: import the training stack, then read \"RUN_ID LOG_PATH\" "
-                            "from stdin and run that run with its output in that log (exit 0 at EOF)")
+                       help="the worker's warm job process: import the training stack, then read \"RUN_ID LEASE_TOKEN "
+                            "LOG_PATH\" from stdin and run that run with its output in that log (exit 0 at EOF)")
     args = p.parse_args(argv)
+    token = os.environ.get(LEASE_TOKEN_ENV) or None
     if args.standby:
         started = time.time()
         preload()
@@ -457,27 +316,31 @@ def main(argv: list[str] | None = None) -> int:
         given = wait_for_run()
         if given is None:
             return 0
-        args.run, log_path = given
+        args.run, token, log_path = given
         output_to(log_path)
         print(f"job process {os.getpid()}: the worker's warm standby (imports took {ready - started:.1f} s, "
               f"then waited {time.time() - ready:.1f} s for this run)", flush=True)
     ws = open_workspace(Path(args.data_dir))
     main_process = Processes().main  # under `accelerate launch`, only RANK 0 settles the run
     try:
-        status = run_job(ws, args.run)
+        status = run_job(ws, args.run, token)
+    except LeaseLost as e:  # another worker has the run now: nothing more of ours may land
+        print(f"stopping: {e}", flush=True)
+        return EXIT_LEASE_LOST
     except ValueError as e:  # a sentence a person can act on
         print(f"error: {e}", flush=True)
         if main_process:
-            finish(ws, args.run, "failed", str(e))
+            finish(ws, args.run, "failed", str(e), token)
         return EXIT_FAILED
     except Exception as e:  # noqa: BLE001 - stored for the person, with the log for detail
         traceback.print_exc()
         line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if main_process:
-            finish(ws, args.run, "failed", f"training failed: {line} (see the log)")
+            finish(ws, args.run, "failed", f"training failed: {line} (see the log)", token)
         return EXIT_FAILED
-    if main_process:
-        finish(ws, args.run, status)
+    if main_process and not finish(ws, args.run, status, token=token) and token is not None:
+        print(f"stopping: run {args.run} is no longer leased to this job; its result was not recorded", flush=True)
+        return EXIT_LEASE_LOST
     return 0
 
 

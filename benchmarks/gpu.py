@@ -302,20 +302,19 @@ def run_worker(ws, run_id: int, log: Path, gpu: str, timeout: float) -> float:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             from backend.runs import cancel_run
-            _stop(proc, ws.data_dir / "runs" / str(run_id) / "job.pid")
+            _stop(proc, ws.data_dir / "runs" / str(run_id))
             sampler.stop()
             cancel_run(ws.store, run_id)  # so the next configuration's worker does not pick it up again
             raise BenchError(f"run {run_id} did not finish within {timeout:.0f} s (log: {log})") from None
     return max(0.0, sampler.stop() - idle)
 
 
-def _stop(proc: subprocess.Popen, job_pid: Path) -> None:
+def _stop(proc: subprocess.Popen, run_dir: Path) -> None:
     """Stop the worker we started and the job it started (each leads its own process group)."""
+    from backend.worker import job_pid
     pids = [proc.pid]
-    try:
-        pids.append(int(job_pid.read_text()))
-    except (OSError, ValueError):
-        pass
+    if job_pid(run_dir) is not None:
+        pids.append(job_pid(run_dir))
     for pid in pids:
         try:
             os.killpg(pid, signal.SIGKILL)

@@ -62,6 +62,8 @@ class Run(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    # A fresh token at every claim (migration 0003): writes for the run are accepted only with the current one.
+    lease_token: Mapped[str | None] = mapped_column(String(64))
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     folder: Mapped[str | None] = mapped_column(String(512))   # relative to the data dir
     error: Mapped[str | None] = mapped_column(Text)
@@ -100,6 +102,11 @@ class Rollout(Base):
     rewards: Mapped[dict[str, Any]] = mapped_column(default=dict)  # reward name -> value
     # The sample's annotation as `datasets show` prints it, kept when its dataset is deleted (else read live).
     truth: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The weighted reward, its group's mean and std, and the advantage TRL gave it (migration 0004).
+    total: Mapped[float | None] = mapped_column(Float)
+    group_mean: Mapped[float | None] = mapped_column(Float)
+    group_std: Mapped[float | None] = mapped_column(Float)
+    advantage: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     __table_args__ = (UniqueConstraint("run_id", "step", "prompt_index", "sample_index",
                                        name="uq_rollouts_run_step_prompt_sample"),)
@@ -116,11 +123,24 @@ class Checkpoint(Base):
     __table_args__ = (UniqueConstraint("run_id", "step"),)
 
 
+class HeldoutPoint(Base):
+    """One point of a run's held-out curve: the metrics of the model at `step` (0 = before training) on the
+    same first held-out prompts at every point, and how long that evaluation took."""
+    __tablename__ = "heldout_points"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    step: Mapped[int] = mapped_column(Integer)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    __table_args__ = (UniqueConstraint("run_id", "step"),)
+
+
 class Evaluation(Base):
     __tablename__ = "evaluations"
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
-    phase: Mapped[str] = mapped_column(String(16))            # before | after
+    phase: Mapped[str] = mapped_column(String(16))            # before | after (the curve is in heldout_points)
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     __table_args__ = (UniqueConstraint("run_id", "phase"),)

@@ -71,10 +71,11 @@ def stop_worker(data_dir: Path) -> None:
             os.killpg(pid, 9)
         except ProcessLookupError:
             pass
+    from backend.worker import job_pid
     for job in data_dir.glob("runs/*/job.pid"):
         try:
-            os.killpg(int(job.read_text()), 9)
-        except (ProcessLookupError, ValueError):
+            os.killpg(job_pid(job.parent), 9)
+        except (ProcessLookupError, TypeError):
             pass
 
 

@@ -8,6 +8,8 @@ import subprocess
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
+from typing import Iterator
 
 import pytest
 
@@ -23,14 +25,28 @@ def _as_postgres(*cmd: str) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else list(cmd)
 
 
+def installed() -> bool:
+    return bool(_bin("initdb") and _bin("pg_ctl"))
+
+
 @pytest.fixture(scope="session")
 def postgres_server():
     """Base URL of a server started for this test session (skipped without PostgreSQL, failed in CI)."""
-    initdb, pg_ctl = _bin("initdb"), _bin("pg_ctl")
-    if not initdb or not pg_ctl:
+    if not installed():
         if os.environ.get("CI"):
             pytest.fail("PostgreSQL is not installed (apt-get install postgresql)")
         pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    with throwaway_server() as url:
+        yield url
+
+
+@contextmanager
+def throwaway_server() -> Iterator[str]:
+    """A PostgreSQL server in a temporary folder (trust auth, loopback, a free port) while the block runs; its
+    base URL (add "/DBNAME"). Also used by benchmarks/soak.py."""
+    initdb, pg_ctl = _bin("initdb"), _bin("pg_ctl")
+    if not initdb or not pg_ctl:
+        raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
     root = tempfile.mkdtemp(prefix="vrft-pg-")
     os.chmod(root, 0o777)
     data = os.path.join(root, "data")
@@ -52,6 +68,11 @@ def postgres_server():
 @pytest.fixture
 def postgres_url(postgres_server):
     """A fresh database on the session's server."""
+    return new_database(postgres_server)
+
+
+def new_database(postgres_server: str) -> str:
+    """CREATE DATABASE with a fresh name on the server; its URL."""
     import sqlalchemy
     name = f"t_{uuid.uuid4().hex[:10]}"
     engine = sqlalchemy.create_engine(f"{postgres_server}/postgres", isolation_level="AUTOCOMMIT")

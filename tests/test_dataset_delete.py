@@ -42,9 +42,11 @@ def _finished_run(ws, info: dict) -> int:
 
 
 def _runs_tab(ws):
+    """The Runs tab's live view as a function returning {output name: value}."""
     from ui.runs_tab import create_runs_tab
     with gr.Blocks():
-        return create_runs_tab(ws)["live"][0]
+        tab = create_runs_tab(ws)
+    return lambda *args: dict(zip(tab["names"], tab["live"][0](*args)))
 
 
 def test_cli_refuses_while_a_queued_run_uses_the_dataset(tmp_path):
@@ -92,6 +94,7 @@ def test_finished_runs_keep_their_rollouts_metrics_and_evaluation(ws, tmp_path):
     before = rollouts(ws.store, run_id)
     live = _runs_tab(ws)
     shown_before = live(run_id, None, True)
+    before_live = {p: live(run_id, None, True, p) for p in (0, 1)}
 
     delete_dataset(ws.store, ws.data_dir, "pets")
     assert not (ws.data_dir / info["folder"]).exists()
@@ -105,11 +108,14 @@ def test_finished_runs_keep_their_rollouts_metrics_and_evaluation(ws, tmp_path):
     run = run_json(ws.store, run_id)
     assert run["metrics"]["reward"] == [[1, 0.25]] and run["evaluation"]["after"]["map"] == 0.5
 
-    shown = live(run_id, None, True)  # the Runs tab draws them as before, truth boxes included
-    gallery_before, gallery_after = shown_before[-5], shown[-5]
-    assert len(gallery_after) == len(gallery_before) == 2
-    for (a, _), (b, _) in zip(gallery_before, gallery_after):
-        assert a.tobytes() == b.tobytes()
+    # The Runs tab draws them as before, truth boxes included (each rollout its own prompt's group here).
+    assert shown_before["prompt"]["choices"] == [("prompt 1: find the cats", 0), ("prompt 2: find the cats", 1)]
+    for prompt in (0, 1):
+        gallery_before = before_live[prompt]["gallery"]["value"]
+        gallery_after = live(run_id, None, True, prompt)["gallery"]["value"]
+        assert len(gallery_after) == len(gallery_before) == 1
+        for (a, _), (b, _) in zip(gallery_before, gallery_after):
+            assert a.tobytes() == b.tobytes()
 
 
 def test_runs_tab_never_raises_on_missing_files(ws, tmp_path):
@@ -125,8 +131,9 @@ def test_runs_tab_never_raises_on_missing_files(ws, tmp_path):
     with ws.store.write() as s:
         s.get(Run, run_id).log_tail = "the stored tail"
     shown = live(run_id, None, True)
-    gallery, log, download = shown[-5], shown[-2], shown[-1]
-    assert [im.size for im, _ in gallery] == [(320, 240)] * 2  # placeholders saying the image is gone
+    gallery, log, download = shown["gallery"]["value"], shown["log"], shown["download"]
+    assert [im.size for im, _ in gallery] == [(320, 240)]  # a placeholder saying the image is gone
+    assert [im.size for im, _ in live(run_id, None, True, 1)["gallery"]["value"]] == [(320, 240)]
     assert log.startswith("the stored tail")
     assert download is None or str(download).endswith(".zip")
 

@@ -306,23 +306,4 @@ def test_the_callback_writes_nothing_outside_the_main_process(ws):
         assert written == ((2, 1, 1, 1) if zero else (0, 0, 0, 0)), zero  # reward + step_time, one rollout
 
 
-def test_a_worker_never_kills_a_job_another_host_started(tmp_path):
-    """With a shared data dir, an expired run's job.pid may be another host's: only this host's jobs are killed."""
-    import socket
-    import subprocess
-    import sys
-
-    from backend.worker import stop_orphan_job
-    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
-    try:
-        (tmp_path / "job.pid").write_text(str(job.pid))
-        (tmp_path / "job.host").write_text("another-host")
-        stop_orphan_job(tmp_path)
-        assert job.poll() is None
-        (tmp_path / "job.host").write_text(socket.gethostname())
-        stop_orphan_job(tmp_path)
-        assert job.wait(10) == -9
-    finally:
-        if job.poll() is None:
-            job.kill()
-            job.wait()
+# The job record (host, boot id, start time) and who may kill its job: tests/test_worker.py.

@@ -109,7 +109,7 @@ def test_prompt_reward_and_drawing_share_the_processors_frame_through_a_run(publ
                    val_fraction=0.25)
     settings = preset("CPU demo", max_steps=1, num_generations=2, save_steps=1, rollout_steps=1)
     settings.prompts_per_step, settings.eval_max_examples, settings.max_completion_length = 1, 2, 8
-    settings.rollouts_per_save = 2
+    settings.rollout_groups_per_step = 1
     run_id = create_run(ws.store, "photos", str(published["qwen2_5_vl"]), settings)
     assert training.main(["--data-dir", str(ws.data_dir), "--run", str(run_id)]) == 0
     assert run_json(ws.store, run_id)["status"] == "completed"

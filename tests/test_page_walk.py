@@ -58,9 +58,11 @@ def test_upload_train_watch_reload_and_test(tmp_path):
             while _reward_points(page) < 3 and time.time() < deadline:
                 time.sleep(0.5)
             assert _reward_points(page) >= 3
+            page.get_by_role("tab", name="Rollout inspector").click()
             page.locator("#rollout-gallery img").first.wait_for(timeout=60_000)
-            assert "<think>" in page.locator("#rollout-text").inner_text()
+            assert "reasoning:" in page.locator("#rollout-cards").inner_text()
             screenshot(page, "walk-3-runs-live")
+            page.get_by_role("tab", name="Training").click()
             seen_step = _step(page)
 
         # The browser is gone; a new one re-attaches to the same run, still progressing.

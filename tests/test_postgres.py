@@ -150,3 +150,101 @@ def test_dataset_delete_keeps_finished_runs_rollouts_on_postgres(pg_ws, tmp_path
     delete_dataset(pg_ws.store, pg_ws.data_dir, "pets")
     kept = rollouts(pg_ws.store, finished)
     assert len(kept) == 2 and all((pg_ws.data_dir / r.image).is_file() and r.truth for r in kept)
+
+
+# ------------------------------------------------------------------ the worker on PostgreSQL: fenced leases
+
+@pytest.mark.parametrize("check", ["each_claim_gets_a_fresh_token", "lease_times_come_from_the_database_clock",
+                                   "a_worker_that_lost_its_lease_cannot_renew_or_settle",
+                                   "a_stale_jobs_writes_are_refused",
+                                   "a_worker_whose_heartbeat_finds_the_lease_gone_kills_its_job",
+                                   "a_run_its_job_settled_is_no_lost_lease"])
+def test_fenced_leases_on_postgres(pg_ws, tmp_path, monkeypatch, check):
+    """The lease checks of tests/test_worker.py, on PostgreSQL: a token per claim, the database's clock (the
+    server's, whatever the host's says), a stale worker neither renews nor settles, a stale job's writes are
+    refused, a lost lease kills the job."""
+    from tests import test_worker
+    fn = getattr(test_worker, f"check_{check}")
+    args = {"ws": pg_ws, "tmp_path": tmp_path, "monkeypatch": monkeypatch}
+    fn(*(args[name] for name in fn.__code__.co_varnames[:fn.__code__.co_argcount]))
+
+
+def _claim_all(url: str, data_dir: str, name: str, barrier, out) -> None:
+    """Claim runs (each with a 0 s lease) until none is left, re-queueing expired ones between claims, and settle
+    each claimed run as completed under its token: every run must be completed by exactly one claimer."""
+    os.environ["DATABASE_URL"] = url
+    from backend.runs import finish_run
+    from backend.worker import new_token
+    ws = open_workspace(Path(data_dir))
+    barrier.wait(60)
+    done = []
+    while True:
+        token = new_token()
+        run_id = claim(ws, name, 30, token=token)
+        if run_id is None:
+            break
+        if finish_run(ws.store, run_id, "completed", token=token):
+            done.append(run_id)
+    out.put((name, done))
+    ws.store.close()
+
+
+def test_concurrent_claims_take_each_run_once_on_postgres(pg_ws, postgres_url):
+    from storage.models import Run
+    with pg_ws.store.write() as s:
+        s.add_all([Run(model="demo", family="demo", task="detection", folder=None) for _ in range(60)])
+    ctx = mp.get_context("spawn")
+    barrier, out = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_claim_all, args=(postgres_url, str(pg_ws.data_dir), f"w{i}", barrier, out))
+             for i in range(4)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0] * 4
+    done = sorted(r for _, ids in results for r in ids)
+    with pg_ws.store.read() as s:
+        rows = s.execute(select(Run.id, Run.status, Run.attempts)).all()
+    assert done == sorted(r.id for r in rows)  # every run settled once, by one claimer
+    assert {(r.status, r.attempts) for r in rows} == {("completed", 1)}
+
+
+def test_workers_run_each_queued_run_exactly_once_on_postgres(pg_ws, postgres_url):
+    """3 worker processes (`worker --once`, warm standbys) on one PostgreSQL database and a shared data dir,
+    6 short demo runs: every run completes, claimed once, one job attempt, step 1 stored once."""
+    import subprocess
+    import sys
+
+    from backend.runs import rollouts
+    from tests.conftest import ROOT
+    ensure_demo_dataset(pg_ws.store, pg_ws.data_dir, n=10)
+    runs = []
+    for _ in range(6):
+        settings = preset("CPU demo", max_steps=1, num_generations=2, save_steps=1)
+        settings.prompts_per_step, settings.max_completion_length, settings.eval_max_examples = 1, 8, 1
+        runs.append(create_run(pg_ws.store, "demo-shapes", "demo", settings))
+    env = {**os.environ, "DATABASE_URL": postgres_url, "PYTHONUNBUFFERED": "1"}
+    workers = [subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--data-dir", str(pg_ws.data_dir), "worker",
+                                 "--once", "--lease-seconds", "30"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True) for _ in range(3)]
+    outs = []
+    try:
+        for w in workers:
+            outs.append(w.communicate(timeout=900)[0])
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                os.killpg(w.pid, 9)
+                w.wait()
+    assert [w.returncode for w in workers] == [0, 0, 0], "\n".join(o[-2000:] for o in outs)
+    finished = [int(o.strip().splitlines()[-1].split()[2]) for o in outs]  # "worker finished N runs"
+    assert sum(finished) == len(runs), outs
+    for run_id in runs:
+        run = run_json(pg_ws.store, run_id)
+        log = (pg_ws.data_dir / f"runs/{run_id}/train.log").read_text()
+        assert run["status"] == "completed", (run_id, run["error"], log[-3000:])
+        assert run["attempts"] == 1 and log.count("--- attempt started") == 1, (run_id, log[-3000:])
+        assert [p[0] for p in run["metrics"]["reward"]] == [1]
+        keys = [(r.step, r.prompt_index, r.sample_index) for r in rollouts(pg_ws.store, run_id)]
+        assert keys and len(keys) == len(set(keys))

@@ -15,11 +15,11 @@ def test_migrations_create_every_table_and_are_idempotent(tmp_path):
     store = open_store(tmp_path)
     names = set(inspect(store.engine).get_table_names())
     assert {"datasets", "samples", "runs", "metric_points", "rollouts", "checkpoints", "evaluations",
-            "alembic_version"} <= names
+            "heldout_points", "alembic_version"} <= names
     store.close()
     again = open_store(tmp_path)  # a second start finds the schema current
     with again.read() as s:
-        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == head_revision() == "0002"
+        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == head_revision() == "0004_methods_evaluations"
     again.close()
 
 

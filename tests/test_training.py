@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from backend.demo.dataset import ensure_demo_dataset
+from backend.demo.shapes import SIZE
 from backend.runs import create_run, metrics, rollouts, run_json
 from backend.settings import preset
 from tests.conftest import ROOT, run_cli
@@ -126,7 +127,7 @@ def test_other_families_run_grpo_steps(tmp_path, arch):
     rows = training.train_rows(get_dataset(ws.store, "demo-shapes"), ws.data_dir, arch, settings,
                                lambda size: image_view(processor, arch, size).input)
     sol = json.loads(rows[0]["solution"])
-    assert sol["family"] == arch and sol["image_size"] == [128, 128]
+    assert sol["family"] == arch and sol["image_size"] == [SIZE, SIZE]
     with Image.open(rows[0]["image"]) as im:
         fed = fed_size(processor, im.convert("RGB"))
     assert sol["input_size"] == list(fed)
@@ -168,7 +169,8 @@ def test_killed_job_resumes_from_its_last_checkpoint(tmp_path):
     ck = _wait(lambda: latest_checkpoint(ws.store, ws.data_dir, run_id), 300, "a first checkpoint")
     _wait(lambda: run_json(ws.store, run_id, False)["step"] > ck.step, 120, "a step past the checkpoint")
     resume_step = latest_checkpoint(ws.store, ws.data_dir, run_id).step
-    os.kill(int((ws.data_dir / f"runs/{run_id}/job.pid").read_text()), signal.SIGKILL)
+    from backend.worker import job_pid
+    os.kill(job_pid(ws.data_dir / f"runs/{run_id}"), signal.SIGKILL)
     out, _ = worker.communicate(timeout=600)
     run = run_json(ws.store, run_id)
     assert run["status"] == "completed", (run["error"], out[-3000:])

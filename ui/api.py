@@ -12,11 +12,12 @@ from backend.workspace import Workspace
 
 def register_api(ws: Workspace) -> None:
     def create_run(dataset: str, model: str = "demo", preset_name: str = "CPU demo", max_steps: int = 0,
-                   rewards: str = "") -> dict:
-        """Queue a GRPO run; rewards as 'name=weight, ...' (empty: the task's defaults). Returns {"id": ...}."""
+                   rewards: str = "", method: str = "grpo") -> dict:
+        """Queue a run (method "grpo" or "sft"); rewards as 'name=weight, ...' (empty: the task's defaults).
+        Returns {"id": ...}."""
         from ui.train_tab import parse_weights
         try:
-            settings = preset(preset_name, max_steps=max_steps or None)
+            settings = preset(preset_name, max_steps=max_steps or None, method=method or None)
             if rewards.strip():
                 settings.rewards, settings.reward_weights = parse_weights(rewards)
             return {"id": create(ws.store, dataset, model, settings)}
@@ -24,7 +25,8 @@ def register_api(ws: Workspace) -> None:
             raise gr.Error(str(e)) from None
 
     def run_status(run_id: int) -> dict:
-        """Status, step, metrics {name: [[step, value], ...]}, evaluation {before, after} and error of a run."""
+        """Status, method, step, metrics {name: [[step, value], ...]}, evaluation {before, after}, the held-out
+        curve {metric: [[step, value], ...]}, the best step {step, metric, value} and error of a run."""
         try:
             return run_json(ws.store, int(run_id))
         except ValueError as e:

@@ -14,7 +14,7 @@ BASE = "base model only"
 
 
 def _label(r: dict) -> str:
-    return f"run {r['id']} · {r['model']} · {r['task']} · {r['status']}"
+    return f"run {r['id']} · {r['method'].upper()} · {r['model']} · {r['task']} · {r['status']}"
 
 
 def run_choices(ws: Workspace) -> list[tuple[str, str]]:
@@ -23,8 +23,9 @@ def run_choices(ws: Workspace) -> list[tuple[str, str]]:
 
 
 def predict_images(ws: Workspace, run: str | None, model: str | None, paths: list[str] | None, category: str,
-                   question: str, compare: bool) -> tuple[list, str]:
-    """Gallery items (tuned, then base when comparing) and the reasoning text."""
+                   question: str, compare: bool, checkpoint: str = "best") -> tuple[list, str]:
+    """Gallery items (tuned, then base when comparing) and the reasoning text; a run's `checkpoint` is its best
+    (the default) or last adapter."""
     from backend.predict import predict
     if not paths:
         raise ValueError("upload at least one image")
@@ -32,7 +33,7 @@ def predict_images(ws: Workspace, run: str | None, model: str | None, paths: lis
     ask = {"category": category or None, "question": None if category else question or None}
     sources: list[tuple[str, dict]] = []
     if run and run != BASE:
-        sources.append((f"run {run}", {"run_id": int(run)}))
+        sources.append((f"run {run}", {"run_id": int(run), "checkpoint": checkpoint}))
         if compare:  # the run's base model, asked exactly as the run is
             sources.append(("base", {"run_id": int(run), "base": True}))
     else:
@@ -43,9 +44,11 @@ def predict_images(ws: Workspace, run: str | None, model: str | None, paths: lis
     for path in paths:
         for name, src in sources:
             result = predict(ws, Path(path), **src, **ask)
+            used = result.get("checkpoint")
+            name_used = f"{name} ({used['which']}, step {used['step']})" if used else name
             items.append((draw_boxes(path, [(result.get("boxes", []), PREDICTION)]),
-                          f"{Path(path).name} · {name} · {len(result.get('boxes', []))} boxes"))
-            texts.append(f"**{Path(path).name} · {name}**\n\n> {result['think'] or '(no reasoning)'}\n\n"
+                          f"{Path(path).name} · {name_used} · {len(result.get('boxes', []))} boxes"))
+            texts.append(f"**{Path(path).name} · {name_used}**\n\n> {result['think'] or '(no reasoning)'}\n\n"
                          f"answer: `{result['answer']}`")
     return items, "\n\n".join(texts)
 
@@ -61,6 +64,8 @@ def create_test_tab(ws: Workspace) -> dict:
                                  elem_id="test-images")
                 category = gr.Textbox(label="Category to detect", placeholder="red circle")
                 question = gr.Textbox(label="…or a question / description")
+                checkpoint = gr.Radio([("best held-out step", "best"), ("last step", "last")], value="best",
+                                      label="Checkpoint of the run", elem_id="test-checkpoint")
                 compare = gr.Checkbox(True, label="Side by side with the base model")
                 go = gr.Button("Predict", variant="primary", elem_id="predict")
             with gr.Column():
@@ -69,14 +74,14 @@ def create_test_tab(ws: Workspace) -> dict:
                                      elem_id="test-gallery")
                 reasoning = gr.Markdown(elem_id="test-reasoning")
 
-    def on_predict(r, m, paths, c, q, cmp):
+    def on_predict(r, m, paths, c, q, cmp, ck):
         try:
-            items, text = predict_images(ws, r, m, paths, c or "", q or "", cmp)
+            items, text = predict_images(ws, r, m, paths, c or "", q or "", cmp, ck or "best")
         except ValueError as e:
             return f"⚠ {e}", [], ""
         return "", items, text
 
-    go.click(on_predict, [run, model, images, category, question, compare], [message, gallery, reasoning],
+    go.click(on_predict, [run, model, images, category, question, compare, checkpoint], [message, gallery, reasoning],
              api_name="predict")
 
     def on_load():

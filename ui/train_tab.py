@@ -158,6 +158,12 @@ def create_train_tab(ws: Workspace, on_launched) -> dict:
                 model = gr.Dropdown(["demo", *KNOWN_MODELS], value="demo", allow_custom_value=True,
                                     label="Model (the demo, a hub id, or a local folder)")
                 preset_name = gr.Radio(list(PRESETS), value="CPU demo", label="Preset")
+                # One of the settings, shown here rather than among the advanced ones: it is the first choice.
+                method = gr.Radio([("GRPO: reinforcement with the rewards (Visual-RFT)", "grpo"),
+                                   ("SFT: supervised, the truth as the answer", "sft")], value=defaults.method,
+                                  label="Method", elem_id="train-method",
+                                  info="Compare them on your data in Runs → Compare; a GRPO run can start from a "
+                                       "finished SFT run (init from, in the advanced settings).")
                 rewards = gr.Textbox(weights_text("detection"), label="Rewards and weights",
                                      info="name=weight, comma-separated. Known: " + ", ".join(REWARDS))
                 with gr.Row():
@@ -167,7 +173,8 @@ def create_train_tab(ws: Workspace, on_launched) -> dict:
             with gr.Column():
                 with gr.Accordion("Advanced settings", open=False):
                     helps = setting_help()
-                    fields = [setting_input(key, getattr(defaults, key), helps.get(key)) for key in ADVANCED]
+                    fields = [method if key == "method" else setting_input(key, getattr(defaults, key), helps.get(key))
+                              for key in ADVANCED]
         with gr.Group(visible=False, elem_id="check-result") as check_box:
             gr.Markdown("### Pre-flight check: what the model sees, and how it does before training")
             check_summary = gr.Markdown(elem_id="check-summary")
@@ -186,7 +193,7 @@ def create_train_tab(ws: Workspace, on_launched) -> dict:
 
     def on_preset(name):
         values = TrainSettings.from_dict(PRESETS[name])
-        return [form_value(k, getattr(values, k)) for k in ADVANCED]
+        return [gr.update() if k == "method" else form_value(k, getattr(values, k)) for k in ADVANCED]
 
     def on_launch(ds, m, p, r, *values):
         try:
