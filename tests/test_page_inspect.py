@@ -79,10 +79,9 @@ def test_heldout_curve_inspector_compare_and_the_best_checkpoint(tmp_path):
         screenshot(page, "inspect-2-rollouts")
 
         page.get_by_role("tab", name="Compare").click()
-        table = page.locator("#compare-table")
-        table.get_by_text("base").first.wait_for(timeout=20_000)
-        shown = table.inner_text()
-        assert "SFT" in shown and "GRPO" in shown and "mean_iou after" in shown
+        page.wait_for_function("document.querySelector('#compare-table')?.innerText.includes('BASE')", timeout=20_000)
+        shown = page.locator("#compare-table").inner_text()
+        assert "SFT" in shown and "GRPO" in shown and "mean_iou at start" in shown and "best mean_iou (step)" in shown
         screenshot(page, "inspect-3-compare")
 
         run = json.loads(run_cli("runs", "show", str(grpo), "--json", data_dir=data).stdout)
