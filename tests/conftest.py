@@ -28,3 +28,11 @@ def run_cli(*args: str, data_dir: Path, check: bool = True) -> subprocess.Comple
     if check and proc.returncode != 0:
         raise AssertionError(f"app.py {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
+
+
+def run_job_now(ws, run_id: int) -> int:
+    """Claim the queued run as a worker would, then run its job in this process; the job's exit status."""
+    from backend import training
+    from backend.worker import claim
+    assert claim(ws, "test-worker", 3600) == run_id
+    return training.main(["--data-dir", str(ws.data_dir), "--run", str(run_id)])

@@ -12,6 +12,7 @@ from backend.demo.builder import build_tiny, publish_layout
 from backend.families import get_family
 from backend.model_input import apply_pixel_limits, fed_size, image_view, pixel_limits
 from backend.models import load_processor
+from tests.conftest import run_job_now
 
 ARCHS = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
 PHOTOS = [(1024, 768), (4000, 3000), (768, 1024)]
@@ -111,7 +112,7 @@ def test_prompt_reward_and_drawing_share_the_processors_frame_through_a_run(publ
     settings.prompts_per_step, settings.eval_max_examples, settings.max_completion_length = 1, 2, 8
     settings.rollout_groups_per_step = 1
     run_id = create_run(ws.store, "photos", str(published["qwen2_5_vl"]), settings)
-    assert training.main(["--data-dir", str(ws.data_dir), "--run", str(run_id)]) == 0
+    assert run_job_now(ws, run_id) == 0
     assert run_json(ws.store, run_id)["status"] == "completed"
 
     processor, _ = load_processor(str(published["qwen2_5_vl"]))

@@ -13,7 +13,7 @@ from tests.conftest import run_cli
 
 def _create(data, *flags) -> int:
     return json.loads(run_cli("runs", "create", "--dataset", "demo-shapes", "--model", "demo", "--num-generations",
-                              "4", "--prompts-per-step", "2", "--max-completion-length", "40",
+                              "4", "--prompts-per-step", "2", "--max-completion-length", "64",
                               "--eval-max-examples", "4", "--eval-during-max-examples", "4", "--rollout-steps", "1",
                               "--ignore-memory-estimate", *flags, "--json", data_dir=data).stdout)["id"]
 
@@ -61,6 +61,7 @@ def test_heldout_curve_inspector_compare_and_the_best_checkpoint(tmp_path):
         assert "best" in status.inner_text()  # the best step, marked in the run's status line too
         for chart in ("#chart-reward", "#chart-heldout", "#chart-frac_reward_zero_std"):
             page.locator(f"{chart} canvas, {chart} svg").first.wait_for(timeout=20_000)
+        page.wait_for_timeout(3000)  # the charts draw their last data
         screenshot(page, "inspect-1-curves")
 
         page.get_by_role("tab", name="Rollout inspector").click()

@@ -15,7 +15,7 @@ from backend.demo.dataset import ensure_demo_dataset
 from backend.demo.shapes import SIZE
 from backend.runs import create_run, metrics, rollouts, run_json
 from backend.settings import preset
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, run_job_now
 
 
 def test_demo_whole_path_through_the_cli(tmp_path):
@@ -94,7 +94,7 @@ def test_qlora_path_loads_4bit_on_cpu(tmp_path):
     settings.prompts_per_step, settings.eval_max_examples, settings.max_completion_length = 1, 2, 8
     settings.qlora = True
     run_id = create_run(ws.store, "demo-shapes", str(tmp_path / "tiny"), settings)
-    assert training.main(["--data-dir", str(ws.data_dir), "--run", str(run_id)]) == 0
+    assert run_job_now(ws, run_id) == 0
     log = run_json(ws.store, run_id)
     assert log["status"] == "completed" and [p[0] for p in log["metrics"]["reward"]] == [1]
 
@@ -113,7 +113,7 @@ def test_other_families_run_grpo_steps(tmp_path, arch):
     settings = preset("CPU demo", max_steps=2, num_generations=2, save_steps=2)
     settings.prompts_per_step, settings.eval_max_examples, settings.max_completion_length = 1, 4, 16
     run_id = create_run(ws.store, "demo-shapes", str(model_dir), settings)
-    assert training.main(["--data-dir", str(ws.data_dir), "--run", str(run_id)]) == 0
+    assert run_job_now(ws, run_id) == 0
     run = run_json(ws.store, run_id)
     assert run["status"] == "completed" and run["family"] == arch
     assert [p[0] for p in run["metrics"]["reward"]] == [1, 2]
@@ -212,7 +212,7 @@ def test_a_classification_run_predicts_with_the_prompt_it_was_trained_with(tmp_p
     settings.prompts_per_step, settings.eval_max_examples, settings.max_completion_length = 1, 2, 8
     settings.object_kind = "animal"
     run_id = create_run(ws.store, "pets", "demo", settings)
-    assert training.main(["--data-dir", str(ws.data_dir), "--run", str(run_id)]) == 0
+    assert run_job_now(ws, run_id) == 0
     image = next(p for p in (ws.data_dir / "datasets").rglob("*.png") if p.is_file())
     trained = training.train_rows(get_dataset(ws.store, "pets"), ws.data_dir, "demo", settings)[0]["prompt_text"]
     assert trained.startswith("This is an image containing an animal. Please identify the class of the animal")

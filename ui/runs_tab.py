@@ -3,17 +3,17 @@ the zero-signal share), the rollout inspector (a step's group of G completions s
 view of its dataset, all polled from storage."""
 from __future__ import annotations
 
-import html
+import math
 
 import gradio as gr
 import pandas as pd
 
 from backend.advantages import zero_signal_hint
-from backend.draw import PREDICTION, TRUTH, draw_file
 from backend.evaluation import MAIN_METRIC
-from backend.runs import (cancel_run, delete_run, eta_seconds, get_run, list_runs, metrics, resume_run, rollouts,
-                          run_json, steps_with_rollouts)
+from backend.rewards import REWARDS
+from backend.runs import cancel_run, delete_run, eta_seconds, get_run, list_runs, metrics, resume_run, run_json
 from backend.workspace import Workspace
+from ui.rollout_inspector import fmt, inspector
 
 REFRESH_SECONDS = 2.0
 CHARTS = {"reward": "Reward (total and each function)", "heldout": "Held-out evaluation (greedy)",
@@ -59,10 +59,18 @@ def progress_html(run: dict, eta: float | None) -> str:
             "height:12px;border-radius:6px'></div></div></div>")
 
 
-def _frame(points: dict, names: dict[str, str]) -> pd.DataFrame:
+def _frame(points: dict, names: dict[str, str], domain: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """A chart's long-format frame, and the series it has points of (its legend).
+
+    Every label of `domain` (all the series the chart can ever show) leads with one empty (NaN) point: the plot
+    fixes its colour scale from the data it first draws and afterwards only swaps the data (gradio 6's
+    NativePlot), so a series missing then (before a run's first step, or in the run chosen before) would
+    never be drawn."""
     rows = [(step, value, label) for key, label in names.items() for step, value in points.get(key, [])]
+    first = min((step for step, _, _ in rows), default=0)
+    frame = pd.DataFrame([(first, math.nan, label) for label in domain] + rows, columns=["step", "value", "series"])
     # Explicit dtypes: an object column would be drawn as categories, not as a numeric axis.
-    return pd.DataFrame(rows, columns=["step", "value", "series"]).astype({"step": int, "value": float})
+    return frame.astype({"step": int, "value": float}), [label for label in domain if any(r[2] == label for r in rows)]
 
 
 def chart_id(key: str) -> str:
@@ -70,21 +78,22 @@ def chart_id(key: str) -> str:
     return "chart-" + key.replace("/", "-")
 
 
-def chart_frames(run: dict) -> list[pd.DataFrame]:
-    """One long-format frame per chart (CHARTS' order): the reward chart holds the total and every reward
-    function; the held-out chart the task's metrics at each evaluated step; the others one metric each."""
+def chart_frames(run: dict) -> list[tuple[pd.DataFrame, list[str]]]:
+    """(frame, legend) per chart (CHARTS' order): the reward chart holds the total and every reward function;
+    the held-out chart the task's metrics at each evaluated step; the others one metric each."""
     points = run.get("metrics", {})
     heldout = run.get("heldout", {})
-    frames = {"reward": _frame(points, {"reward": "total"} | {k: k.split("/")[1] for k in points
-                                                             if k.startswith("rewards/") and k.endswith("/mean")}),
-              "heldout": _frame(heldout, {k: k for k in HELDOUT_SERIES if k in heldout})}
-    return [frames[key] if key in frames else _frame(points, {key: key}) for key in CHARTS]
+    rewards = {f"rewards/{name}/mean": name for name in REWARDS}
+    frames = {"reward": _frame(points, {"reward": "total"} | rewards, ["total", *REWARDS]),
+              "heldout": _frame(heldout, {k: k for k in HELDOUT_SERIES}, list(HELDOUT_SERIES))}
+    return [frames[key] if key in frames else _frame(points, {key: key}, [key]) for key in CHARTS]
 
 
 def chart_updates(run: dict) -> list:
-    """The charts' values, and which of them this run's method shows."""
+    """The charts' values and legends, and which of them this run's method shows."""
     shown = SHOWN["sft" if run.get("method") == "sft" else "grpo"]
-    return [gr.update(value=frame, visible=key in shown) for key, frame in zip(CHARTS, chart_frames(run))]
+    return [gr.update(value=frame, colors_in_legend=legend, visible=key in shown)
+            for key, (frame, legend) in zip(CHARTS, chart_frames(run))]
 
 
 def heldout_note(run: dict) -> str:
@@ -127,65 +136,6 @@ def evaluation_rows(evaluation: dict) -> list[list]:
     return rows
 
 
-def _fmt(v, signed: bool = False) -> str:
-    if v is None:
-        return "—"
-    return f"{v:+.3f}" if signed else f"{v:.3f}"
-
-
-def inspector(ws: Workspace, run_id: int, step: int | None, prompt: int | None
-              ) -> tuple[list[int], list[tuple[str, int]], int | None, int | None, list, str, str]:
-    """(steps with rollouts, prompt choices, the step and prompt shown, gallery items, group summary, cards):
-    all G completions of one prompt of one step, boxes drawn (truth green, prediction red), with reasoning,
-    answer, each reward term, the total and the advantage.
-
-    Never raises on a missing file: an image deleted with its dataset (or by hand) is a placeholder; the
-    truth comes from the row when the dataset is gone."""
-    from backend.datasets.catalog import sample_json
-    from storage.models import Sample
-    steps = steps_with_rollouts(ws.store, run_id)
-    if not steps:
-        return [], [], None, None, [], "No rollouts yet.", ""
-    step = step if step in steps else steps[-1]
-    rows = rollouts(ws.store, run_id, step)
-    groups: dict[int, list] = {}
-    for position, r in enumerate(rows):  # rows stored before prompt indices existed: one group each
-        groups.setdefault(r.prompt_index if r.prompt_index is not None else position, []).append(r)
-    choices = []
-    for index, group in sorted(groups.items()):
-        label = group[0].prompt.split("'")[1] if group[0].prompt.count("'") >= 2 else group[0].prompt[:40]
-        choices.append((f"prompt {index + 1}: {label}", index))
-    prompt = prompt if prompt in groups else choices[0][1]
-    group = sorted(groups[prompt], key=lambda r: r.sample_index or 0)
-    items, cards = [], []
-    with ws.store.read() as s:
-        sample = s.get(Sample, group[0].sample_id) if group[0].sample_id else None
-        truth = (sample_json(sample) if sample else group[0].truth or {})
-    truth_boxes = truth.get("boxes") or ([truth["box"]] if truth.get("box") else [])
-    for j, r in enumerate(group):
-        image = draw_file(ws.data_dir / r.image, [(truth_boxes, TRUTH), (r.parsed.get("boxes", []), PREDICTION)], 320)
-        items.append((image, f"#{j + 1} · total {_fmt(r.total)} · advantage {_fmt(r.advantage, True)}"))
-        terms = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in r.rewards.items())
-        colour = "#16a34a" if (r.advantage or 0) > 0 else "#dc2626" if (r.advantage or 0) < 0 else "#6b7280"
-        answer = r.parsed.get("answer") if r.parsed.get("answer") is not None else r.parsed.get("label")
-        cards.append(
-            f"<div class='rollout-card' style='border:1px solid #e5e7eb;border-radius:8px;padding:8px'>"
-            f"<div><b>#{j + 1}</b> · advantage <b style='color:{colour}'>{_fmt(r.advantage, True)}</b> · total "
-            f"{_fmt(r.total)}</div><table style='font-size:12px'>{terms}</table>"
-            f"<div style='font-size:12px'><i>reasoning:</i> {html.escape(r.parsed.get('think') or '(none)')}</div>"
-            f"<div style='font-size:12px'><i>answer:</i> <code>{html.escape(str(answer or '(none)'))}</code></div>"
-            f"<details style='font-size:11px'><summary>raw completion</summary><pre style='white-space:pre-wrap'>"
-            f"{html.escape(r.completion)}</pre></details></div>")
-    first = group[0]
-    zero = first.group_std is not None and abs(first.group_std) < 1e-8
-    summary = (f"**Step {step}, prompt {prompt + 1}** — {len(group)} completions · group mean {_fmt(first.group_mean)}"
-               f" · std {_fmt(first.group_std)}" + (" · ⚠ every completion got the same reward: this group teaches "
-                                                     "nothing" if zero else "") + f"\n\n> {first.prompt}")
-    grid = (f"<div style='display:grid;grid-template-columns:repeat({min(len(group), 4)},minmax(0,1fr));gap:8px'>"
-            + "".join(cards) + "</div>")
-    return steps, choices, step, prompt, items, summary, grid
-
-
 def compare_frame(ws: Workspace, run_id: int | None) -> tuple[str, pd.DataFrame]:
     """The Compare view for the selected run's dataset: a heading and the table."""
     from backend.compare import compare
@@ -207,9 +157,9 @@ def compare_frame(ws: Workspace, run_id: int | None) -> tuple[str, pd.DataFrame]
             "run": "base" if r["run"] is None else str(r["run"]),
             "method": r["method"].upper() + (f" after run {r['init_from']}" if r["init_from"] is not None else ""),
             "model": r["model"], "steps": r["steps"], "time": _duration(r["seconds"]) if r["run"] else "—",
-            main: _fmt(r["metrics"].get(main)), f"{main} at start": _fmt(before),
-            f"best {main} (step)": f"{_fmt(best['value'])} ({best['step']})" if best else "—",
-            **{k: _fmt(r["metrics"].get(k)) for k in extra}})
+            main: fmt(r["metrics"].get(main)), f"{main} at start": fmt(before),
+            f"best {main} (step)": f"{fmt(best['value'])} ({best['step']})" if best else "—",
+            **{k: fmt(r["metrics"].get(k)) for k in extra}})
     heading = (f"**{table['dataset']}** ({table['task']}): the base model and every completed run, on the same "
                f"held-out prompts: each run's model after training, its score at the start, and its best evaluated "
                f"step (on the curve's first prompts). Time: training steps plus evaluations.")
