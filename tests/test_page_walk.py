@@ -41,7 +41,7 @@ def test_upload_train_watch_reload_and_test(tmp_path):
             # wait for the page's load events (they fill the form from storage) before typing
             page.wait_for_function("document.querySelector('#train-dataset input')?.value === 'demo-shapes'",
                                    timeout=30_000)
-            page.get_by_text("Advanced settings").click()
+            page.get_by_text("Advanced settings", exact=True).click()
             steps = page.get_by_label("max steps")
             steps.fill("8")
             steps.press("Tab")
