@@ -24,16 +24,16 @@ def test_demo_whole_path_through_the_cli(tmp_path):
     assert demo == {"model": "demo", "dataset": "demo-shapes"}
     assert json.loads(run_cli("demo", "--json", data_dir=data).stdout) == demo  # idempotent
 
-    run_id = json.loads(run_cli("runs", "create", "--dataset", "demo-shapes", "--model", "demo", "--max-steps", "20",
+    run_id = json.loads(run_cli("runs", "create", "--dataset", "demo-shapes", "--model", "demo", "--max-steps", "8",
                                 "--json", data_dir=data).stdout)["id"]
     run_cli("worker", "--once", data_dir=data)
 
     run = json.loads(run_cli("runs", "show", str(run_id), "--json", data_dir=data).stdout)
     assert run["status"] == "completed", run["error"]
     steps = lambda name: [p[0] for p in run["metrics"][name]]  # noqa: E731
-    assert steps("reward") == list(range(1, 21))
+    assert steps("reward") == list(range(1, 9))
     for name in ("detection_iou", "detection_confidence", "format"):
-        assert steps(f"rewards/{name}/mean") == list(range(1, 21))
+        assert steps(f"rewards/{name}/mean") == list(range(1, 9))
     assert {"completions/mean_length", "loss", "step_time", "entropy"} <= set(run["metrics"])
     assert set(run["evaluation"]) == {"before", "after"}
     assert run["evaluation"]["before"]["format_rate"] > 0.5  # the warm start answers in the format
