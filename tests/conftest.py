@@ -21,10 +21,10 @@ def ws(tmp_path):
     workspace.store.close()
 
 
-def run_cli(*args: str, data_dir: Path, check: bool = True) -> subprocess.CompletedProcess:
+def run_cli(*args: str, data_dir: Path, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
     """`python app.py --data-dir DIR ...` as a person would run it."""
     proc = subprocess.run([sys.executable, str(ROOT / "app.py"), "--data-dir", str(data_dir), *args],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+                          capture_output=True, text=True, cwd=ROOT, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"app.py {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
