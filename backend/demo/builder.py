@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 
 from backend.coords import to_model_int
-from backend.demo.shapes import CATEGORIES, SHAPES, SIZE, make_scene
+from backend.demo.shapes import CATEGORIES, MAX_SHAPES, SHAPES, SIZE, make_scene
 from backend.demo.tokenizer import train_tokenizer
 from backend.families import FAMILY_FILE
 from backend.tasks import classification_prompt, detection_prompt
 
-WARM_START_MARGIN = 0.12
+WARM_START_MARGIN = 0.1
 """The warm start learns boxes this much looser (per side, of the box size) than demo-shapes'
 tight annotations: your annotation style differs from the model's prior, and RL closes the gap."""
 SEED_OFFSET_WARM = 1_000_000
@@ -187,7 +187,8 @@ def warm_start_examples(n: int, seed: int) -> list[tuple]:
     rng = random.Random(seed)
     out = []
     for i in range(n):
-        scene = make_scene(SEED_OFFSET_WARM + seed * 100_000 + i, max_shapes=1 if i < n * SINGLE_SHAPE_SHARE else 3)
+        shapes = 1 if i < n * SINGLE_SHAPE_SHARE else MAX_SHAPES
+        scene = make_scene(SEED_OFFSET_WARM + seed * 100_000 + i, max_shapes=shapes)
         r = rng.random()
         if r < 0.1 and len(scene.boxes) == 1:
             shape = scene.boxes[0][4].split()[1]
@@ -210,7 +211,7 @@ def localisation_examples(n: int, seed: int) -> list[tuple]:
     rng = random.Random(seed)
     out = []
     for i in range(n):
-        scene = make_scene(SEED_OFFSET_WARM // 2 + seed * 100_000 + i, max_shapes=1 if i < n // 3 else 3)
+        scene = make_scene(SEED_OFFSET_WARM // 2 + seed * 100_000 + i, max_shapes=1 if i < n // 3 else MAX_SHAPES)
         x1, y1, x2, y2, category = rng.choice(scene.boxes)
         out.append((scene.image, f"Box of the {category}.", str(to_model_int([x1, y1, x2, y2], "demo", (SIZE, SIZE)))))
     return out

@@ -11,6 +11,8 @@ SHAPES = ("square", "circle", "triangle")
 CATEGORIES = [f"{c} {s}" for c in COLOURS for s in SHAPES]
 SIZE = 224
 """Scene side in pixels: 7x7 merged visual tokens for the demo model (14x14 patches of 16 px)."""
+MAX_SHAPES = 2
+"""Shapes per scene: the question names one by colour, the other is there to be told apart."""
 
 
 @dataclass
@@ -48,15 +50,16 @@ def _overlaps(a, b, margin: int = 4) -> bool:
     return not (a[2] + margin <= b[0] or b[2] + margin <= a[0] or a[3] + margin <= b[1] or b[3] + margin <= a[1])
 
 
-def make_scene(seed: int, max_shapes: int = 3, size: int = SIZE) -> Scene:
-    """1..max_shapes shapes of distinct colour-shape categories, not overlapping."""
+def make_scene(seed: int, max_shapes: int = MAX_SHAPES, size: int = SIZE) -> Scene:
+    """1..max_shapes shapes of distinct colours (the colour alone tells them apart), not overlapping."""
     rng = random.Random(seed)
     im = _background(rng, size)
     draw = ImageDraw.Draw(im)
     boxes: list[list] = []
-    for category in rng.sample(CATEGORIES, rng.randint(1, max_shapes)):
+    colours = rng.sample(list(COLOURS), rng.randint(1, max_shapes))
+    for category in [f"{c} {rng.choice(SHAPES)}" for c in colours]:
         for _ in range(50):
-            side = rng.randint(size // 6, size // 3)
+            side = rng.randint(size // 4, size * 2 // 5)
             w = side + rng.randint(-side // 4, side // 4)
             x1, y1 = rng.randint(2, size - w - 2), rng.randint(2, size - side - 2)
             box = (x1, y1, x1 + w, y1 + side)
