@@ -34,8 +34,8 @@ def predict_images(ws: Workspace, run: str | None, model: str | None, paths: lis
     sources: list[tuple[str, dict]] = []
     if run and run != BASE:
         sources.append((f"run {run}", {"run_id": int(run), "checkpoint": checkpoint}))
-        if compare:  # the run's base model, asked exactly as the run is
-            sources.append(("base", {"run_id": int(run), "base": True}))
+        if compare:  # the run's base model, asked exactly as the run is: the same loaded model, adapter off
+            sources.append(("base", {"run_id": int(run), "base": True, "checkpoint": checkpoint}))
     else:
         if not (model or "").strip():
             raise ValueError("choose a run or a base model")
