@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import shutil
+import threading
+from contextlib import nullcontext
 from functools import lru_cache
 from pathlib import Path
 
@@ -71,13 +73,30 @@ def _loaded(model: str, adapter: str | None, min_pixels: int | None = None, max_
     return load(model, adapter=adapter, qlora=None, min_pixels=min_pixels, max_pixels=max_pixels)
 
 
-def _run_loaded(ws: Workspace, run_id: int, base: bool = False, checkpoint: str = "best"):
-    """The run's tuned model (its best or last adapter; with `base`, its base model), fed images the way it
-    was trained."""
+_USING = threading.Lock()
+"""One prediction at a time with the cached models: a base answer switches off the adapter of the very model a
+tuned answer uses, and two first requests at once would each load it."""
+
+
+def _run_loaded(ws: Workspace, run_id: int, checkpoint: str = "best", base: bool = False):
+    """The run's base model with its best (or last) adapter on top (a PeftModel), fed images the way it was
+    trained. Its base model's answers come from the same weights with the adapter disabled, so tuned and base
+    side by side load the model once. With `base` and no adapter yet, the base model alone."""
     run = get_run(ws.store, run_id)
     settings = TrainSettings.from_dict(run.settings)
-    adapter = None if base else str(adapter_dir(ws, run_id, checkpoint))
+    try:
+        adapter = str(adapter_dir(ws, run_id, checkpoint))
+    except ValueError:
+        if not base:
+            raise
+        adapter = None
     return _loaded(run.model, adapter, settings.min_pixels, settings.max_pixels)
+
+
+def _base_only(loaded):
+    """While open, the model answers as its base model: the adapter (when it has one) is disabled."""
+    from peft import PeftModel
+    return loaded.model.disable_adapter() if isinstance(loaded.model, PeftModel) else nullcontext()
 
 
 def _trained_classification_prompt(ws: Workspace, run) -> str:
@@ -95,14 +114,21 @@ def predict(ws: Workspace, image: Path, *, run_id: int | None = None, model: str
             base: bool = False, checkpoint: str = "best") -> dict:
     """Reasoning, answer and (when there are any) boxes in pixels of the given image. With a run, the
     prompt is the one it was trained with, the adapter its best checkpoint (or `checkpoint="last"`, reported
-    as "checkpoint": {"which", "step"}); `base` asks the run's base model the same way."""
+    as "checkpoint": {"which", "step"}); `base` asks the run's base model the same way (the same loaded
+    weights, with the adapter disabled)."""
     probe_image(Path(image), ImportLimits.from_env(), Path(image).name)
+    with _USING:
+        return _predict(ws, image, run_id, model, category, question, max_new_tokens, base, checkpoint)
+
+
+def _predict(ws: Workspace, image: Path, run_id: int | None, model: str | None, category: str | None,
+             question: str | None, max_new_tokens: int, base: bool, checkpoint: str) -> dict:
     task = run = used = None
     if run_id is not None:
         run = get_run(ws.store, run_id)
         model, task = run.model, run.task
         used = None if base else chosen_adapter(ws, run_id, checkpoint)[1]
-        loaded = _run_loaded(ws, run_id, base, checkpoint)
+        loaded = _run_loaded(ws, run_id, checkpoint, base)
         max_new_tokens = TrainSettings.from_dict(run.settings).max_completion_length
     else:
         loaded = _loaded(model, None)
@@ -125,7 +151,8 @@ def predict(ws: Workspace, image: Path, *, run_id: int | None = None, model: str
         prompt, kind = grounding_prompt(question, family, size, view.input), "grounding"
     else:
         prompt, kind = f"{question} {FORMAT_INSTRUCTION}", "classification"
-    completion = generate(loaded, [(picture, prompt)], max_new_tokens=max_new_tokens)[0]
+    with _base_only(loaded) if base else nullcontext():
+        completion = generate(loaded, [(picture, prompt)], max_new_tokens=max_new_tokens)[0]
     sol = {**frame_solution(size, family, view.input), "boxes": []}  # no truth: only the parsing matters
     parsed = parsed_view("detection", completion, sol)  # boxes in pixels, when the answer holds any
     if kind == "classification":

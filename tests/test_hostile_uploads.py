@@ -199,3 +199,37 @@ def test_bad_name_and_duplicate_name(ws, tmp_path):
     assert snapshot(ws) == before
     import_dataset(ws.store, ws.data_dir, [archive], "bad")
     rejects(ws, [archive], "a dataset named 'bad' already exists")
+
+
+LAUGHS = ('<?xml version="1.0"?><!DOCTYPE annotation [<!ENTITY lol "lol">'
+          + "".join(f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">' for i in range(1, 10))
+          + ']><annotation><filename>img000.jpg</filename><object><name>&lol9;</name></object></annotation>')
+
+
+@pytest.mark.parametrize("attack", ["billion laughs", "external entity"])
+def test_voc_entities_are_refused(ws, tmp_path, attack):
+    """An annotation that declares entities (expanding to gigabytes, or reading a file of this machine) is
+    refused before anything is expanded or read, in one sentence; nothing is written."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET")
+    root = tmp_path / "voc"
+    builders.write_voc(root, builders.detection_samples(3))
+    hostile = LAUGHS if attack == "billion laughs" else (
+        f'<?xml version="1.0"?><!DOCTYPE annotation [<!ENTITY leak SYSTEM "file://{secret}">]>'
+        '<annotation><filename>img000.jpg</filename><object><name>&leak;</name><bndbox><xmin>1</xmin>'
+        '<ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object></annotation>')
+    (root / "Annotations" / "img000.xml").write_text(hostile)
+    message = rejects(ws, [builders.zip_dir(root, tmp_path / "voc.zip")],
+                      "Annotations/img000.xml declares XML entities or external references, which are not accepted")
+    assert message.startswith("1 problem found: ") and "TOP-SECRET" not in message
+
+
+def test_voc_with_a_plain_doctype_is_imported(ws, tmp_path):
+    """A document type without entities expands nothing: such a file is an ordinary annotation."""
+    root = tmp_path / "voc"
+    builders.write_voc(root, builders.detection_samples(2))
+    ann = root / "Annotations" / "img000.xml"
+    ann.write_text('<?xml version="1.0"?><!DOCTYPE annotation>' + ann.read_text())
+    import_dataset(ws.store, ws.data_dir, [builders.zip_dir(root, tmp_path / "voc.zip")], "voc", limits=LIMITS)
+    from backend.datasets import get_dataset
+    assert get_dataset(ws.store, "voc")["counts"]["total"] == 2

@@ -1,4 +1,5 @@
-"""The whole walk in a real browser: upload, train the demo, watch it live, reload mid-run, test the model."""
+"""The whole walk in a real browser: upload, train the demo, watch it live, reload mid-run, test the model. The
+lists follow the data without a reload: the new dataset in the Train tab, the run in the Test tab."""
 from __future__ import annotations
 
 import json
@@ -36,11 +37,16 @@ def test_upload_train_watch_reload_and_test(tmp_path):
             screenshot(page, "walk-1-data")
 
             page.get_by_role("tab", name="Train").click()
-            page.reload()  # the Train tab lists datasets as of page load: pets and demo-shapes
-            page.get_by_role("tab", name="Train").click()
             # wait for the page's load events (they fill the form from storage) before typing
             page.wait_for_function("document.querySelector('#train-dataset input')?.value === 'demo-shapes'",
                                    timeout=30_000)
+            # The dataset imported a moment ago is listed (selecting the tab read the list again); the choice stays.
+            page.locator("#train-dataset input").click()
+            page.get_by_role("option", name="pets", exact=True).wait_for(timeout=10_000)
+            page.wait_for_timeout(500)  # the list has faded in
+            screenshot(page, "walk-2-train-datasets")
+            page.keyboard.press("Escape")
+            assert page.locator("#train-dataset input").input_value() == "demo-shapes"
             page.get_by_text("Advanced settings", exact=True).click()
             steps = page.get_by_label("max steps")
             steps.fill("8")
@@ -64,6 +70,10 @@ def test_upload_train_watch_reload_and_test(tmp_path):
             screenshot(page, "walk-3-runs-live")
             page.get_by_role("tab", name="Training").click()
             seen_step = _step(page)
+            # The page was loaded before the run existed: the Test tab lists it all the same, and takes it.
+            page.get_by_role("tab", name="Test").click()
+            page.wait_for_function("document.querySelector('#test-run input')?.value.startsWith('run 1 · GRPO')",
+                                   timeout=20_000)
 
         # The browser is gone; a new one re-attaches to the same run, still progressing.
         with browser_page() as page:
@@ -77,9 +87,10 @@ def test_upload_train_watch_reload_and_test(tmp_path):
             page.locator("#evaluation").get_by_text("mean_iou").wait_for(timeout=30_000)
             screenshot(page, "walk-4-runs-done")
 
+            # This page was loaded while the run was training: the Test tab shows it finished, without a reload.
             page.get_by_role("tab", name="Test").click()
-            page.reload()
-            page.get_by_role("tab", name="Test").click()
+            page.wait_for_function("document.querySelector('#test-run input')?.value.endsWith('· completed')",
+                                   timeout=20_000)
             image = next((tmp_path / "data" / "datasets").glob("demo-shapes-*/images/shapes_001.png"))
             page.set_input_files("#test-images input[type=file]", str(image))
             page.get_by_label("Category to detect").fill("red circle")

@@ -209,3 +209,27 @@ def test_checkpoint_and_evaluation_rows_are_written_once(tmp_path):
         assert [(c.step, c.complete) for c in s.scalars(select(Checkpoint))] == [(2, True)]
     assert evaluations(store, run.id) == {"before": {"map": 0.2}}
     store.close()
+
+
+def test_a_run_resumes_from_its_last_complete_checkpoint_not_the_highest_numbered_folder(tmp_path):
+    """transformers' get_last_checkpoint picks the highest checkpoint-N folder on disk, whole or not; a job
+    killed while saving leaves a half-written one. The run resumes from the newest checkpoint recorded
+    complete (after its folder was fully written) whose trainer state is still there."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from backend.runs import latest_checkpoint, record_checkpoint
+    store = open_store(tmp_path)
+    with store.write() as s:
+        run = Run(model="demo", family="demo", task="detection")
+        s.add(run)
+    out = tmp_path / "runs/1/checkpoints"
+    for step in (2, 4):
+        (out / f"checkpoint-{step}").mkdir(parents=True)
+        (out / f"checkpoint-{step}/trainer_state.json").write_text("{}")
+        record_checkpoint(store, run.id, step, f"runs/1/checkpoints/checkpoint-{step}")
+    (out / "checkpoint-4/trainer_state.json").unlink()  # recorded, then emptied (disk cleanup, a copy)
+    (out / "checkpoint-6").mkdir()  # killed while saving: never recorded
+    (out / "checkpoint-6/adapter_model.safetensors").write_bytes(b"half")
+    assert get_last_checkpoint(str(out)).endswith("checkpoint-6")
+    assert latest_checkpoint(store, tmp_path, run.id).step == 2
+    store.close()

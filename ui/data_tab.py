@@ -66,7 +66,7 @@ def dataset_view(ws: Workspace, name: str | None, split: str = "all") -> tuple[s
 
 
 def create_data_tab(ws: Workspace) -> dict:
-    with gr.Tab("Data", id="data"):
+    with gr.Tab("Data", id="data") as tab:
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
                 gr.Markdown("Upload a **zip** (or images with their annotation files): COCO JSON, YOLO, "
@@ -138,20 +138,26 @@ def create_data_tab(ws: Workspace) -> dict:
         md, rows, items = dataset_view(ws, current)
         return note, gr.update(choices=names, value=current), md, rows, items
 
-    files.upload(on_upload, files, task, api_visibility="private")
-    import_btn.click(on_import, [files, name, task, val_fraction], [status, picker, summary, counts, gallery, files],
-                     api_name="import_dataset")
-    picker.change(on_pick, [picker, split], [summary, counts, gallery], api_visibility="private")
-    split.change(on_pick, [picker, split], [summary, counts, gallery], api_visibility="private")
-    delete_btn.click(on_delete, picker, [message, picker, summary, counts, gallery], api_name="delete_dataset",
-                     js="(name) => (name && confirm(`Delete dataset ${name} and its images?`)) ? name : null")
-    def on_load(which):
-        """The page holds no state: on every load, the dataset list comes from storage."""
+    def on_refresh(current, which):
+        """The dataset list as storage has it now (the page holds no state); the current choice is kept while
+        it exists, else the newest dataset is shown."""
         names = dataset_names(ws.store)
+        if current in names:
+            return gr.update(choices=names), *(gr.update(),) * 3
         current = names[-1] if names else None
         return (gr.update(choices=names, value=current), *dataset_view(ws, current, which))
 
-    return {"load": (on_load, [split], [picker, summary, counts, gallery]),
+    files.upload(on_upload, files, task, api_visibility="private")
+    imported = import_btn.click(on_import, [files, name, task, val_fraction],
+                                [status, picker, summary, counts, gallery, files], api_name="import_dataset")
+    picker.change(on_pick, [picker, split], [summary, counts, gallery], api_visibility="private")
+    split.change(on_pick, [picker, split], [summary, counts, gallery], api_visibility="private")
+    deleted = delete_btn.click(on_delete, picker, [message, picker, summary, counts, gallery],
+                               api_name="delete_dataset",
+                               js="(name) => (name && confirm(`Delete dataset ${name} and its images?`)) ? name : null")
+    refresh = (on_refresh, [picker, split], [picker, summary, counts, gallery])
+    tab.select(*refresh, api_visibility="private", show_progress="hidden")
+    return {"refresh": refresh, "changed": [imported, deleted],
             "import": on_import, "delete": on_delete, "pick": on_pick}
 
 

@@ -11,6 +11,8 @@ from backend.workspace import Workspace
 from backend.draw import PREDICTION, draw_boxes
 
 BASE = "base model only"
+REFRESH_SECONDS = 5.0
+"""How often the run list is read again, so that a run finishing shows while the tab is open."""
 
 
 def _label(r: dict) -> str:
@@ -34,8 +36,8 @@ def predict_images(ws: Workspace, run: str | None, model: str | None, paths: lis
     sources: list[tuple[str, dict]] = []
     if run and run != BASE:
         sources.append((f"run {run}", {"run_id": int(run), "checkpoint": checkpoint}))
-        if compare:  # the run's base model, asked exactly as the run is
-            sources.append(("base", {"run_id": int(run), "base": True}))
+        if compare:  # the run's base model, asked exactly as the run is: the same loaded model, adapter off
+            sources.append(("base", {"run_id": int(run), "base": True, "checkpoint": checkpoint}))
     else:
         if not (model or "").strip():
             raise ValueError("choose a run or a base model")
@@ -54,7 +56,7 @@ def predict_images(ws: Workspace, run: str | None, model: str | None, paths: lis
 
 
 def create_test_tab(ws: Workspace) -> dict:
-    with gr.Tab("Test", id="test"):
+    with gr.Tab("Test", id="test") as tab:
         with gr.Row():
             with gr.Column():
                 run = gr.Dropdown([], label="Tuned run", elem_id="test-run", allow_custom_value=True)
@@ -73,6 +75,8 @@ def create_test_tab(ws: Workspace) -> dict:
                 gallery = gr.Gallery(label="Predicted boxes (red)", columns=2, height=480, object_fit="contain",
                                      elem_id="test-gallery")
                 reasoning = gr.Markdown(elem_id="test-reasoning")
+        listed = gr.State([])  # the run choices last sent to this browser
+        timer = gr.Timer(REFRESH_SECONDS)
 
     def on_predict(r, m, paths, c, q, cmp, ck):
         try:
@@ -84,8 +88,20 @@ def create_test_tab(ws: Workspace) -> dict:
     go.click(on_predict, [run, model, images, category, question, compare, checkpoint], [message, gallery, reasoning],
              api_name="predict")
 
-    def on_load():
+    def on_refresh(current, shown):
+        """The runs to test as storage has them now (`shown`: the choices this browser holds). Nothing is sent
+        while they are the same, so an open list is not redrawn under the reader. The choice is kept while it
+        exists; "base model only" counts as chosen only when there was a run to choose instead, else the
+        newest run is taken."""
         choices = [(BASE, BASE)] + run_choices(ws)
-        return gr.update(choices=choices, value=choices[1][1] if len(choices) > 1 else BASE)
+        if choices == shown:
+            return gr.update(), shown
+        values = [value for _, value in choices]
+        if current in values and (current != BASE or len(shown) > 1):
+            return gr.update(choices=choices), choices
+        return gr.update(choices=choices, value=values[1] if len(values) > 1 else BASE), choices
 
-    return {"load": (on_load, [], [run])}
+    refresh = (on_refresh, [run, listed], [run, listed])
+    tab.select(*refresh, api_visibility="private", show_progress="hidden")
+    timer.tick(*refresh, api_visibility="private", show_progress="hidden")
+    return {"refresh": refresh}

@@ -150,7 +150,7 @@ def check_view(result: dict) -> tuple[list[list], list[tuple[str, str]], str]:
 
 def create_train_tab(ws: Workspace, on_launched) -> dict:
     defaults = TrainSettings.from_dict(PRESETS["CPU demo"])
-    with gr.Tab("Train", id="train"):
+    with gr.Tab("Train", id="train") as tab:
         gr.Markdown(device_summary(), elem_id="device")
         with gr.Row():
             with gr.Column():
@@ -202,8 +202,12 @@ def create_train_tab(ws: Workspace, on_launched) -> dict:
             return f"⚠ {e}", *on_launched(None)
         return f"✓ Queued run {run_id}.", *on_launched(run_id)
 
-    def on_load():
+    def on_refresh(current):
+        """The dataset list as storage has it now; the current choice is kept while it exists, else the demo
+        (or the newest dataset) is chosen."""
         names = dataset_names(ws.store)
+        if current in names:
+            return gr.update(choices=names)
         value = "demo-shapes" if "demo-shapes" in names else (names[-1] if names else None)
         return gr.update(choices=names, value=value)
 
@@ -219,5 +223,7 @@ def create_train_tab(ws: Workspace, on_launched) -> dict:
                     [message, check_box, check_summary, check_table, check_gallery], api_visibility="private")
     dataset.change(on_dataset, dataset, rewards, api_visibility="private")
     preset_name.change(on_preset, preset_name, fields, api_visibility="private")
+    refresh = (on_refresh, [dataset], [dataset])
+    tab.select(*refresh, api_visibility="private", show_progress="hidden")
     return {"launch": (launch_btn, on_launch, [dataset, model, preset_name, rewards, *fields], message),
-            "load": (on_load, [], [dataset])}
+            "refresh": refresh}

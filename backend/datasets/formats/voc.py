@@ -1,8 +1,11 @@
 """Pascal VOC XML: one <annotation> file per image with <object><bndbox> pixel boxes."""
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from pathlib import Path
+from xml.etree.ElementTree import ParseError
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring
 
 from backend.datasets.common import Format, Parsed, Problems, RawSample, Upload
 
@@ -22,13 +25,13 @@ def parse(upload: Upload, problems: Problems) -> Parsed:
     for path in _voc_files(upload):
         where = upload.rel(path)
         try:
-            # Entity declarations are refused outright: no billion-laughs expansion.
-            text = path.read_text(encoding="utf-8", errors="replace")
-            if "<!ENTITY" in text or "<!DOCTYPE" in text:
-                problems.add(f"{where} declares XML entities, which are not accepted")
-                continue
-            root = ET.fromstring(text)
-        except ET.ParseError as e:
+            # defusedxml refuses entity declarations and external references before expanding anything
+            # (billion laughs, a file or URL pulled in by an entity).
+            root = fromstring(path.read_text(encoding="utf-8", errors="replace"))
+        except DefusedXmlException:
+            problems.add(f"{where} declares XML entities or external references, which are not accepted")
+            continue
+        except ParseError as e:
             problems.add(f"{where} is not valid XML ({e})")
             continue
         ref = (root.findtext("filename") or path.with_suffix(".jpg").name).strip()
