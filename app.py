@@ -1,7 +1,7 @@
 """Visual-RFT Studio: `python app.py` serves the web app; subcommands do the same headless."""
 import sys
 
-from backend.cli import main
+from ui.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,1 +1,2 @@
-"""Visual-RFT Studio back end: datasets, rewards, evaluation and (later) training."""
+"""Visual-RFT Studio back end, in four packages whose imports run one way, jobs → engine → data → scoring, with
+storage/ beneath them all and ui/ above (tests/test_architecture.py keeps it so)."""

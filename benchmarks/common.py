@@ -7,8 +7,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backend.demo.dataset import ensure_demo_dataset  # noqa: E402
-from backend.workspace import open_workspace  # noqa: E402
+from backend.data.demo.dataset import ensure_demo_dataset  # noqa: E402
+from backend.data.workspace import open_workspace  # noqa: E402
 
 
 def demo_workspace():

@@ -16,13 +16,14 @@ import time
 
 from common import demo_workspace
 
-from backend import heldout, training
-from backend.datasets import get_dataset
-from backend.demo.builder import detection_answer
-from backend.models import load, lora_config
-from backend.runs import create_run, evaluations
-from backend.settings import preset
-from backend.tasks import TaskSettings
+from backend.data.catalog import get_dataset
+from backend.engine import heldout
+from backend.engine.demo.builder import detection_answer
+from backend.engine.models import load, lora_config
+from backend.engine.settings import preset
+from backend.jobs import training
+from backend.jobs.runs import create_run, evaluations
+from backend.scoring.tasks import TaskSettings
 
 
 def summary(metrics: dict, seconds: float) -> dict:
@@ -43,7 +44,7 @@ def sft(ws, dataset: dict, seconds: float, seed: int, settings) -> dict:
         if s["split"] != "train":
             continue
         for x1, y1, x2, y2, label in s["boxes"]:
-            from backend.tasks import detection_prompt
+            from backend.scoring.tasks import detection_prompt
             rows.append({"prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text":
                          detection_prompt(label, "demo", (s["width"], s["height"]))}]}],
                          "completion": [{"role": "assistant", "content": [{"type": "text", "text":
@@ -93,7 +94,7 @@ def main() -> None:
     ev = evaluations(ws.store, run_id)
     warm = summary(ev["before"], 0.0)
     # The job's wall time includes two evaluations; GRPO's own time is what SFT gets.
-    from backend.runs import metrics
+    from backend.jobs.runs import metrics
     grpo_seconds = sum(v for _, v in metrics(ws.store, run_id)["step_time"])
     grpo = summary(ev["after"], grpo_seconds)
     print(f"warm start: {warm}", flush=True)

@@ -85,7 +85,7 @@ def model_config(shape: str, tok, tiny: bool = False):
     """transformers' Qwen2_5_VLConfig with the published sizes of `shape` (small ones with `tiny`)."""
     import transformers
 
-    from backend.demo.builder import _token_ids
+    from backend.engine.demo.builder import _token_ids
     s = SHAPES[shape]
     text = dict(TEXT_COMMON, vocab_size=s["vocab_size"], hidden_size=s["hidden_size"],
                 intermediate_size=s["intermediate_size"], num_hidden_layers=s["num_hidden_layers"],
@@ -103,7 +103,7 @@ def model_config(shape: str, tok, tiny: bool = False):
 
 def write_processor(out: Path, tok) -> None:
     """The project's tokenizer + Qwen2.5-VL processor, laid out like the published checkpoint."""
-    from backend.demo.builder import publish_layout, tiny_processor
+    from backend.engine.demo.builder import publish_layout, tiny_processor
     tiny_processor("qwen2_5_vl", tok, 3136, 12845056).save_pretrained(out)
     publish_layout(out, "qwen2_5_vl")
 
@@ -113,8 +113,8 @@ def build_model(shape: str, out: str, tiny: bool, device: str) -> None:
     import torch
     import transformers
 
-    from backend.demo.builder import corpus
-    from backend.demo.tokenizer import train_tokenizer
+    from backend.engine.demo.builder import corpus
+    from backend.engine.demo.tokenizer import train_tokenizer
     torch.manual_seed(0)
     tok = train_tokenizer(corpus())
     config = model_config(shape, tok, tiny)
@@ -150,8 +150,8 @@ def check_processor(folder: Path) -> str:
     (the family's, which the app applies), both from the processor itself."""
     import transformers
 
-    from backend.model_input import image_view
-    from backend.models import load_processor
+    from backend.engine.model_input import image_view
+    from backend.engine.models import load_processor
     shipped = transformers.AutoProcessor.from_pretrained(str(folder))
     applied, family = load_processor(str(folder))
     ip = shipped.image_processor
@@ -222,7 +222,8 @@ def write_dataset(folder: Path, n: int = N_IMAGES, seed: int = 0) -> list[Path]:
 
 
 def import_photos(ws, folder: Path) -> str:
-    from backend.datasets import get_dataset, import_dataset
+    from backend.data.catalog import get_dataset
+    from backend.data.importer import import_dataset
     files = write_dataset(folder)
     # No held-out split: the job then skips its before/after evaluation and only trains.
     import_dataset(ws.store, ws.data_dir, files, DATASET, task="detection", fmt="coco", val_fraction=0.0)
@@ -236,14 +237,14 @@ def import_photos(ws, folder: Path) -> str:
 
 
 def generation_backend_supported() -> bool:
-    from backend.settings import TrainSettings
+    from backend.engine.settings import TrainSettings
     return "generation_backend" in {f.name for f in dataclasses.fields(TrainSettings)}
 
 
 def backends() -> tuple[list[str], str | None]:
     """The generation backends to measure, and why vLLM is skipped (None when it is not)."""
     if not generation_backend_supported():
-        return ["hf"], ("backend.settings.TrainSettings has no generation_backend setting, so every run "
+        return ["hf"], ("backend.engine.settings.TrainSettings has no generation_backend setting, so every run "
                         "generates with HF generate")
     if importlib.util.find_spec("vllm") is None:
         return ["hf"], "vLLM is not installed (requirements-gpu.txt says why no release fits the pinned torch)"
@@ -251,8 +252,8 @@ def backends() -> tuple[list[str], str | None]:
 
 
 def create(ws, model_dir: Path, quant: str, backend: str, args) -> int:
-    from backend.runs import create_run
-    from backend.settings import preset
+    from backend.engine.settings import preset
+    from backend.jobs.runs import create_run
     settings = preset(PRESET, max_steps=args.steps, num_generations=args.generations, save_steps=max(args.steps, 50))
     settings.max_completion_length = args.max_new_tokens
     if args.prompts_per_step:
@@ -301,7 +302,7 @@ def run_worker(ws, run_id: int, log: Path, gpu: str, timeout: float) -> float:
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            from backend.runs import cancel_run
+            from backend.jobs.runs import cancel_run
             _stop(proc, ws.data_dir / "runs" / str(run_id))
             sampler.stop()
             cancel_run(ws.store, run_id)  # so the next configuration's worker does not pick it up again
@@ -311,7 +312,7 @@ def run_worker(ws, run_id: int, log: Path, gpu: str, timeout: float) -> float:
 
 def _stop(proc: subprocess.Popen, run_dir: Path) -> None:
     """Stop the worker we started and the job it started (each leads its own process group)."""
-    from backend.worker import job_pid
+    from backend.jobs.worker import job_pid
     pids = [proc.pid]
     if job_pid(run_dir) is not None:
         pids.append(job_pid(run_dir))
@@ -325,7 +326,7 @@ def _stop(proc: subprocess.Popen, run_dir: Path) -> None:
 
 def measure(ws, run_id: int, generations: int) -> dict:
     """s/step and completion tokens/s from the run's stored metrics, step 1 left out."""
-    from backend.runs import metrics, run_json
+    from backend.jobs.runs import metrics, run_json
     run = run_json(ws.store, run_id, with_metrics=False)
     if run["status"] != "completed":
         raise BenchError(f"run {run_id} ended {run['status']}: {run['error'] or 'no error stored'}")
@@ -399,7 +400,7 @@ def main(argv=None) -> int:
 
 
 def bench(args) -> int:
-    from backend.workspace import open_workspace
+    from backend.data.workspace import open_workspace
     started = time.time()
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="vrft-gpu-bench-")).resolve()
     work.mkdir(parents=True, exist_ok=True)

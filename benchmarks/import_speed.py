@@ -13,8 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backend.datasets import import_dataset  # noqa: E402
-from backend.workspace import open_workspace  # noqa: E402
+from backend.data.importer import import_dataset  # noqa: E402
+from backend.data.workspace import open_workspace  # noqa: E402
 from tests import builders  # noqa: E402
 
 

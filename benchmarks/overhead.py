@@ -13,12 +13,12 @@ import time
 
 from common import demo_workspace
 
-from backend import training
-from backend.datasets import get_dataset
-from backend.models import load, lora_config
-from backend.rewards import REWARDS
-from backend.runs import create_run, metrics
-from backend.settings import preset
+from backend.data.catalog import get_dataset
+from backend.engine.models import load, lora_config
+from backend.engine.settings import preset
+from backend.jobs import training
+from backend.jobs.runs import create_run, metrics
+from backend.scoring.rewards import REWARDS
 
 
 def bare_trl(ws, settings) -> list[float]:

@@ -28,11 +28,11 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import func, select  # noqa: E402
 
-from backend.demo.dataset import ensure_demo_dataset  # noqa: E402
-from backend.runs import create_run  # noqa: E402
-from backend.settings import preset  # noqa: E402
-from backend.worker import process_start_time, read_job_record  # noqa: E402
-from backend.workspace import open_workspace  # noqa: E402
+from backend.data.demo.dataset import ensure_demo_dataset  # noqa: E402
+from backend.data.workspace import open_workspace  # noqa: E402
+from backend.engine.settings import preset  # noqa: E402
+from backend.jobs.runs import create_run  # noqa: E402
+from backend.jobs.worker import process_start_time, read_job_record  # noqa: E402
 from storage.models import Evaluation, MetricPoint, Rollout, Run  # noqa: E402
 from tests.postgres import new_database, throwaway_server  # noqa: E402
 

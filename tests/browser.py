@@ -64,14 +64,14 @@ def running_app(data_dir: Path, *extra: str, port: int | None = None, env: dict 
 
 def stop_worker(data_dir: Path) -> None:
     """The page's worker outlives the page by design; a test stops it (and any job) itself."""
-    from backend.background import worker_pid
+    from backend.jobs.background import worker_pid
     pid = worker_pid(data_dir)
     if pid:
         try:
             os.killpg(pid, 9)
         except ProcessLookupError:
             pass
-    from backend.worker import job_pid
+    from backend.jobs.worker import job_pid
     for job in data_dir.glob("runs/*/job.pid"):
         try:
             os.killpg(job_pid(job.parent), 9)

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from backend.advantages import group_stats, weighted_totals, zero_signal_hint
+from backend.scoring.advantages import group_stats, weighted_totals, zero_signal_hint
 
 
 @pytest.mark.parametrize("rewards, weights, expected", [

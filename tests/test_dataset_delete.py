@@ -9,9 +9,10 @@ import gradio as gr
 import pytest
 from PIL import Image
 
-from backend.datasets import delete_dataset, get_dataset, import_dataset
-from backend.runs import (cancel_run, create_run, resume_run, rollouts, run_json, store_rollouts, upsert_metrics)
-from backend.settings import preset
+from backend.data.catalog import delete_dataset, get_dataset
+from backend.data.importer import import_dataset
+from backend.engine.settings import preset
+from backend.jobs.runs import (cancel_run, create_run, resume_run, rollouts, run_json, store_rollouts, upsert_metrics)
 from storage.models import Evaluation, Run
 from tests import builders
 from tests.conftest import run_cli

@@ -9,7 +9,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from backend.evaluation import classification_accuracy, detection_map, grounding_miou
+from backend.scoring.evaluation import classification_accuracy, detection_map, grounding_miou
 
 
 def ans(body: str) -> str:

@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageChops, ImageOps
 
-from backend.config import ImportLimits
-from backend.datasets import ImportProblem, get_dataset, image_path, import_dataset
+from backend.data.catalog import get_dataset, image_path
+from backend.data.config import ImportLimits
+from backend.data.importer import import_dataset
+from backend.data.safety import ImportProblem
 from tests import builders
 
 ORIENTATION = 0x0112

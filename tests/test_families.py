@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from backend.coords import CONVENTIONS
-from backend.families import FAMILIES
-from backend.models import DEMO_FOLDER, load, resolve_model
+from backend.engine.families import FAMILIES
+from backend.engine.models import DEMO_FOLDER, load, resolve_model
+from backend.scoring.coords import CONVENTIONS
 
 
 def test_every_family_declares_what_training_needs():

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from backend.coords import CONVENTIONS, from_model, model_frame, to_model, to_model_int
-from backend.geometry import giou, greedy_match, iou
+from backend.scoring.coords import CONVENTIONS, from_model, model_frame, to_model, to_model_int
+from backend.scoring.geometry import giou, greedy_match, iou
 
 coord = st.floats(0, 2000, allow_nan=False)
 
@@ -52,7 +52,7 @@ def test_greedy_match_takes_best_unmatched_above_half():
 
 def test_frames_per_family():
     # Qwen2.5-VL answers in pixels of the resized input: the size comes from the loaded processor
-    # (backend/model_input.py, tested against the processor's own output in test_model_input.py).
+    # (backend/engine/model_input.py, tested against the processor's own output in test_model_input.py).
     assert model_frame("qwen2_5_vl", (640, 480), (644, 476)) == (644.0, 476.0)
     with pytest.raises(ValueError, match="input size"):
         model_frame("qwen2_5_vl", (640, 480))

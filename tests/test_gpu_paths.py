@@ -12,10 +12,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from backend.demo.dataset import ensure_demo_dataset
-from backend.gpus import (accelerate_config, launch_command, parse_gpus, settings_problem, visible_gpus)
-from backend.runs import create_run, rollouts, run_json
-from backend.settings import TrainSettings, generation_backend, preset, uses_qlora
+from backend.data.demo.dataset import ensure_demo_dataset
+from backend.engine.gpus import (accelerate_config, launch_command, parse_gpus, settings_problem, visible_gpus)
+from backend.engine.settings import TrainSettings, generation_backend, preset, uses_qlora
+from backend.jobs.runs import create_run, rollouts, run_json
 from tests.conftest import run_cli
 
 
@@ -32,7 +32,7 @@ def _tiny(**overrides) -> TrainSettings:
 def test_cpu_job_config_is_hf_generate_and_builds():
     from trl import GRPOConfig
 
-    from backend.training import grpo_config_kwargs
+    from backend.jobs.training import grpo_config_kwargs
     kwargs = grpo_config_kwargs(_tiny(), Path("/tmp/out"), "cpu", vllm_available=True)
     assert "use_vllm" not in kwargs and "use_liger_kernel" not in kwargs
     assert kwargs["use_cpu"] is True and kwargs["bf16"] is False and kwargs["gradient_checkpointing"] is False
@@ -45,7 +45,7 @@ def test_cpu_job_config_is_hf_generate_and_builds():
 def test_cuda_job_with_vllm_installed_generates_with_colocated_vllm(backend):
     from trl import GRPOConfig
 
-    from backend.training import grpo_config_kwargs
+    from backend.jobs.training import grpo_config_kwargs
     settings = _tiny(generation_backend=backend, vllm_gpu_memory_utilization=0.4, use_liger_kernel=True)
     kwargs = grpo_config_kwargs(settings, Path("/tmp/out"), "cuda", vllm_available=True)
     expected = {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.4,
@@ -58,7 +58,7 @@ def test_cuda_job_with_vllm_installed_generates_with_colocated_vllm(backend):
 
 
 def test_auto_is_hf_without_vllm_on_cpu_or_with_qlora():
-    from backend.training import grpo_config_kwargs
+    from backend.jobs.training import grpo_config_kwargs
     assert "use_vllm" not in grpo_config_kwargs(_tiny(), Path("/o"), "cuda", vllm_available=False)
     assert "use_vllm" not in grpo_config_kwargs(_tiny(qlora=True), Path("/o"), "cuda", vllm_available=True)
     assert generation_backend(_tiny(), cuda=False, vllm_installed=True) == "hf"
@@ -66,7 +66,7 @@ def test_auto_is_hf_without_vllm_on_cpu_or_with_qlora():
 
 
 def test_vllm_trains_a_bf16_base_and_refuses_qlora():
-    from backend.training import grpo_config_kwargs
+    from backend.jobs.training import grpo_config_kwargs
     # QLoRA left to the machine (None): 4-bit on CUDA with HF generate, bf16 LoRA with vLLM or ZeRO-3.
     assert uses_qlora(_tiny(), cuda=True, backend="hf") is True
     assert uses_qlora(_tiny(), cuda=True, backend="vllm") is False
@@ -79,7 +79,7 @@ def test_vllm_trains_a_bf16_base_and_refuses_qlora():
 
 
 def test_evaluation_without_a_vllm_engine_uses_hf_generate():
-    from backend.training import Processes, vllm_generate
+    from backend.jobs.training import Processes, vllm_generate
     assert vllm_generate(SimpleNamespace(), processor=None) is None  # a trainer without TRL's vllm_generation
     one = Processes()
     assert (one.rank, one.count, one.main) == (0, 1, True)
@@ -88,10 +88,10 @@ def test_evaluation_without_a_vllm_engine_uses_hf_generate():
 
 
 def test_heldout_evaluation_takes_a_generate_function(ws):
-    from backend.datasets import get_dataset
-    from backend.heldout import evaluate
-    from backend.model_input import image_view
-    from backend.models import load_processor
+    from backend.data.catalog import get_dataset
+    from backend.engine.heldout import evaluate
+    from backend.engine.model_input import image_view
+    from backend.engine.models import load_processor
     ensure_demo_dataset(ws.store, ws.data_dir, n=10)
     dataset = get_dataset(ws.store, "demo-shapes")
     processor, family = load_processor("demo")
@@ -161,7 +161,7 @@ def test_visible_gpus_and_the_gpus_flag():
 
 
 def test_one_gpu_job_is_the_plain_job_command():
-    assert launch_command(_tiny(), ["3"], "/d", 7, "py") == ["py", "-m", "backend.training", "--data-dir", "/d",
+    assert launch_command(_tiny(), ["3"], "/d", 7, "py") == ["py", "-m", "backend.jobs.training", "--data-dir", "/d",
                                                              "--run", "7"]
 
 
@@ -171,10 +171,10 @@ def test_multi_gpu_commands_are_accelerate_launch_with_valid_flags(tmp_path):
 
     ddp = launch_command(_tiny(num_gpus=2), ["0", "1"], "/d", 1234, "py")
     assert ddp[:4] == ["py", "-m", "accelerate.commands.accelerate_cli", "launch"]
-    assert ddp[-6:] == ["-m", "backend.training", "--data-dir", "/d", "--run", "1234"]
+    assert ddp[-6:] == ["-m", "backend.jobs.training", "--data-dir", "/d", "--run", "1234"]
     args = launch_command_parser().parse_args(ddp[4:])  # accelerate 1.15's own parser reads every flag
     assert (args.num_processes, args.gpu_ids, args.multi_gpu, args.main_process_port) == (2, "0,1", True, 29734)
-    assert args.module and args.training_script == "backend.training"
+    assert args.module and args.training_script == "backend.jobs.training"
 
     settings = _tiny(num_gpus=4, distributed="zero3")
     config = tmp_path / "accelerate.yaml"
@@ -198,7 +198,7 @@ def _write(path: Path, text: str) -> str:
 
 
 def test_a_multi_gpu_run_waits_for_enough_free_slots(ws, monkeypatch):
-    from backend.worker import claim
+    from backend.jobs.worker import claim
     ensure_demo_dataset(ws.store, ws.data_dir, n=10)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # runs create checks this machine has the GPUs
     two = create_run(ws.store, "demo-shapes", "demo", _tiny(num_gpus=2))
@@ -212,7 +212,7 @@ def test_a_multi_gpu_run_waits_for_enough_free_slots(ws, monkeypatch):
 
 
 def test_slots_start_their_jobs_on_their_own_gpu(ws):
-    from backend.worker import make_slots
+    from backend.jobs.worker import make_slots
     slots = make_slots(ws, "standby", ["0", "3"])
     assert [(s.gpu, s.starter.env, s.job) for s in slots] == [("0", {"CUDA_VISIBLE_DEVICES": "0"}, None),
                                                              ("3", {"CUDA_VISIBLE_DEVICES": "3"}, None)]
@@ -229,7 +229,7 @@ def _metric_rows(ws, run_id):
 def test_worker_runs_one_job_per_gpu_at_once(ws, monkeypatch):
     """Two GPU slots (ids that name no GPU here, so the jobs train on the CPU), two queued runs: both run at
     once, each job seeing only its slot's GPU."""
-    from backend.worker import work
+    from backend.jobs.worker import work
     ensure_demo_dataset(ws.store, ws.data_dir, n=10)
     runs = [create_run(ws.store, "demo-shapes", "demo", _tiny(max_steps=1, save_steps=1)) for _ in range(2)]
     monkeypatch.setenv("VRFT_JOB_START", "spawn")
@@ -249,7 +249,7 @@ def test_a_two_gpu_run_trains_as_two_processes_and_only_the_main_one_writes(ws, 
     """`accelerate launch --multi_gpu --num_processes 2` as the worker builds it; on this CPU machine the two
     processes train with gloo. Every metric step is stored once with the main process's value, and the
     rollouts, evaluations and checkpoints of one process only."""
-    from backend.worker import work
+    from backend.jobs.worker import work
     from storage.models import Checkpoint, Evaluation
     ensure_demo_dataset(ws.store, ws.data_dir, n=10)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
@@ -281,7 +281,7 @@ def test_a_two_gpu_run_trains_as_two_processes_and_only_the_main_one_writes(ws, 
 
 def test_the_callback_writes_nothing_outside_the_main_process(ws):
     """The guard itself: a non-main process's callback stores no metric, rollout, progress or checkpoint."""
-    from backend.training import RolloutRecorder, make_callback
+    from backend.jobs.training import RolloutRecorder, make_callback
     from storage.models import Checkpoint
     ensure_demo_dataset(ws.store, ws.data_dir, n=10)
     run_id = create_run(ws.store, "demo-shapes", "demo", _tiny())

@@ -12,8 +12,9 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
-from backend.config import ImportLimits
-from backend.datasets import ImportProblem, import_dataset
+from backend.data.config import ImportLimits
+from backend.data.importer import import_dataset
+from backend.data.safety import ImportProblem
 from storage.models import Dataset, Sample
 from tests import builders
 
@@ -142,7 +143,7 @@ def test_box_slightly_outside_is_clipped(ws, tmp_path):
     samples = builders.detection_samples(2)
     samples[0]["boxes"] = [[-4, 0, 203, 50, "cat"]]  # 200x100 image: 2% past each side
     import_dataset(ws.store, ws.data_dir, [coco_zip(tmp_path, samples)], "clipped", limits=LIMITS)
-    from backend.datasets import get_dataset
+    from backend.data.catalog import get_dataset
     info = get_dataset(ws.store, "clipped")
     assert info["samples"][0]["boxes"] == [[0.0, 0.0, 200.0, 50.0, "cat"]]
     assert any("clipped" in w for w in info["warnings"])
@@ -231,5 +232,5 @@ def test_voc_with_a_plain_doctype_is_imported(ws, tmp_path):
     ann = root / "Annotations" / "img000.xml"
     ann.write_text('<?xml version="1.0"?><!DOCTYPE annotation>' + ann.read_text())
     import_dataset(ws.store, ws.data_dir, [builders.zip_dir(root, tmp_path / "voc.zip")], "voc", limits=LIMITS)
-    from backend.datasets import get_dataset
+    from backend.data.catalog import get_dataset
     assert get_dataset(ws.store, "voc")["counts"]["total"] == 2

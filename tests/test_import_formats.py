@@ -5,7 +5,9 @@ import json
 
 import pytest
 
-from backend.datasets import ImportProblem, get_dataset, import_dataset
+from backend.data.catalog import get_dataset
+from backend.data.importer import import_dataset
+from backend.data.safety import ImportProblem
 from tests import builders
 from tests.conftest import run_cli
 
@@ -155,8 +157,8 @@ def test_annotation_files_that_are_not_utf8_are_named(ws, tmp_path):
 
 def test_import_problems_are_value_errors_so_every_caller_shows_the_sentence(ws):
     """The page's and the API's handlers catch ValueError: an unknown dataset used to escape them."""
-    from backend.runs import create_run
-    from backend.settings import PRESETS, TrainSettings, preset
+    from backend.engine.settings import PRESETS, TrainSettings, preset
+    from backend.jobs.runs import create_run
     from ui.train_tab import ADVANCED, launch
     assert issubclass(ImportProblem, ValueError)
     with pytest.raises(ValueError, match="^there is no dataset named 'gone'$"):

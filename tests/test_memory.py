@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from backend import memory
-from backend.memory import JobSpec, estimate, job_from_settings, model_shape, visual_tokens_for
-from backend.settings import PRESETS, preset
+from backend.engine import memory
+from backend.engine.memory import JobSpec, estimate, job_from_settings, model_shape, visual_tokens_for
+from backend.engine.settings import PRESETS, preset
 
 M3 = "Qwen/Qwen2.5-VL-3B-Instruct"
 M7 = "Qwen/Qwen2.5-VL-7B-Instruct"
@@ -203,7 +203,7 @@ def test_job_from_settings_reads_the_settings():
 
 
 def test_the_estimate_imports_no_torch():
-    code = "import sys, backend.memory, backend.settings; print('torch' in sys.modules)"
+    code = "import sys, backend.engine.memory, backend.engine.settings; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.stdout.strip() == "False"
@@ -213,7 +213,7 @@ def test_a_local_folder_is_measured_from_its_config(tmp_path):
     """A downloaded checkpoint folder: the shape comes from its config.json as transformers writes it."""
     import transformers
 
-    from backend.memory import MODEL_SHAPES, estimate, model_shape
+    from backend.engine.memory import MODEL_SHAPES, estimate, model_shape
     text = dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
                 num_attention_heads=28, num_key_value_heads=4)
     vision = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584)

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from backend.playground import score
-from backend.runs import (best_point, create_run, record_checkpoint, run_json, save_evaluation,
-                          save_heldout_point, upsert_metrics)
-from backend.settings import TrainSettings, eval_interval, preset
-from backend.tasks import get_task, target_completion
+from backend.engine.settings import TrainSettings, eval_interval, preset
+from backend.jobs.runs import (best_point, create_run, record_checkpoint, run_json, save_evaluation,
+                               save_heldout_point, upsert_metrics)
+from backend.scoring.playground import score
+from backend.scoring.tasks import get_task, target_completion
 from storage.models import Run
 from tests.conftest import run_cli
 
@@ -49,7 +49,7 @@ def test_sft_target_for_a_class_is_the_label():
 
 
 def test_sft_rows_keep_grpos_prompts_and_add_the_answer():
-    from backend.sft import sft_rows
+    from backend.engine.sft import sft_rows
     sample = {"id": 1, "file": "a.png", "split": "train", "width": 100, "height": 100,
               "boxes": [[10, 10, 50, 50, "cat"]]}
     examples = get_task("detection").build_examples(sample, ["cat"], "demo", TrainSettings().task_settings(),
@@ -65,7 +65,7 @@ def test_sft_rows_keep_grpos_prompts_and_add_the_answer():
 def test_sft_config_builds_and_refuses_what_this_machine_cannot_run(tmp_path):
     from trl import SFTConfig
 
-    from backend.sft import sft_config_kwargs
+    from backend.engine.sft import sft_config_kwargs
     settings = preset("CPU demo", method="sft", max_steps=3)
     config = SFTConfig(**sft_config_kwargs(settings, tmp_path, "cpu"))
     assert (config.max_steps, config.per_device_train_batch_size, config.max_length) == (3, 4, None)
@@ -80,7 +80,7 @@ def test_evaluation_interval(max_steps, eval_steps, expected):
 
 
 def test_method_choices_are_checked_at_create(ws):
-    from backend.demo.dataset import ensure_demo_dataset
+    from backend.data.demo.dataset import ensure_demo_dataset
     ensure_demo_dataset(ws.store, ws.data_dir, n=10)
     with pytest.raises(ValueError, match=r"^unknown method 'ppo' \(known: grpo, sft\)$"):
         create_run(ws.store, "demo-shapes", "demo", preset("CPU demo", method="ppo"))
@@ -101,7 +101,7 @@ def test_method_choices_are_checked_at_create(ws):
 
 def test_the_recorder_keeps_whole_groups_with_their_advantages():
     """What TRL handed the reward functions at a step: 3 prompts x G=2, a prompt's completions together."""
-    from backend.grpo import RolloutRecorder
+    from backend.engine.grpo import RolloutRecorder
     settings = preset("CPU demo", num_generations=2, rewards=["format", "detection_iou"], reward_weights=[1.0, 2.0],
                       scale_rewards="none")
     recorder = RolloutRecorder(settings)
@@ -128,7 +128,7 @@ def test_the_recorder_keeps_whole_groups_with_their_advantages():
 def _run_with_curve(ws, curve: dict[int, float], saved: list[int], steps: int | None = None) -> int:
     """A completed run of `steps` (default: the curve's last) with held-out points {step: mean_iou},
     checkpoints at `saved` and a final adapter."""
-    from backend.demo.dataset import ensure_demo_dataset
+    from backend.data.demo.dataset import ensure_demo_dataset
     ensure_demo_dataset(ws.store, ws.data_dir, n=10)
     steps = steps or max(curve)
     run_id = create_run(ws.store, "demo-shapes", "demo", preset("CPU demo", max_steps=steps))
@@ -149,7 +149,7 @@ def _run_with_curve(ws, curve: dict[int, float], saved: list[int], steps: int | 
 
 
 def test_the_best_step_is_the_best_checkpointed_one_and_predict_export_use_it(ws, tmp_path):
-    from backend.predict import chosen_adapter, export
+    from backend.jobs.predict import chosen_adapter, export
     run_id = _run_with_curve(ws, {0: 0.9, 2: 0.6, 4: 0.7, 5: 0.8, 6: 0.5}, saved=[2, 4, 6])
     # Step 0 is the base model and step 5 has no checkpoint: neither can be the best.
     assert best_point(ws.store, run_id, "detection") == {"step": 4, "metric": "mean_iou", "value": 0.7}
@@ -170,7 +170,7 @@ def test_the_best_step_is_the_best_checkpointed_one_and_predict_export_use_it(ws
 
 
 def test_a_tie_keeps_the_later_step_and_the_last_step_is_the_final_adapter(ws):
-    from backend.predict import chosen_adapter
+    from backend.jobs.predict import chosen_adapter
     run_id = _run_with_curve(ws, {0: 0.1, 2: 0.5, 4: 0.5}, saved=[2, 4])
     assert best_point(ws.store, run_id, "detection")["step"] == 4
     folder, used = chosen_adapter(ws, run_id)
@@ -178,14 +178,14 @@ def test_a_tie_keeps_the_later_step_and_the_last_step_is_the_final_adapter(ws):
 
 
 def test_without_evaluations_during_training_best_is_the_last(ws):
-    from backend.predict import chosen_adapter
+    from backend.jobs.predict import chosen_adapter
     run_id = _run_with_curve(ws, {0: 0.1}, saved=[3], steps=3)
     assert best_point(ws.store, run_id, "detection") is None
     assert chosen_adapter(ws, run_id) == (ws.data_dir / f"runs/{run_id}/adapter", {"which": "last", "step": 3})
 
 
 def test_compare_lists_the_base_then_each_completed_run(ws):
-    from backend.compare import compare
+    from backend.jobs.compare import compare
     first = _run_with_curve(ws, {0: 0.2, 2: 0.4, 4: 0.5}, saved=[2, 4])
     second = _run_with_curve(ws, {0: 0.2, 4: 0.6}, saved=[4])
     for run_id, after in ((first, 0.5), (second, 0.6)):
@@ -233,8 +233,8 @@ def test_grpo_held_out_curve_best_checkpoint_and_every_completion_of_the_groups(
     assert best["step"] == max(s for s, v in values.items() if v == best["value"])
     assert [p[0] for p in run["metrics"]["frac_reward_zero_std"]] == [1, 2, 3]
 
-    from backend.runs import rollouts
-    from backend.workspace import open_workspace
+    from backend.data.workspace import open_workspace
+    from backend.jobs.runs import rollouts
     ws = open_workspace(data)
     stored = rollouts(ws.store, run_id)
     assert sorted({r.step for r in stored}) == [1, 2, 3]
@@ -302,9 +302,9 @@ def test_sft_then_grpo_from_it_and_the_comparison_table(tmp_path):
 
 
 def test_an_sft_run_cancels_and_resumes_like_a_grpo_run(tmp_path):
-    from backend.demo.dataset import ensure_demo_dataset
-    from backend.runs import cancel_run, latest_checkpoint, resume_run
-    from backend.workspace import open_workspace
+    from backend.data.demo.dataset import ensure_demo_dataset
+    from backend.data.workspace import open_workspace
+    from backend.jobs.runs import cancel_run, latest_checkpoint, resume_run
     from tests.test_training import _start_worker, _wait
     ws = open_workspace(tmp_path / "data")
     ensure_demo_dataset(ws.store, ws.data_dir, n=20)

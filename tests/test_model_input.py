@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from backend.demo.builder import build_tiny, publish_layout
-from backend.families import get_family
-from backend.model_input import apply_pixel_limits, fed_size, image_view, pixel_limits
-from backend.models import load_processor
+from backend.engine.demo.builder import build_tiny, publish_layout
+from backend.engine.families import get_family
+from backend.engine.model_input import apply_pixel_limits, fed_size, image_view, pixel_limits
+from backend.engine.models import load_processor
 from tests.conftest import run_job_now
 
 ARCHS = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
@@ -94,11 +94,11 @@ def test_published_layout_is_the_hubs(published):
 def test_prompt_reward_and_drawing_share_the_processors_frame_through_a_run(published, tmp_path):
     """A short real GRPO run of a published-layout Qwen2.5-VL on photo-sized images: the prompt's frame
     and the frame the rewards and the drawn rollouts read are the size the processor really fed."""
-    from backend import training
-    from backend.datasets import import_dataset
-    from backend.runs import create_run, rollouts, run_json
-    from backend.settings import preset
-    from backend.workspace import open_workspace
+    from backend.data.importer import import_dataset
+    from backend.data.workspace import open_workspace
+    from backend.engine.settings import preset
+    from backend.jobs import training
+    from backend.jobs.runs import create_run, rollouts, run_json
     from tests.builders import detection_samples, write_coco, zip_dir
 
     samples = detection_samples(3, size=(1024, 768)) + detection_samples(1, seed=1, size=(4000, 3000))
@@ -211,7 +211,7 @@ def test_models_check_mistakes_are_one_sentence(tmp_path):
 
 def test_the_memory_estimates_token_count_agrees_with_the_processor(published):
     """The page estimates memory without loading a processor; its token count must be the processor's."""
-    from backend.memory import visual_tokens_for
+    from backend.engine.memory import visual_tokens_for
     processor, family = load_processor(str(published["qwen2_5_vl"]))
     for w, h in [(1024, 768), (4000, 3000), (640, 480), (3024, 4032), (100, 60)]:
         assert visual_tokens_for(w, h, "Qwen/Qwen2.5-VL-7B-Instruct", max_pixels=family.max_pixels,

@@ -1,7 +1,7 @@
 """The Train tab's Check button in a real browser: sizes fed to the model, the zero-shot baseline drawn, advice."""
 from __future__ import annotations
 
-from backend.demo.shapes import SIZE
+from backend.data.demo.shapes import SIZE
 from tests.browser import browser_page, need_chromium, running_app, screenshot
 
 

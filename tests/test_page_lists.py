@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import gradio as gr
 
-from backend.datasets import delete_dataset, import_dataset
-from backend.runs import create_run
-from backend.settings import preset
+from backend.data.catalog import delete_dataset
+from backend.data.importer import import_dataset
+from backend.engine.settings import preset
+from backend.jobs.runs import create_run
 from storage.models import Run
 from tests import builders
 
@@ -102,7 +103,7 @@ def test_in_the_browser_the_lists_follow_without_a_reload(tmp_path):
     (on selecting it, and while it is open), a delete leaves the Train tab's list."""
     import re
 
-    from backend.workspace import open_workspace
+    from backend.data.workspace import open_workspace
     from tests.browser import browser_page, need_chromium, running_app, screenshot
     need_chromium()
     builders.write_coco(tmp_path / "pets", builders.detection_samples(6))
@@ -111,7 +112,7 @@ def test_in_the_browser_the_lists_follow_without_a_reload(tmp_path):
         ws = open_workspace(tmp_path / "data")
 
         def settled_run(status: str) -> int:  # a run as a finished job leaves it (no job runs here)
-            from backend.datasets import get_dataset
+            from backend.data.catalog import get_dataset
             info = get_dataset(ws.store, "demo-shapes", with_samples=False)
             with ws.store.write() as s:
                 run = Run(dataset_id=info["id"], model="demo", family="demo", task="detection", status=status,

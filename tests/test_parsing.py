@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from backend.parsing import (Detection, completion_text, extract_answer, format_ok, label_matches,
-                             parse_detections)
+from backend.scoring.parsing import (Detection, completion_text, extract_answer, format_ok, label_matches,
+                                     parse_detections)
 
 B = (10.0, 20.0, 30.0, 40.0)
 

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, inspect, select, text
 
-from backend.datasets import get_dataset, import_dataset
-from backend.demo.dataset import ensure_demo_dataset
-from backend.runs import create_run, rollouts, run_json, store_rollouts, upsert_metrics
-from backend.settings import preset
-from backend.worker import claim, requeue_expired
-from backend.workspace import open_workspace
+from backend.data.catalog import get_dataset
+from backend.data.demo.dataset import ensure_demo_dataset
+from backend.data.importer import import_dataset
+from backend.data.workspace import open_workspace
+from backend.engine.settings import preset
+from backend.jobs.runs import create_run, rollouts, run_json, store_rollouts, upsert_metrics
+from backend.jobs.worker import claim, requeue_expired
 from storage import Store, db_now, head_revision, locked, update_where
 from storage.models import Dataset, MetricPoint
 from tests import builders
@@ -124,8 +125,8 @@ def test_row_helpers_keep_every_update_on_postgres(pg_ws, postgres_url):
 
 
 def test_rollouts_written_twice_are_stored_once_on_postgres(pg_ws):
-    from tests.test_storage import _rollout_rows
     from storage.models import Run
+    from tests.test_storage import _rollout_rows
     with pg_ws.store.write() as s:
         run = Run(model="demo", family="demo", task="detection")
         s.add(run)
@@ -139,8 +140,8 @@ def test_rollouts_written_twice_are_stored_once_on_postgres(pg_ws):
 
 
 def test_dataset_delete_keeps_finished_runs_rollouts_on_postgres(pg_ws, tmp_path):
-    from backend.datasets import delete_dataset
-    from backend.runs import cancel_run
+    from backend.data.catalog import delete_dataset
+    from backend.jobs.runs import cancel_run
     from tests.test_dataset_delete import _finished_run, _pets
     finished = _finished_run(pg_ws, _pets(pg_ws, tmp_path))
     queued = create_run(pg_ws.store, "pets", "demo", preset("CPU demo", max_steps=2))
@@ -173,8 +174,8 @@ def _claim_all(url: str, data_dir: str, name: str, barrier, out) -> None:
     """Claim runs (each with a 0 s lease) until none is left, re-queueing expired ones between claims, and settle
     each claimed run as completed under its token: every run must be completed by exactly one claimer."""
     os.environ["DATABASE_URL"] = url
-    from backend.runs import finish_run
-    from backend.worker import new_token
+    from backend.jobs.runs import finish_run
+    from backend.jobs.worker import new_token
     ws = open_workspace(Path(data_dir))
     barrier.wait(60)
     done = []
@@ -216,7 +217,7 @@ def test_workers_run_each_queued_run_exactly_once_on_postgres(pg_ws, postgres_ur
     import subprocess
     import sys
 
-    from backend.runs import rollouts
+    from backend.jobs.runs import rollouts
     from tests.conftest import ROOT
     ensure_demo_dataset(pg_ws.store, pg_ws.data_dir, n=10)
     runs = []

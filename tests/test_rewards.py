@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from backend.geometry import iou
-from backend.rewards import REWARDS
+from backend.scoring.geometry import iou
+from backend.scoring.rewards import REWARDS
 
 T = "<think>looking</think>"
 
@@ -205,7 +205,7 @@ def test_detection_reward_agrees_with_the_reference_formula():
 
 
 def test_soft_iou_counts_overlaps_under_the_match_threshold():
-    from backend.rewards import REWARDS
+    from backend.scoring.rewards import REWARDS
     sol = {"boxes": [[0, 0, 100, 100]]}
     partial = "<think>x</think><answer>[{'Position': [0, 0, 100, 40], 'Confidence': 0.9}]</answer>"
     exact = "<think>x</think><answer>[{'Position': [0, 0, 100, 100], 'Confidence': 0.9}]</answer>"

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from backend.runs import create_run
-from backend.settings import preset
+from backend.engine.settings import preset
+from backend.jobs.runs import create_run
 from storage.models import Run
 
 
@@ -14,8 +14,8 @@ def _run_with_adapter(ws) -> int:
     random weights, so that it surely changes the model's answers."""
     from peft import get_peft_model
 
-    from backend.demo.dataset import ensure_demo_dataset
-    from backend.models import load, lora_config
+    from backend.data.demo.dataset import ensure_demo_dataset
+    from backend.engine.models import load, lora_config
     ensure_demo_dataset(ws.store, ws.data_dir, n=4)
     settings = preset("CPU demo", max_steps=2)
     settings.max_completion_length = 24
@@ -35,8 +35,8 @@ def model_loads(monkeypatch):
     """The model folders loaded from now on (every from_pretrained of the demo's model class)."""
     import transformers
 
-    from backend.families import get_family
-    from backend.predict import _loaded
+    from backend.engine.families import get_family
+    from backend.jobs.predict import _loaded
     cls = getattr(transformers, get_family("demo").model_class)
     original = cls.from_pretrained
     loads: list[str] = []
@@ -52,11 +52,11 @@ def model_loads(monkeypatch):
 
 
 def test_side_by_side_loads_the_model_once_and_the_base_answer_is_the_base_models(ws, model_loads):
-    from backend.inference import generate
-    from backend.models import load
-    from backend.predict import predict
-    from backend.runs import get_run
-    from backend.settings import TrainSettings
+    from backend.engine.inference import generate
+    from backend.engine.models import load
+    from backend.engine.settings import TrainSettings
+    from backend.jobs.predict import predict
+    from backend.jobs.runs import get_run
     from ui.test_tab import predict_images
 
     run_id = _run_with_adapter(ws)

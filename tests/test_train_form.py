@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend.settings import PRESETS, TrainSettings
+from backend.engine.settings import PRESETS, TrainSettings
 from ui.train_tab import ADVANCED, form_settings, form_value
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from backend.demo.dataset import ensure_demo_dataset
-from backend.demo.shapes import SIZE
-from backend.runs import create_run, metrics, rollouts, run_json
-from backend.settings import preset
+from backend.data.demo.dataset import ensure_demo_dataset
+from backend.data.demo.shapes import SIZE
+from backend.engine.settings import preset
+from backend.jobs.runs import create_run, metrics, rollouts, run_json
 from tests.conftest import ROOT, run_cli, run_job_now
 
 
@@ -38,7 +38,7 @@ def test_demo_whole_path_through_the_cli(tmp_path):
     assert set(run["evaluation"]) == {"before", "after"}
     assert run["evaluation"]["before"]["format_rate"] > 0.5  # the warm start answers in the format
 
-    from backend.workspace import open_workspace
+    from backend.data.workspace import open_workspace
     ws = open_workspace(data)
     stored = rollouts(ws.store, run_id)
     assert stored and all(r.completion and r.prompt and r.rewards for r in stored)
@@ -58,7 +58,7 @@ def test_demo_whole_path_through_the_cli(tmp_path):
     run_cli("export", "--run", str(run_id), "--out", str(tmp_path / "merged"), "--merged", data_dir=data)
     merged = tmp_path / "merged"
     assert (merged / "config.json").is_file() and not (merged / "adapter_config.json").exists()
-    from backend.models import load
+    from backend.engine.models import load
     assert load(str(merged)).family.name == "demo"  # a plain model of the demo family, loadable as such
 
 
@@ -83,9 +83,9 @@ def test_unreachable_model_fails_the_run_with_one_sentence(tmp_path):
 
 def test_qlora_path_loads_4bit_on_cpu(tmp_path):
     """bitsandbytes' NF4 runs on a CPU too: the QLoRA code path trains a step here."""
-    from backend import training
-    from backend.demo.builder import build_tiny
-    from backend.workspace import open_workspace
+    from backend.data.workspace import open_workspace
+    from backend.engine.demo.builder import build_tiny
+    from backend.jobs import training
 
     build_tiny("qwen2_vl", tmp_path / "tiny")
     ws = open_workspace(tmp_path / "data")
@@ -102,9 +102,9 @@ def test_qlora_path_loads_4bit_on_cpu(tmp_path):
 @pytest.mark.parametrize("arch", ["qwen2_vl", "qwen2_5_vl"])
 def test_other_families_run_grpo_steps(tmp_path, arch):
     """Tiny local models of each family (random weights): the job runs, with that family's coordinates."""
-    from backend import training
-    from backend.demo.builder import build_tiny
-    from backend.workspace import open_workspace
+    from backend.data.workspace import open_workspace
+    from backend.engine.demo.builder import build_tiny
+    from backend.jobs import training
 
     model_dir = tmp_path / arch
     build_tiny(arch, model_dir)
@@ -120,9 +120,9 @@ def test_other_families_run_grpo_steps(tmp_path, arch):
 
     from PIL import Image
 
-    from backend.datasets import get_dataset
-    from backend.model_input import fed_size, image_view
-    from backend.models import load_processor
+    from backend.data.catalog import get_dataset
+    from backend.engine.model_input import fed_size, image_view
+    from backend.engine.models import load_processor
     processor, _ = load_processor(str(model_dir))
     rows = training.train_rows(get_dataset(ws.store, "demo-shapes"), ws.data_dir, arch, settings,
                                lambda size: image_view(processor, arch, size).input)
@@ -154,7 +154,7 @@ def _wait(predicate, timeout: float, what: str):
 
 def _worker_on_demo_run(tmp_path, **overrides):
     """A workspace with a small demo run, and `worker --once` already working on it."""
-    from backend.workspace import open_workspace
+    from backend.data.workspace import open_workspace
     ws = open_workspace(tmp_path / "data")
     ensure_demo_dataset(ws.store, ws.data_dir, n=20)
     settings = preset("CPU demo", num_generations=4, **overrides)
@@ -164,12 +164,12 @@ def _worker_on_demo_run(tmp_path, **overrides):
 
 
 def test_killed_job_resumes_from_its_last_checkpoint(tmp_path):
-    from backend.runs import latest_checkpoint
+    from backend.jobs.runs import latest_checkpoint
     ws, run_id, worker = _worker_on_demo_run(tmp_path, max_steps=8, save_steps=2)
     ck = _wait(lambda: latest_checkpoint(ws.store, ws.data_dir, run_id), 300, "a first checkpoint")
     _wait(lambda: run_json(ws.store, run_id, False)["step"] > ck.step, 120, "a step past the checkpoint")
     resume_step = latest_checkpoint(ws.store, ws.data_dir, run_id).step
-    from backend.worker import job_pid
+    from backend.jobs.worker import job_pid
     os.kill(job_pid(ws.data_dir / f"runs/{run_id}"), signal.SIGKILL)
     out, _ = worker.communicate(timeout=600)
     run = run_json(ws.store, run_id)
@@ -182,7 +182,7 @@ def test_killed_job_resumes_from_its_last_checkpoint(tmp_path):
 
 
 def test_cancel_stops_within_a_few_steps_with_a_checkpoint(tmp_path):
-    from backend.runs import cancel_run, latest_checkpoint
+    from backend.jobs.runs import cancel_run, latest_checkpoint
     ws, run_id, worker = _worker_on_demo_run(tmp_path, max_steps=200, save_steps=100)
     _wait(lambda: run_json(ws.store, run_id, False)["step"] >= 2, 300, "two steps")
     assert cancel_run(ws.store, run_id) == "running"
@@ -199,10 +199,11 @@ def test_cancel_stops_within_a_few_steps_with_a_checkpoint(tmp_path):
 def test_a_classification_run_predicts_with_the_prompt_it_was_trained_with(tmp_path):
     """Test tab and `predict`: a classification run is asked exactly as in training (its classes, its object
     kind), tuned and base alike; a detection run without a category is one sentence."""
-    from backend import training
-    from backend.datasets import get_dataset, import_dataset
-    from backend.predict import predict
-    from backend.workspace import open_workspace
+    from backend.data.catalog import get_dataset
+    from backend.data.importer import import_dataset
+    from backend.data.workspace import open_workspace
+    from backend.jobs import training
+    from backend.jobs.predict import predict
     from tests.builders import classification_samples, write_folders
 
     write_folders(tmp_path / "pets", classification_samples(4))
@@ -229,10 +230,10 @@ def test_rl_options_from_the_cli_reach_trls_config(tmp_path):
     """`runs create` flags (generated from TrainSettings) -> the stored settings -> the GRPOConfig the job builds."""
     from trl import GRPOConfig
 
-    from backend.runs import get_run
-    from backend.settings import TrainSettings
-    from backend.training import grpo_config_kwargs
-    from backend.workspace import open_workspace
+    from backend.data.workspace import open_workspace
+    from backend.engine.settings import TrainSettings
+    from backend.jobs.runs import get_run
+    from backend.jobs.training import grpo_config_kwargs
 
     data = tmp_path / "data"
     run_cli("demo", data_dir=data)

@@ -15,10 +15,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from backend.demo.dataset import ensure_demo_dataset
-from backend.runs import cancel_run, create_run, run_json
-from backend.settings import preset
-from backend.worker import MAX_ATTEMPTS, claim, heartbeat, requeue_expired
+from backend.data.demo.dataset import ensure_demo_dataset
+from backend.engine.settings import preset
+from backend.jobs.runs import cancel_run, create_run, run_json
+from backend.jobs.worker import MAX_ATTEMPTS, claim, heartbeat, requeue_expired
 from storage import db_now
 from storage.models import Checkpoint, Evaluation, MetricPoint, Rollout, Run
 from tests.conftest import ROOT, run_cli
@@ -89,8 +89,8 @@ def test_worker_never_imports_torch_and_its_job_completes(ws, job_start):
     code = textwrap.dedent(f"""
         import sys
         from pathlib import Path
-        from backend.workspace import open_workspace
-        from backend.worker import work
+        from backend.data.workspace import open_workspace
+        from backend.jobs.worker import work
         done = work(open_workspace(Path({str(ws.data_dir)!r})), once=True, lease_seconds=10)
         print("RESULT", done, [m for m in {HEAVY!r} if m in sys.modules])
     """)
@@ -118,8 +118,8 @@ def test_a_job_holding_a_stale_lease_token_writes_nothing_and_stops(ws, job_star
     """The job learns its token from the worker (the standby's hand-over line; VRFT_LEASE_TOKEN for a fresh
     process) and every write carries it: handed a token that is not the run's, its first write is refused, it
     stops (exit EXIT_LEASE_LOST) and the run is left exactly as the current holder has it."""
-    from backend.training import EXIT_LEASE_LOST
-    from backend.worker import JobStarter
+    from backend.jobs.training import EXIT_LEASE_LOST
+    from backend.jobs.worker import JobStarter
     run_id = _small_run(ws)
     assert claim(ws, "current-holder", 600, token="1" * 32) == run_id
     log_path = ws.data_dir / f"runs/{run_id}/train.log"
@@ -144,9 +144,9 @@ def test_a_job_holding_a_stale_lease_token_writes_nothing_and_stops(ws, job_star
 
 
 def _job(ws, run_id, token):
-    """`python -m backend.training --run ID` as the worker starts it fresh, with its lease token."""
+    """`python -m backend.jobs.training --run ID` as the worker starts it fresh, with its lease token."""
     env = {**os.environ, "VRFT_LEASE_TOKEN": token, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "backend.training", "--data-dir", str(ws.data_dir), "--run",
+    return subprocess.run([sys.executable, "-m", "backend.jobs.training", "--data-dir", str(ws.data_dir), "--run",
                            str(run_id)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -176,7 +176,7 @@ def test_a_job_resumed_after_its_last_step_trains_no_further(ws):
 
 def test_standby_exits_quietly_at_eof_without_running_anything(tmp_path):
     data = tmp_path / "data"
-    proc = subprocess.run([sys.executable, "-m", "backend.training", "--data-dir", str(data), "--standby"],
+    proc = subprocess.run([sys.executable, "-m", "backend.jobs.training", "--data-dir", str(data), "--standby"],
                           cwd=ROOT, input=b"", capture_output=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert b"Traceback" not in proc.stdout + proc.stderr
@@ -184,7 +184,7 @@ def test_standby_exits_quietly_at_eof_without_running_anything(tmp_path):
 
 
 def test_unknown_job_start_is_one_sentence(tmp_path, monkeypatch):
-    from backend.background import ensure_worker
+    from backend.jobs.background import ensure_worker
     sentence = ("VRFT_JOB_START is 'fork'; it must be 'standby' (the default: a job process kept warm) or 'spawn' "
                 "(a fresh process for each job)")
     monkeypatch.setenv("VRFT_JOB_START", "fork")
@@ -236,8 +236,8 @@ def check_lease_times_come_from_the_database_clock(ws, monkeypatch):
     real = datetime.now(timezone.utc)
     for skew, owner, run_id in ((-2, "slow-host", live), (2, "fast-host", other)):
         with monkeypatch.context() as m:
-            m.setattr("backend.worker.now", lambda: real + timedelta(hours=skew), raising=False)
-            m.setattr("backend.runs.now", lambda: real + timedelta(hours=skew))
+            m.setattr("backend.jobs.worker.now", lambda: real + timedelta(hours=skew), raising=False)
+            m.setattr("backend.jobs.runs.now", lambda: real + timedelta(hours=skew))
             assert claim(ws, owner, 60) == run_id
             heartbeat(ws, run_id, owner, 60)
         with ws.store.read() as s:
@@ -254,8 +254,8 @@ def test_lease_times_come_from_the_database_clock(ws, monkeypatch):
 
 
 def check_a_worker_that_lost_its_lease_cannot_renew_or_settle(ws, tmp_path):
-    from backend.runs import LeaseLost
-    from backend.worker import Job, settle
+    from backend.jobs.runs import LeaseLost
+    from backend.jobs.worker import Job, settle
     (run_id,) = _queued(ws)
     old, new = _take_over(ws, run_id)
     before = _row(ws, run_id)
@@ -283,8 +283,8 @@ def _stored(ws, run_id):
 def check_a_stale_jobs_writes_are_refused(ws):
     """Metrics, rollouts, checkpoints, evaluations, progress and the final status: accepted with the current
     lease token only. A job still holding the old one is told (LeaseLost) and nothing of it lands."""
-    from backend.runs import (LeaseLost, finish_run, record_checkpoint, record_step, save_evaluation, store_rollouts,
-                              upsert_metrics)
+    from backend.jobs.runs import (LeaseLost, finish_run, record_checkpoint, record_step, save_evaluation,
+                                   store_rollouts, upsert_metrics)
     from tests.test_storage import _rollout_rows
     (run_id,) = _queued(ws)
     old, new = _take_over(ws, run_id)
@@ -327,7 +327,7 @@ def _sleeper():
 def check_a_worker_whose_heartbeat_finds_the_lease_gone_kills_its_job(ws, tmp_path):
     """tend(): the heartbeat says the lease is gone, so the job's process group is killed at once; settle()
     then frees the slot and leaves the run to its new holder."""
-    from backend.worker import Job, Slot, settle, tend
+    from backend.jobs.worker import Job, Slot, settle, tend
     (run_id,) = _queued(ws)
     old, new = _take_over(ws, run_id)
     proc = _sleeper()
@@ -353,8 +353,8 @@ def test_a_worker_whose_heartbeat_finds_the_lease_gone_kills_its_job(ws, tmp_pat
 def check_a_run_its_job_settled_is_no_lost_lease(ws, tmp_path):
     """The job settles the run itself (completed) and takes a moment to exit: the worker's heartbeat meanwhile
     finds nothing to renew, which is not a lost lease. The job is not killed, and the run stays completed."""
-    from backend.runs import finish_run
-    from backend.worker import Job, Slot, settle, tend
+    from backend.jobs.runs import finish_run
+    from backend.jobs.worker import Job, Slot, settle, tend
     (run_id,) = _queued(ws)
     assert claim(ws, "w", 60, token="g" * 32) == run_id
     assert finish_run(ws.store, run_id, "completed", token="g" * 32)
@@ -375,7 +375,7 @@ def test_a_run_its_job_settled_is_no_lost_lease(ws, tmp_path):
 
 
 def test_a_live_lease_is_renewed_and_its_job_kept(ws, tmp_path):
-    from backend.worker import Job, Slot, tend
+    from backend.jobs.worker import Job, Slot, tend
     (run_id,) = _queued(ws)
     assert claim(ws, "w", 2, token="c" * 32) == run_id
     proc = _sleeper()
@@ -394,8 +394,8 @@ def test_a_worker_that_cannot_reach_the_database_stops_its_job_after_a_lease(ws,
     out for everyone and another worker may have the run, so the job is stopped."""
     from sqlalchemy.exc import OperationalError
 
-    from backend import worker
-    from backend.worker import Job, Slot, tend
+    from backend.jobs import worker
+    from backend.jobs.worker import Job, Slot, tend
     (run_id,) = _queued(ws)
     assert claim(ws, "w", 60, token="d" * 32) == run_id
     proc = _sleeper()
@@ -423,7 +423,7 @@ def test_the_job_record_names_host_boot_and_process_and_only_that_machine_kills(
     import json
     import socket
 
-    from backend.worker import boot_id, job_pid, read_job_record, stop_orphan_job, write_job_record
+    from backend.jobs.worker import boot_id, job_pid, read_job_record, stop_orphan_job, write_job_record
     job = _sleeper()
     try:
         write_job_record(tmp_path, job.pid, 7, "e" * 32)
@@ -452,7 +452,7 @@ def test_the_job_record_names_host_boot_and_process_and_only_that_machine_kills(
 
 def test_requeue_stops_the_orphan_job_of_this_machine(ws):
     """A worker died; its job lives on. When the lease expires, the job is killed before the run is re-queued."""
-    from backend.worker import write_job_record
+    from backend.jobs.worker import write_job_record
     (run_id,) = _queued(ws)
     assert claim(ws, "dead-worker", 0) == run_id
     job = _sleeper()
@@ -470,7 +470,7 @@ def test_requeue_stops_the_orphan_job_of_this_machine(ws):
 def test_the_standby_reads_its_run_and_lease_token(monkeypatch):
     import io
 
-    from backend.training import wait_for_run
+    from backend.jobs.training import wait_for_run
     monkeypatch.setattr(sys, "stdin", io.StringIO("12 " + "f" * 32 + " /data/runs/12/train log.txt\n"))
     assert wait_for_run() == (12, "f" * 32, "/data/runs/12/train log.txt")
     monkeypatch.setattr(sys, "stdin", io.StringIO("12 - /x.log\n"))

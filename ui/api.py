@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import gradio as gr
 
-from backend.runs import cancel_run as cancel
-from backend.runs import create_run as create
-from backend.runs import run_json
-from backend.settings import preset
-from backend.workspace import Workspace
+from backend.data.workspace import Workspace
+from backend.engine.settings import preset
+from backend.jobs.runs import cancel_run as cancel
+from backend.jobs.runs import create_run as create
+from backend.jobs.runs import run_json
 
 
 def register_api(ws: Workspace) -> None:

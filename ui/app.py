@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from backend.workspace import Workspace
+from backend.data.workspace import Workspace
 from ui.api import register_api
 from ui.data_tab import create_data_tab
 from ui.playground_tab import create_playground_tab

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import gradio as gr
 
-from backend.datasets import ImportProblem, delete_dataset, get_dataset, image_path, import_dataset
-from backend.datasets.catalog import dataset_names
-from backend.datasets.importer import check_new_name
-from backend.datasets.safety import ANNOTATION_SUFFIXES, IMAGE_SUFFIXES
-from backend.workspace import Workspace
-from backend.draw import TRUTH, draw_file
+from backend.data.catalog import delete_dataset, get_dataset, image_path
+from backend.data.catalog import dataset_names
+from backend.data.importer import import_dataset
+from backend.data.importer import check_new_name
+from backend.data.safety import ImportProblem
+from backend.data.safety import ANNOTATION_SUFFIXES, IMAGE_SUFFIXES
+from backend.data.workspace import Workspace
+from backend.scoring.draw import TRUTH, draw_file
 
 GALLERY_LIMIT = 48
 AUTO = "auto"

@@ -6,9 +6,9 @@ import json
 import gradio as gr
 from PIL import Image
 
-from backend.coords import CONVENTIONS
-from backend.playground import parse_size, score
-from backend.draw import PREDICTION, TRUTH, draw_boxes
+from backend.scoring.coords import CONVENTIONS
+from backend.scoring.draw import PREDICTION, TRUTH, draw_boxes
+from backend.scoring.playground import parse_size, score
 
 PIXELS = "pixels (no family)"
 EXAMPLE_TRUTH = {"detection": '{"boxes": [[40, 30, 200, 180]]}', "classification": '{"label": "golden retriever", "synonyms": ["golden"]}',

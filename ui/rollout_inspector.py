@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import html
 
-from backend.draw import PREDICTION, TRUTH, draw_file
-from backend.runs import rollouts, steps_with_rollouts
-from backend.workspace import Workspace
+from backend.data.workspace import Workspace
+from backend.jobs.runs import rollouts, steps_with_rollouts
+from backend.scoring.draw import PREDICTION, TRUTH, draw_file
 
 
 def fmt(v, signed: bool = False) -> str:
@@ -24,7 +24,7 @@ def inspector(ws: Workspace, run_id: int, step: int | None, prompt: int | None
 
     Never raises on a missing file: an image deleted with its dataset (or by hand) is a placeholder; the
     truth comes from the row when the dataset is gone."""
-    from backend.datasets.catalog import sample_json
+    from backend.data.catalog import sample_json
     from storage.models import Sample
     steps = steps_with_rollouts(ws.store, run_id)
     if not steps:

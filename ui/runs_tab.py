@@ -8,11 +8,11 @@ import math
 import gradio as gr
 import pandas as pd
 
-from backend.advantages import zero_signal_hint
-from backend.evaluation import MAIN_METRIC
-from backend.rewards import REWARDS
-from backend.runs import cancel_run, delete_run, eta_seconds, get_run, list_runs, metrics, resume_run, run_json
-from backend.workspace import Workspace
+from backend.data.workspace import Workspace
+from backend.jobs.runs import cancel_run, delete_run, eta_seconds, get_run, list_runs, metrics, resume_run, run_json
+from backend.scoring.advantages import zero_signal_hint
+from backend.scoring.evaluation import MAIN_METRIC
+from backend.scoring.rewards import REWARDS
 from ui.rollout_inspector import fmt, inspector
 
 REFRESH_SECONDS = 2.0
@@ -138,8 +138,8 @@ def evaluation_rows(evaluation: dict) -> list[list]:
 
 def compare_frame(ws: Workspace, run_id: int | None) -> tuple[str, pd.DataFrame]:
     """The Compare view for the selected run's dataset: a heading and the table."""
-    from backend.compare import compare
-    from backend.runs import dataset_name
+    from backend.jobs.compare import compare
+    from backend.jobs.runs import dataset_name
     empty = pd.DataFrame(columns=["run", "method", "steps", "time"])
     if run_id is None:
         return "Choose a run: its dataset's comparison appears here.", empty
@@ -288,7 +288,7 @@ def download_path(ws: Workspace, run_id: int, status: str) -> str | None:
     vanish."""
     if status not in ("completed", "cancelled"):
         return None
-    from backend.predict import adapter_dir
+    from backend.jobs.predict import adapter_dir
     try:
         return _zip_adapter(ws, run_id, adapter_dir(ws, run_id))
     except (OSError, ValueError):  # no adapter, or its folder deleted or emptied while zipping
@@ -301,7 +301,7 @@ def _zip_adapter(ws: Workspace, run_id: int, adapter) -> str:
     import tempfile
     from pathlib import Path
 
-    from backend.predict import copy_adapter
+    from backend.jobs.predict import copy_adapter
     # Outside the data dir: the page never serves files from there.
     out = Path(tempfile.gettempdir()) / "vrft-downloads" / f"{ws.data_dir.resolve().name}-adapter-run{run_id}.zip"
     out.parent.mkdir(exist_ok=True)

@@ -6,7 +6,7 @@ import ipaddress
 import os
 from pathlib import Path
 
-from backend.workspace import open_workspace
+from backend.data.workspace import open_workspace
 
 MAX_UPLOAD = os.environ.get("VRFT_MAX_UPLOAD", "1gb")
 
@@ -52,7 +52,7 @@ def serve(data_dir: Path, host: str = "127.0.0.1", port: int = 7860, auth: str |
 
     from ui.app import build_app
 
-    from backend.background import DemoSetup, ensure_worker
+    from backend.jobs.background import DemoSetup, ensure_worker
 
     ws = open_workspace(data_dir)
     demo = DemoSetup(ws)

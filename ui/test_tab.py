@@ -5,10 +5,10 @@ from pathlib import Path
 
 import gradio as gr
 
-from backend.families import KNOWN_MODELS
-from backend.runs import list_runs
-from backend.workspace import Workspace
-from backend.draw import PREDICTION, draw_boxes
+from backend.data.workspace import Workspace
+from backend.engine.families import KNOWN_MODELS
+from backend.jobs.runs import list_runs
+from backend.scoring.draw import PREDICTION, draw_boxes
 
 BASE = "base model only"
 REFRESH_SECONDS = 5.0
@@ -28,7 +28,7 @@ def predict_images(ws: Workspace, run: str | None, model: str | None, paths: lis
                    question: str, compare: bool, checkpoint: str = "best") -> tuple[list, str]:
     """Gallery items (tuned, then base when comparing) and the reasoning text; a run's `checkpoint` is its best
     (the default) or last adapter."""
-    from backend.predict import predict
+    from backend.jobs.predict import predict
     if not paths:
         raise ValueError("upload at least one image")
     category, question = (category or "").strip(), (question or "").strip()

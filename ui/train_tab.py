@@ -9,14 +9,14 @@ from pathlib import Path
 
 import gradio as gr
 
-from backend.datasets.catalog import dataset_names, get_dataset
-from backend.families import KNOWN_MODELS
-from backend.preflight import launch_check
-from backend.rewards import REWARDS
-from backend.runs import create_run
-from backend.settings import CHOICES, PRESETS, TrainSettings, preset, setting_help, setting_type
-from backend.tasks import TASKS
-from backend.workspace import Workspace
+from backend.data.catalog import dataset_names, get_dataset
+from backend.data.workspace import Workspace
+from backend.engine.families import KNOWN_MODELS
+from backend.engine.preflight import launch_check
+from backend.engine.settings import CHOICES, PRESETS, TrainSettings, preset, setting_help, setting_type
+from backend.jobs.runs import create_run
+from backend.scoring.rewards import REWARDS
+from backend.scoring.tasks import TASKS
 
 ADVANCED = [f.name for f in dataclass_fields(TrainSettings) if f.name not in ("rewards", "reward_weights")]
 """Every other setting is in the Advanced accordion, built from TrainSettings (its docstrings are the hints)."""

@@ -1,0 +1,224 @@
+"""Safe unpacking and image checks: zip-slip, symlinks, zip bombs, pixel bombs, broken images."""
+from __future__ import annotations
+
+import shutil
+import stat
+import struct
+import warnings
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from PIL import Image, ImageOps
+
+from backend.data.config import ImportLimits
+
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+REFUSED_IMAGE_SUFFIXES = {".gif", ".tif", ".tiff", ".heic", ".heif", ".avif", ".ico", ".psd", ".svg"}
+"""Images in these formats are reported, not silently skipped."""
+ANNOTATION_SUFFIXES = {".json", ".txt", ".yaml", ".yml", ".xml", ".csv", ".jsonl"}
+IGNORED_PARTS = {"__MACOSX", ".DS_Store", "Thumbs.db"}
+_CHUNK = 1 << 16
+
+
+class ImportProblem(ValueError):
+    """A problem with an upload that a person can fix; the message is one clear sentence.
+
+    A ValueError, like every other sentence a person can act on: whatever catches those (the CLI, the page,
+    the API endpoints) shows this one too."""
+
+
+def safe_member_path(name: str) -> PurePosixPath:
+    """The relative path a zip entry may be written to, or ImportProblem for zip-slip names."""
+    unified = name.replace("\\", "/")
+    path = PurePosixPath(unified)
+    if unified.startswith("/") or (len(unified) > 1 and unified[1] == ":") or ".." in path.parts:
+        raise ImportProblem(f"the archive entry '{name}' points outside the archive (absolute or '..' path)")
+    return path
+
+
+def _is_ignored(path: PurePosixPath) -> bool:
+    return any(p in IGNORED_PARTS or p.startswith("._") for p in path.parts)
+
+
+class ByteBudget:
+    """Counts bytes written across a whole upload against the cap."""
+
+    def __init__(self, limits: ImportLimits):
+        self.limits, self.used = limits, 0
+
+    def take(self, n: int, what: str) -> None:
+        self.used += n
+        if self.used > self.limits.max_total_bytes:
+            raise ImportProblem(f"{what}: the upload unpacks to more than {self.limits.max_total_bytes // 1024**2} MiB "
+                                "(the limit); it may be a zip bomb")
+
+
+def extract_zip(archive: Path, dest: Path, limits: ImportLimits, budget: ByteBudget, label: str) -> None:
+    """Unpack `archive` under `dest`, refusing anything unsafe. Sizes are counted as bytes stream."""
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ImportProblem(f"{label} is not a valid zip archive ({e})") from None
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > limits.max_entries:
+            raise ImportProblem(f"{label} lists {len(infos)} entries; the limit is {limits.max_entries}")
+        for info in infos:
+            rel = safe_member_path(info.filename)
+            mode = info.external_attr >> 16
+            if stat.S_ISLNK(mode):
+                raise ImportProblem(f"{label} holds a symbolic link '{info.filename}'; links are not accepted")
+            if info.is_dir() or _is_ignored(rel) or not rel.parts:
+                continue
+            target = dest.joinpath(*rel.parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            written = 0
+            try:
+                with zf.open(info) as src, open(target, "wb") as out:
+                    while chunk := src.read(_CHUNK):
+                        written += len(chunk)
+                        budget.take(len(chunk), label)
+                        if written > (1 << 20) and written > limits.max_ratio * max(1, info.compress_size):
+                            raise ImportProblem(f"{label}: '{info.filename}' expands more than {limits.max_ratio}:1; "
+                                                "it looks like a zip bomb")
+                        out.write(chunk)
+            except ImportProblem:
+                raise
+            except RuntimeError as e:  # encrypted entries
+                raise ImportProblem(f"{label}: '{info.filename}' cannot be read ({e})") from None
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
+                raise ImportProblem(f"{label} is damaged: '{info.filename}' cannot be unpacked ({e})") from None
+
+
+def gather_upload(sources: list[Path], dest: Path, limits: ImportLimits, names: list[str] | None = None) -> None:
+    """Put every uploaded file under `dest`: zips unpacked, loose images and annotation files copied."""
+    if not sources:
+        raise ImportProblem("nothing was uploaded")
+    budget = ByteBudget(limits)
+    for i, src in enumerate(sources):
+        label = names[i] if names else src.name
+        if not src.is_file():
+            raise ImportProblem(f"{label} does not exist or is not a file")
+        suffix = Path(label).suffix.lower()
+        if zipfile.is_zipfile(src):
+            extract_zip(src, dest, limits, budget, label)
+        elif suffix == ".zip":
+            raise ImportProblem(f"{label} is not a valid zip archive")
+        elif suffix in IMAGE_SUFFIXES | REFUSED_IMAGE_SUFFIXES | ANNOTATION_SUFFIXES:
+            budget.take(src.stat().st_size, label)
+            shutil.copyfile(src, dest / Path(label).name)
+        else:
+            raise ImportProblem(f"{label} is neither a zip archive nor an image or annotation file "
+                                f"(accepted: .zip, {', '.join(sorted(IMAGE_SUFFIXES | ANNOTATION_SUFFIXES))})")
+
+
+ORIENTATION_TAG = 0x0112
+"""EXIF Orientation: 1 is upright; 2-8 tell viewers to flip and/or rotate the stored pixels for display."""
+_SAVE_FORMAT = {"MPO": "JPEG"}  # a phone's multi-picture JPEG is stored as its first (main) picture
+_QUALITY = 95
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What a probe learns: the size as displayed (upright) and the EXIF orientation of the stored pixels."""
+    width: int
+    height: int
+    orientation: int = 1
+
+
+def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation, 1 when absent, out of range or unreadable (viewers ignore a broken tag too)."""
+    try:
+        value = im.getexif().get(ORIENTATION_TAG, 1)
+    except (struct.error, KeyError, IndexError, SyntaxError, TypeError, ValueError, ZeroDivisionError, OSError):
+        return 1
+    return value if isinstance(value, int) and 2 <= value <= 8 else 1
+
+
+def _checked_open(path: Path, limits: ImportLimits, label: str, fn):
+    """Run `fn(im)` on the opened image, turning bombs and broken files into one-sentence ImportProblems."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path, formats=IMAGE_FORMATS) as im:
+                w, h = im.size
+                if w * h > limits.max_pixels:
+                    raise ImportProblem(f"{label} is {w}x{h} pixels, over the limit of {limits.max_pixels:,} "
+                                        "pixels (a decompression bomb or a very large image)")
+                return fn(im)
+    except ImportProblem:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImportProblem(f"{label} has too many pixels (a decompression bomb)") from None
+    except Image.UnidentifiedImageError:
+        raise ImportProblem(f"{label} is not a readable JPEG, PNG, WebP or BMP image") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImportProblem(f"{label} is corrupt or truncated ({e})") from None
+
+
+def inspect_image(path: Path, limits: ImportLimits, label: str) -> ImageInfo:
+    """Size as displayed (width and height swapped for orientations 5-8) and orientation of a fully
+    decodable JPEG/PNG/WebP/BMP within the pixel limit."""
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ImportProblem(f"{label}: '{path.suffix}' images are not accepted (JPEG, PNG, WebP, BMP)")
+
+    def probe(im: Image.Image) -> ImageInfo:
+        w, h = im.size
+        if im.format in ("JPEG", "MPO"):
+            im.draft("RGB", (max(1, w // 8), max(1, h // 8)))  # decode all data, at 1/8 scale
+        im.load()
+        orientation = _orientation(im)  # after load: a PNG may keep its eXIf chunk after the pixels
+        if orientation >= 5:  # transposed or rotated a quarter turn
+            w, h = h, w
+        return ImageInfo(w, h, orientation)
+
+    return _checked_open(path, limits, label, probe)
+
+
+def probe_image(path: Path, limits: ImportLimits, label: str) -> tuple[int, int]:
+    """(width, height) of the stored pixels of a fully decodable JPEG/PNG/WebP/BMP within the pixel limit."""
+    info = inspect_image(path, limits, label)
+    return (info.height, info.width) if info.orientation >= 5 else (info.width, info.height)
+
+
+def _webp_is_lossless(path: Path) -> bool:
+    """Whether a WebP file's image data is VP8L (lossless) rather than VP8 (lossy): walk its RIFF chunks."""
+    with open(path, "rb") as f:
+        f.seek(12)
+        for _ in range(64):
+            head = f.read(8)
+            if len(head) < 8:
+                return False
+            fourcc, size = head[:4], struct.unpack("<I", head[4:])[0]
+            if fourcc in (b"VP8L", b"VP8 "):
+                return fourcc == b"VP8L"
+            f.seek(size + (size & 1), 1)
+    return False
+
+
+def write_upright(src: Path, dest: Path, limits: ImportLimits, label: str) -> tuple[int, int]:
+    """Write `src` to `dest` with its pixels turned as its EXIF orientation says, the tag removed.
+
+    Saved in the same format (JPEG and lossy WebP at quality 95, lossless WebP lossless), keeping the
+    other metadata (EXIF, ICC profile, resolution). Returns the upright (width, height).
+    """
+    def transpose(im: Image.Image) -> tuple[int, int]:
+        fmt = _SAVE_FORMAT.get(im.format, im.format)
+        upright = ImageOps.exif_transpose(im)
+        params: dict = {}
+        for key in ("exif", "icc_profile", "dpi"):
+            if upright.info.get(key):
+                params[key] = upright.info[key]
+        if fmt == "JPEG":
+            params["quality"] = _QUALITY
+            if upright.info.get("xmp"):
+                params["xmp"] = upright.info["xmp"]
+        elif fmt == "WEBP":
+            params.update({"lossless": True} if _webp_is_lossless(src) else {"quality": _QUALITY})
+        upright.save(dest, fmt, **params)
+        return upright.size
+
+    return _checked_open(src, limits, label, transpose)

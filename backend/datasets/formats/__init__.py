@@ -1,8 +1,0 @@
-"""Annotation formats, one module each; FORMATS is the registry (order = auto-detection order)."""
-from __future__ import annotations
-
-from backend.datasets.common import Format
-from backend.datasets.formats import coco, csv_labels, folders, jsonl, labelstudio, voc, yolo
-
-FORMATS: dict[str, Format] = {f.name: f for f in (
-    coco.FORMAT, labelstudio.FORMAT, voc.FORMAT, yolo.FORMAT, jsonl.FORMAT, csv_labels.FORMAT, folders.FORMAT)}

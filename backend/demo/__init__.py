@@ -1,1 +1,0 @@
-"""The embedded demo: synthetic shapes, a locally trained tokenizer, tiny models of real architectures."""

@@ -1,0 +1,187 @@
+"""The pre-flight check: before any GPU hour is spent, what the model will see of the user's images
+(input size, coordinate frame, visual tokens, memory) and how the base model does on a few of them
+zero-shot (every reward term, boxes drawn), with plain advice when GRPO would get no signal.
+
+`python app.py models check MODEL [--dataset NAME] [--image PATH]... [--json]`; the Train tab's Check
+button runs the same command in its own process, so the page never loads a model.
+"""
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+from backend.data.catalog import get_dataset
+from backend.data.config import ImportLimits
+from backend.data.safety import probe_image
+from backend.engine.settings import TrainSettings
+from backend.scoring.draw import PREDICTION, TRUTH, draw_boxes
+from backend.scoring.rewards import REWARDS
+from backend.scoring.tasks import get_task
+
+DEFAULT_SAMPLES = 8
+
+
+def _upright(path: Path) -> Image.Image:
+    with Image.open(path) as im:
+        return ImageOps.exif_transpose(im).convert("RGB")
+
+
+def _images(dataset: dict | None, image_paths: list[Path]) -> list[tuple[str, tuple[int, int]]]:
+    """(label, upright original size) of every image to report: the dataset's, then the given ones."""
+    out = []
+    if dataset is not None:
+        out += [(f"{dataset['name']}/{s['file']}", (s["width"], s["height"])) for s in dataset["samples"]]
+    limits = ImportLimits.from_env()
+    for p in image_paths:
+        if not Path(p).is_file():
+            raise ValueError(f"image '{p}' does not exist or is not a file")
+        probe_image(Path(p), limits, Path(p).name)
+        out.append((str(p), _upright(Path(p)).size))
+    return out
+
+
+def memory_line(model: str, settings: TrainSettings, *, visual_tokens: int | None = None,
+                image_size: tuple[int, int] | None = None) -> dict | None:
+    """The training job's GPU memory estimate for the largest image (its visual tokens, or its size
+    resized within the settings' max_pixels), against this machine's GPU when it has one. None when
+    the model's shape is unknown."""
+    from backend.engine import memory
+    from backend.engine.gpus import installed
+    from backend.engine.models import resolve_model
+    from backend.engine.settings import generation_backend, uses_qlora
+    gpu = gpu_gib()
+    backend = generation_backend(settings, gpu is not None, installed("vllm"))
+    if gpu is None:  # vLLM's reservation is a share of a card (and runs create refuses vLLM without one)
+        backend = "hf"
+    as_run = dict(generation=backend, qlora=uses_qlora(settings, True, backend))  # as the job runs on a GPU
+    if backend == "vllm":
+        as_run.update(vllm_gpu_memory_utilization=settings.vllm_gpu_memory_utilization, gpu_gib=gpu)
+    try:
+        job = memory.job_from_settings(settings, resolve_model(model)[0], visual_tokens=visual_tokens,
+                                       image_size=image_size, **as_run)
+    except ValueError:
+        return None
+    est = memory.estimate(job)
+    fits = None if gpu is None else est.fits(gpu)
+    return {"total_gib": round(est.total_gib, 1), "parts_gib": est.parts(), "visual_tokens": job.visual_tokens,
+            "gpu_gib": gpu, "fits": fits, "advice": est.advice(gpu) if fits is False else [],
+            "summary": est.summary()}
+
+
+def launch_check(ws, dataset_name: str, model: str, settings: TrainSettings) -> dict | None:
+    """Before a run is queued: the estimate with the dataset's largest image. Raises ValueError (the
+    reasons and what would make it fit) when it will not fit this machine's GPU."""
+    info = get_dataset(ws.store, dataset_name)
+    if not info["samples"]:
+        return None
+    largest = max(((s["width"], s["height"]) for s in info["samples"]), key=lambda wh: wh[0] * wh[1])
+    line = memory_line(model, settings, image_size=largest)
+    if line and line["fits"] is False:
+        raise ValueError(f"this run needs about {line['total_gib']} GiB of GPU memory and the GPU has "
+                         f"{line['gpu_gib']} GiB. " + " ".join(line["advice"]))
+    return line
+
+
+def gpu_gib() -> float | None:
+    """Memory of the first visible GPU, read through nvidia-smi (no CUDA initialised here); None without one."""
+    import shutil
+    import subprocess
+    if not shutil.which("nvidia-smi"):
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout.split()
+        return round(float(out[0]) / 1024, 1)
+    except (subprocess.SubprocessError, ValueError, IndexError, OSError):
+        return None
+
+
+def baseline(ws, loaded, dataset: dict, samples: int, max_new_tokens: int, out_dir: Path) -> dict:
+    """The base model zero-shot on `samples` training images: completions, parsed boxes in original
+    pixels, every reward term, a picture per sample (truth green, prediction red), and the means."""
+    from backend.engine.inference import generate
+    from backend.scoring.playground import parsed_view
+    task = get_task(dataset["task"])
+    rows, items = [], []
+    rng = random.Random(0)
+    train = [s for s in dataset["samples"] if s["split"] == "train"][:samples]
+    for s in train:
+        size = (s["width"], s["height"])
+        ex = task.build_examples(s, dataset["classes"], loaded.family.name, TrainSettings().task_settings(), rng,
+                                 synonyms=dataset.get("synonyms", {}), input_size=loaded.view(size).input)[0]
+        picture = Image.open(Path(ws.data_dir) / dataset["folder"] / "images" / s["file"]).convert("RGB")
+        rows.append((s, ex, picture))
+        items.append((picture, ex.prompt))
+    completions = generate(loaded, items, max_new_tokens=max_new_tokens, batch_size=4)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for (s, ex, picture), text in zip(rows, completions):
+        rewards = {n: REWARDS[n]([text], solution=[ex.solution])[0] for n in task.default_rewards}
+        parsed = parsed_view(dataset["task"], text, ex.solution)
+        truth = ex.solution.get("boxes") or ([ex.solution["box"]] if "box" in ex.solution else [])
+        path = out_dir / f"{Path(s['file']).stem}.png"
+        draw_boxes(picture, [(truth, TRUTH), (parsed.get("boxes", []), PREDICTION)]).save(path)
+        results.append({"image": s["file"], "prompt": ex.prompt, "completion": text, "category": ex.category,
+                        "boxes": parsed.get("boxes", []), "label": parsed.get("label"),
+                        "format_ok": parsed["format_ok"], "rewards": rewards, "picture": str(path)})
+    means = {n: round(sum(r["rewards"][n] for r in results) / len(results), 4) for n in task.default_rewards}
+    return {"samples": results, "means": means,
+            "format_rate": round(sum(r["format_ok"] for r in results) / len(results), 4)}
+
+
+def advice(result: dict) -> list[str]:
+    """Plain sentences for what would make GRPO fail or waste the card."""
+    out = []
+    base = result.get("baseline")
+    if base:
+        accuracy = [n for n in base["means"] if n != "format"]
+        if base["format_rate"] == 0:
+            out.append("The base model never answers in the expected <think>…</think><answer>…</answer> format: "
+                       "GRPO will get no reward signal. Start from an instruction-tuned checkpoint, or warm-start "
+                       "with SFT.")
+        elif accuracy and all(r["rewards"][n] == 0 for r in base["samples"] for n in accuracy):
+            out.append(f"Every sample scored 0 on {', '.join(accuracy)}: GRPO gets no signal from it. Check that "
+                       "the drawn boxes sit near the objects; if they are shifted or scaled, the coordinate frame "
+                       "does not match the model, otherwise warm-start with SFT or raise G.")
+    mem = result.get("memory")
+    if mem and mem.get("fits") is False:
+        out += mem["advice"]
+    return out
+
+
+def check(ws, model: str, *, dataset_name: str | None = None, image_paths: list[Path] = (),
+          min_pixels: int | None = None, max_pixels: int | None = None, samples: int = DEFAULT_SAMPLES,
+          with_baseline: bool = True, settings: TrainSettings | None = None) -> dict:
+    """The whole check as one JSON-ready document (see the module docstring)."""
+    from backend.engine.model_input import pixel_limits
+    settings = settings or TrainSettings()
+    dataset = get_dataset(ws.store, dataset_name) if dataset_name else None
+    images = _images(dataset, list(image_paths))
+    if not images:
+        raise ValueError("give a dataset (--dataset) or at least one image (--image) to check")
+    if with_baseline and dataset is None:
+        raise ValueError("the zero-shot baseline needs a dataset (--dataset) with its annotations; "
+                         "add --no-baseline to check image sizes only")
+    if with_baseline:
+        from backend.engine.models import load
+        loaded = load(model, min_pixels=min_pixels, max_pixels=max_pixels)
+        processor, family = loaded.processor, loaded.family
+    else:
+        from backend.engine.models import load_processor
+        processor, family = load_processor(model, min_pixels=min_pixels, max_pixels=max_pixels)
+    from backend.engine.model_input import image_view
+    views = [(label, image_view(processor, family.name, size)) for label, size in images]
+    lo, hi = pixel_limits(processor)
+    largest = max(v.visual_tokens for _, v in views)
+    result = {"model": model, "family": family.name, "min_pixels": lo, "max_pixels": hi,
+              "images": [{"path": label, **view.to_json()} for label, view in views],
+              "largest_visual_tokens": largest,
+              "memory": memory_line(model, settings, visual_tokens=largest), "baseline": None}
+    if with_baseline:
+        out_dir = Path(ws.data_dir) / "checks" / time.strftime("%Y%m%d-%H%M%S")
+        result["baseline"] = baseline(ws, loaded, dataset, samples, settings.max_completion_length, out_dir)
+    result["advice"] = advice(result)
+    return result

@@ -1,0 +1,217 @@
+"""Training settings: one typed object that the UI, the CLI and the worker all build; presets."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+
+@dataclass
+class TrainSettings:
+    """What a user sets for a run (GRPO, or SFT on the same prompts and answers)."""
+    method: str = "grpo"
+    """How the adapter is trained: "grpo" (reinforcement fine-tuning with the rewards: Visual-RFT) or "sft"
+    (supervised fine-tuning on the same prompts, answering with the truth in the same <think>/<answer>
+    format and coordinate frame). Both run on the same worker and are evaluated the same way."""
+    init_from: int | None = None
+    """GRPO only: start from this finished SFT run's adapter (its best checkpoint; the same base model) and
+    train it further, instead of a new LoRA adapter."""
+    max_steps: int = 200
+    """Optimiser steps."""
+    num_generations: int = 8
+    """Completions sampled per prompt (G); advantages compare them within the group."""
+    prompts_per_step: int = 1
+    """Prompts (images) per step; the batch holds prompts_per_step x num_generations completions."""
+    learning_rate: float = 1e-6
+    beta: float = 0.04
+    """KL penalty to the reference model (0 = none, and no reference model in memory)."""
+    temperature: float = 1.0
+    top_p: float = 1.0
+    """Nucleus sampling of the completions (1.0 = the whole distribution)."""
+    loss_type: str = "dapo"
+    """TRL's loss aggregation: "dapo" (the default here and in TRL: token losses normalised by the active
+    tokens of the whole batch, so neither short nor long answers are favoured), "grpo" (per-sequence mean:
+    length-biased), "dr_grpo" (a constant: max_completion_length), "bnpo" (the local batch), "cispo",
+    "sapo", "luspo", "vespo"."""
+    scale_rewards: str = "group"
+    """Advantages divided by the group's reward std ("group", the GRPO/Visual-RFT rule), the batch's
+    ("batch"), or not at all ("none", Dr. GRPO: no bias towards too-easy/too-hard prompts)."""
+    importance_sampling_level: str = "token"
+    """Policy ratio per token ("token", GRPO) or one per sequence ("sequence", GSPO: steadier with
+    sequence-level rewards like IoU)."""
+    epsilon: float = 0.2
+    """Lower clipping range of the policy ratio."""
+    epsilon_high: float | None = None
+    """Upper clipping range (None = epsilon; DAPO suggests 0.28)."""
+    mask_truncated_completions: bool = False
+    """Leave completions cut at max_completion_length out of the loss (DAPO). Off by default: a cut
+    answer fails the format reward, which is the signal that teaches the model to finish."""
+    max_completion_length: int = 256
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    seed: int = 0
+    save_steps: int = 50
+    """Checkpoint every N steps (and at the end); a killed run resumes from the last one."""
+    rollout_steps: int = 5
+    """Store the sampled completions of every N-th step (and of step 1), for the rollout inspector."""
+    rollout_groups_per_step: int = 8
+    """Groups (a prompt with all its G completions) stored per stored step; a step with fewer stores all."""
+    rollout_max_completions: int = 20_000
+    """Completions stored per run at most; once reached, later steps store none (bounds the database)."""
+    qlora: bool | None = None
+    """4-bit NF4 base weights; None = on with CUDA, off on CPU."""
+    rewards: list[str] = field(default_factory=list)
+    """Reward names from backend.scoring.rewards.REWARDS; empty = the task's defaults."""
+    reward_weights: list[float] = field(default_factory=list)
+    negative_share: float = 0.25
+    classes_in_prompt: bool = True
+    object_kind: str = "object"
+    """Classification: what the images show ('plant', 'dog', 'aircraft'): the prompt says 'This is an
+    image containing a dog. Please identify the class of the dog'."""
+    eval_max_examples: int = 300
+    """Cap on held-out prompts evaluated before and after training."""
+    eval_steps: int | None = None
+    """Evaluate the adapter on the held-out split every N steps, with a checkpoint there so the best one
+    can be kept; None = about eight evaluations a run (max_steps // 8); 0 = only before and after."""
+    eval_during_max_examples: int = 100
+    """Held-out prompts per evaluation during training (its cost, greedy, on the main process's share).
+    The held-out curve uses these same first prompts at every point, before and after included."""
+    min_pixels: int | None = None
+    """Images smaller than this many pixels are enlarged; None = the model family's default."""
+    max_pixels: int | None = None
+    """Images larger than this many pixels are shrunk (fewer visual tokens, less memory); None = the
+    model family's default (Visual-RFT: 401,408, about 512 visual tokens)."""
+    generation_backend: str = "auto"
+    """How completions are sampled while training (generation dominates a GRPO step). "hf":
+    transformers' generate, everywhere. "vllm": a vLLM engine on the training GPU (TRL's colocate
+    mode; needs CUDA and the vllm package; the base stays in bf16 with LoRA: TRL cannot push
+    LoRA-merged weights into a 4-bit engine, so QLoRA is refused). "auto": vllm on CUDA when vllm is
+    installed and QLoRA was not asked for, else hf. Held-out evaluation uses the same engine."""
+    vllm_gpu_memory_utilization: float = 0.3
+    """With vLLM: the share of each GPU's memory the engine reserves for its weights and KV cache;
+    training gets the rest (the engine sleeps, releasing it, while the optimiser steps)."""
+    use_liger_kernel: bool = False
+    """Liger's Triton kernels for the training forward (CUDA and the liger-kernel package). Measure
+    step time and memory on your card before keeping it on."""
+    num_gpus: int = 1
+    """GPUs this run trains on at once, one process each; each GPU takes prompts_per_step prompts per
+    step, so a step sees num_gpus times more. A worker claims the run only when it has that many free."""
+    distributed: str = "ddp"
+    """With num_gpus > 1: "ddp" (the default: every GPU holds the whole model; LoRA or QLoRA),
+    "zero2" (DeepSpeed ZeRO-2: optimiser state and gradients sharded across the GPUs), "zero3"
+    (DeepSpeed ZeRO-3: the weights sharded too, which is what full fine-tuning of a large model needs;
+    with this app's LoRA the trained part is small and each GPU loads the whole base before it is
+    sharded, so ddp or zero2 is the usual choice; bf16 LoRA, not QLoRA). zero2/zero3 need deepspeed."""
+
+    def task_settings(self):
+        """The prompt-shaping part, as the task templates take it."""
+        from backend.scoring.tasks import TaskSettings
+        return TaskSettings(negative_share=self.negative_share, classes_in_prompt=self.classes_in_prompt,
+                            object_kind=self.object_kind)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainSettings":
+        known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in data.items() if k not in RETIRED}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown setting '{sorted(unknown)[0]}'")
+        return cls(**data)
+
+
+RETIRED = {"rollouts_per_save"}
+"""Settings older runs stored that no longer mean anything (replaced by rollout_groups_per_step); ignored."""
+
+
+def eval_interval(settings: TrainSettings) -> int:
+    """Steps between held-out evaluations during training (0 = none): eval_steps, or for None about eight a
+    run."""
+    if settings.eval_steps is not None:
+        return max(0, settings.eval_steps)
+    return max(1, settings.max_steps // 8)
+
+
+GPU_COMMON = dict(max_steps=200, learning_rate=1e-5, beta=0.04, temperature=1.0, save_steps=50, eval_steps=25)
+PRESETS: dict[str, dict] = {
+    # The paper's settings (Qwen2-VL-2B, ~200 steps for few-shot detection).
+    "Visual-RFT paper": dict(max_steps=200, num_generations=8, learning_rate=1e-6, beta=0.04, temperature=1.0,
+                             max_completion_length=1024, prompts_per_step=2, save_steps=50, eval_steps=25),
+    # The tiny demo model on 2 CPU cores: short answers, a large LoRA learning rate, no reference model, and
+    # the dense IoU reward: its sampled boxes rarely pass detection_iou's 0.5 match (mean 0.06 a step, flat
+    # over 60 steps: measured), so every overlap counts. Temperature 0.8 keeps samples near its greedy answer.
+    # Each reward scores only its own task's rows, so the preset serves classification and grounding too.
+    "CPU demo": dict(max_steps=100, num_generations=8, learning_rate=5e-4, beta=0.0, temperature=0.8,
+                     rewards=["detection_soft_iou", "detection_confidence", "classification_accuracy", "grounding_iou",
+                              "format"],
+                     max_completion_length=64, prompts_per_step=4, save_steps=20, rollout_steps=2,
+                     eval_max_examples=60, eval_steps=20, eval_during_max_examples=30),
+    # By card size (backend/engine/memory.py), for Qwen2.5-VL-7B under QLoRA; images capped by max_pixels.
+    # LoRA adapters take a larger learning rate than the paper's full fine-tune (1e-6).
+    # 7B QLoRA, 1024x768 photo -> 494 visual tokens (at most 512): about 17.5 GiB of 24.
+    "24 GB GPU": dict(qlora=True, **GPU_COMMON, num_generations=8, prompts_per_step=1, max_completion_length=256,
+                      max_pixels=401_408),
+    # 7B QLoRA, 1024x768 photo -> 999 visual tokens (at most 1,024): about 33.3 GiB of 48.
+    "48 GB GPU": dict(qlora=True, **GPU_COMMON, num_generations=8, prompts_per_step=2, max_completion_length=256,
+                      max_pixels=802_816),
+    # 7B QLoRA, 1024x768 photo -> 999 visual tokens (at most 1,024), paper's G x prompts x length: about 56.5 GiB of 80.
+    "80 GB GPU": dict(qlora=True, **GPU_COMMON, num_generations=8, prompts_per_step=2, max_completion_length=1024,
+                      max_pixels=802_816),
+}
+
+
+GENERATION_BACKENDS = ("auto", "hf", "vllm")
+DISTRIBUTED_MODES = ("ddp", "zero2", "zero3")
+CHOICES: dict[str, tuple[str, ...]] = {
+    "generation_backend": GENERATION_BACKENDS,
+    "distributed": DISTRIBUTED_MODES,
+    "loss_type": ("dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo", "luspo", "vespo"),
+    "scale_rewards": ("group", "batch", "none"),
+    "importance_sampling_level": ("token", "sequence"),
+    "method": ("grpo", "sft"),
+}
+"""Settings whose value is one of a few names (the CLI and the Train form offer exactly these)."""
+
+
+def setting_help() -> dict[str, str]:
+    """Each setting's help text: the docstring under its field, read from this file (one source for the
+    CLI's --help and the Train form's hints)."""
+    import ast
+    import inspect
+    tree = ast.parse(inspect.getsource(TrainSettings))
+    body = tree.body[0].body
+    out: dict[str, str] = {}
+    for node, after in zip(body, body[1:] + [None]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            doc = after.value.value if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) else ""
+            out[node.target.id] = " ".join(str(doc).split())
+    return out
+
+
+def setting_type(name: str) -> type:
+    """int, float, bool, str or list: a field's type with `| None` dropped."""
+    annotation = {f.name: f.type for f in fields(TrainSettings)}[name]
+    base = str(annotation).split("|")[0].strip()
+    return {"int": int, "float": float, "bool": bool, "str": str}.get(base, list)
+
+
+def generation_backend(settings: TrainSettings, cuda: bool, vllm_installed: bool) -> str:
+    """The backend a job uses, "hf" or "vllm": as set, or for "auto" vLLM on CUDA when it is installed and
+    QLoRA was not asked for (TRL cannot sync a 4-bit base into vLLM)."""
+    if settings.generation_backend == "auto":
+        return "vllm" if cuda and vllm_installed and not settings.qlora else "hf"
+    return settings.generation_backend
+
+
+def uses_qlora(settings: TrainSettings, cuda: bool, backend: str) -> bool:
+    """4-bit base weights: as set, else on CUDA unless vLLM generates or ZeRO-3 shards the weights (both
+    need the bf16 base)."""
+    if settings.qlora is not None:
+        return bool(settings.qlora)
+    return cuda and backend != "vllm" and not (settings.num_gpus > 1 and settings.distributed == "zero3")
+
+
+def preset(name: str, **overrides) -> TrainSettings:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset '{name}' (known: {', '.join(PRESETS)})")
+    return TrainSettings.from_dict({**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}})

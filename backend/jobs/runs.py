@@ -1,0 +1,362 @@
+"""Runs in storage: create, read, cancel; metric points upserted by (run, step, name), rollouts stored once per
+(run, step, prompt index, sample index).
+
+Every read-then-write locks the row it decides on (`storage.locked`, `SELECT … FOR UPDATE`) or decides in the
+UPDATE itself (`storage.update_where`), so two processes (page, worker, job) never overwrite each other.
+
+Fenced writes: each claim of a run gets a fresh lease token (backend.jobs.worker.claim), which the worker hands to the
+job. The job's writes (metrics, rollouts, checkpoints, evaluations, progress, its final status) pass `token=`
+and are accepted only while the run is running under that token; otherwise they raise `LeaseLost` (`finish_run`
+returns False), so a job whose lease went to another worker can neither write nor settle the run.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from backend.data.catalog import get_dataset
+from backend.engine.models import resolve_model
+from backend.engine.settings import CHOICES, TrainSettings
+from backend.scoring.evaluation import MAIN_METRIC
+from backend.scoring.rewards import REWARDS
+from backend.scoring.tasks import get_task
+from storage import Store, db_now, locked, update_where, upsert
+from storage.models import Checkpoint, Dataset, Evaluation, HeldoutPoint, MetricPoint, Rollout, Run
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class LeaseLost(RuntimeError):
+    """A write for a run under a lease token that is no longer current: the run was re-queued, settled or
+    claimed again (by another worker). The writer must stop working on the run, without settling it."""
+
+
+def _hold_lease(s, run_id: int, token: str | None) -> None:
+    """With a token: raise LeaseLost unless run `run_id` is running under it, and keep its row locked
+    (`FOR UPDATE`) until this transaction ends, so that the write that follows is under a current lease.
+    Without one (tools, tests, a job started by hand): no check."""
+    if token is None:
+        return
+    held = s.scalar(select(Run.id).where(Run.id == run_id, Run.status == "running", Run.lease_token == token)
+                    .with_for_update())
+    if held is None:
+        raise LeaseLost(f"run {run_id} is no longer leased to this job (lease {token[:8]}): "
+                        "another worker re-queued or claimed it")
+
+
+def create_run(store: Store, dataset: str, model: str, settings: TrainSettings) -> int:
+    """Validate everything a person chose, then write one queued run."""
+    info = get_dataset(store, dataset, with_samples=False)
+    _, family = resolve_model(model)
+    task = get_task(info["task"])
+    if not settings.rewards:
+        settings.rewards = list(task.default_rewards)
+        settings.reward_weights = list(task.default_rewards.values())
+    unknown = [r for r in settings.rewards if r not in REWARDS]
+    if unknown:
+        raise ValueError(f"unknown reward '{unknown[0]}' (known: {', '.join(REWARDS)})")
+    if not settings.reward_weights:
+        settings.reward_weights = [1.0] * len(settings.rewards)
+    if len(settings.reward_weights) != len(settings.rewards):
+        raise ValueError(f"{len(settings.rewards)} rewards but {len(settings.reward_weights)} weights")
+    if settings.max_steps < 1 or settings.num_generations < 2:
+        raise ValueError("max steps must be at least 1 and the number of generations at least 2")
+    from backend.engine.gpus import check_settings
+    check_settings(settings)  # generation backend, GPUs, packages: one sentence now, not a failed job later
+    check_method(store, model, settings)
+    if info["counts"]["train"] == 0:
+        raise ValueError(f"dataset '{dataset}' has no training images")
+    with store.write() as s:
+        if locked(s, Dataset, info["id"]) is None:  # deleted since it was read: no run on a missing dataset
+            raise ValueError(f"dataset '{dataset}' was deleted")
+        run = Run(dataset_id=info["id"], model=model, family=family.name, task=info["task"],
+                  settings=settings.to_dict(), max_steps=settings.max_steps)
+        s.add(run)
+        s.flush()
+        run.folder = f"runs/{run.id}"
+        return run.id
+
+
+def check_method(store: Store, model: str, settings: TrainSettings) -> None:
+    """The method, and the run a GRPO run starts from (a completed SFT run of the same base model): one
+    sentence for what cannot work."""
+    if settings.method not in CHOICES["method"]:
+        raise ValueError(f"unknown method '{settings.method}' (known: {', '.join(CHOICES['method'])})")
+    if settings.method == "sft" and settings.generation_backend == "vllm":
+        raise ValueError("an SFT run samples nothing while training (held-out evaluation uses HF generate): "
+                         "choose generation backend 'auto' or 'hf'")
+    if settings.init_from is None:
+        return
+    if settings.method != "grpo":
+        raise ValueError("init from starts a GRPO run from an SFT run's adapter; an SFT run starts from the base model")
+    try:
+        source = get_run(store, settings.init_from)
+    except ValueError:
+        raise ValueError(f"there is no run {settings.init_from} to start from") from None
+    if TrainSettings.from_dict(source.settings).method != "sft":
+        raise ValueError(f"run {source.id} is not an SFT run: a GRPO run starts from a finished SFT run's adapter")
+    if source.status != "completed":
+        raise ValueError(f"run {source.id} is {source.status}: start from a completed SFT run")
+    if source.model != model:
+        raise ValueError(f"run {source.id} trained an adapter for '{source.model}', not '{model}': choose the same "
+                         "base model")
+
+
+def get_run(store: Store, run_id: int) -> Run:
+    with store.read() as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            raise ValueError(f"there is no run {run_id}")
+        return run
+
+
+def dataset_name(store: Store, run: Run) -> str:
+    with store.read() as s:
+        ds = s.get(Dataset, run.dataset_id) if run.dataset_id else None
+    if ds is None:
+        raise ValueError(f"the dataset of run {run.id} was deleted")
+    return ds.name
+
+
+def metrics(store: Store, run_id: int) -> dict[str, list[list[float]]]:
+    with store.read() as s:
+        rows = s.execute(select(MetricPoint.name, MetricPoint.step, MetricPoint.value)
+                         .where(MetricPoint.run_id == run_id).order_by(MetricPoint.name, MetricPoint.step)).all()
+    out: dict[str, list[list[float]]] = {}
+    for name, step, value in rows:
+        out.setdefault(name, []).append([step, value])
+    return out
+
+
+def evaluations(store: Store, run_id: int) -> dict:
+    with store.read() as s:
+        return {e.phase: e.metrics for e in s.scalars(select(Evaluation).where(Evaluation.run_id == run_id))}
+
+
+def run_json(store: Store, run_id: int, with_metrics: bool = True) -> dict:
+    run = get_run(store, run_id)
+    out = {"id": run.id, "status": run.status, "model": run.model, "family": run.family, "task": run.task,
+           "dataset_id": run.dataset_id, "step": run.step, "max_steps": run.max_steps, "attempts": run.attempts,
+           "settings": run.settings, "error": run.error, "created_at": run.created_at.isoformat(),
+           "started_at": run.started_at.isoformat() if run.started_at else None,
+           "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+           "cancel_requested": run.cancel_requested, "method": (run.settings or {}).get("method", "grpo"),
+           "init_from": (run.settings or {}).get("init_from")}
+    if with_metrics:
+        out["metrics"] = metrics(store, run_id)
+        out["evaluation"] = evaluations(store, run_id)
+        points = heldout_points(store, run_id)
+        out["heldout"] = heldout_series(points)
+        out["heldout_seconds"] = [[p.step, p.seconds] for p in points]
+        out["best"] = best_point(store, run_id, run.task, points)
+    return out
+
+
+def eta_seconds(run: dict, step_times: list[list[float]]) -> float | None:
+    """Remaining steps x the mean of the last ten step times."""
+    if run["status"] != "running" or not step_times:
+        return None
+    recent = [v for _, v in step_times[-10:]]
+    return max(0, run["max_steps"] - run["step"]) * sum(recent) / len(recent)
+
+
+def delete_run(store: Store, data_dir: Path, run_id: int) -> None:
+    """A finished run's rows and folder; a running one must be cancelled first."""
+    import shutil
+    with store.write() as s:
+        run = locked(s, Run, run_id)
+        if run is None:
+            raise ValueError(f"there is no run {run_id}")
+        if run.status in ("queued", "running"):
+            raise ValueError(f"run {run_id} is {run.status}: cancel it first")
+        folder = run.folder
+        s.delete(run)
+    if folder:
+        shutil.rmtree(Path(data_dir) / folder, ignore_errors=True)
+
+
+def resume_run(store: Store, run_id: int) -> None:
+    """Queue a cancelled or failed run again; it continues from its last checkpoint."""
+    with store.write() as s:
+        run = locked(s, Run, run_id)
+        if run is None:
+            raise ValueError(f"there is no run {run_id}")
+        if run.status not in ("cancelled", "failed"):
+            raise ValueError(f"run {run_id} is {run.status}; only cancelled or failed runs resume")
+        if run.dataset_id is None or locked(s, Dataset, run.dataset_id) is None:  # locked: not deleted meanwhile
+            raise ValueError(f"run {run_id} cannot resume: its dataset was deleted")
+        run.status, run.cancel_requested, run.error, run.finished_at, run.attempts = "queued", False, None, None, 0
+
+
+def list_runs(store: Store) -> list[dict]:
+    with store.read() as s:
+        ids = list(s.scalars(select(Run.id).order_by(Run.id.desc())))
+    out = []
+    for i in ids:
+        try:
+            out.append(run_json(store, i, with_metrics=False))
+        except ValueError:  # deleted since the ids were read
+            continue
+    return out
+
+
+def cancel_run(store: Store, run_id: int) -> str:
+    """Queued runs are cancelled at once; running ones get a flag the training callback reads."""
+    with store.write() as s:
+        run = locked(s, Run, run_id)
+        if run is None:
+            raise ValueError(f"there is no run {run_id}")
+        if run.status == "queued":
+            run.status, run.finished_at = "cancelled", now()
+        elif run.status == "running":
+            run.cancel_requested = True
+        return run.status
+
+
+def upsert_metrics(store: Store, run_id: int, step: int, values: dict[str, float], token: str | None = None) -> None:
+    """One point per (run, step, name): a resumed run overwrites, never duplicates (one INSERT … ON CONFLICT).
+    With `token`, only under that current lease (else LeaseLost)."""
+    with store.write() as s:
+        _hold_lease(s, run_id, token)
+        upsert(s, MetricPoint, [{"run_id": run_id, "step": step, "name": k, "value": float(v), "created_at": now()}
+                                for k, v in values.items()], ("run_id", "step", "name"), ("value", "created_at"))
+
+
+ROLLOUT_FIELDS = ("sample_id", "image", "prompt", "completion", "parsed", "rewards", "total", "group_mean",
+                  "group_std", "advantage")
+
+
+def store_rollouts(store: Store, run_id: int, step: int, rows: list[dict], token: str | None = None) -> None:
+    """Store a step's sampled rollouts once per (run, step, prompt_index, sample_index) (one INSERT … ON CONFLICT).
+
+    `rows` are the training job's dicts (sample_id, image, prompt, completion, parsed, rewards, and the group's
+    total, group_mean, group_std, advantage) with
+    `prompt_index` (the prompt's place in the step's batch) and `sample_index` (which of its generations). A row
+    without them gets (its position in `rows`, 0): the job picks the same positions of the same batch when a
+    step is repeated after a resume. A step written again (a resumed run repeats the steps after its last
+    checkpoint) replaces its rollouts, as it replaces its metric points: what is shown is what training kept.
+    With `token`, only under that current lease (else LeaseLost).
+    """
+    values = []
+    for i, r in enumerate(rows):
+        values.append({"run_id": run_id, "step": step, "created_at": now(),
+                       "prompt_index": int(r["prompt_index"]) if r.get("prompt_index") is not None else i,
+                       "sample_index": int(r["sample_index"]) if r.get("sample_index") is not None else 0,
+                       **{k: r.get(k) for k in ROLLOUT_FIELDS},
+                       "parsed": r.get("parsed") or {}, "rewards": r.get("rewards") or {}})
+    with store.write() as s:
+        _hold_lease(s, run_id, token)
+        upsert(s, Rollout, values, ("run_id", "step", "prompt_index", "sample_index"),
+               (*ROLLOUT_FIELDS, "created_at"))
+
+
+def record_checkpoint(store: Store, run_id: int, step: int, path: str, token: str | None = None) -> None:
+    """A checkpoint folder (relative to the data dir) fully written at `step`: one row per (run, step).
+    With `token`, only under that current lease (else LeaseLost)."""
+    with store.write() as s:
+        _hold_lease(s, run_id, token)
+        upsert(s, Checkpoint, [{"run_id": run_id, "step": step, "path": path, "complete": True, "created_at": now()}],
+               ("run_id", "step"), ("path", "complete"))
+
+
+def save_evaluation(store: Store, run_id: int, phase: str, result: dict, token: str | None = None) -> None:
+    """The held-out evaluation `before` or `after` training: one row per (run, phase), the newest kept.
+    With `token`, only under that current lease (else LeaseLost)."""
+    with store.write() as s:
+        _hold_lease(s, run_id, token)
+        upsert(s, Evaluation, [{"run_id": run_id, "phase": phase, "metrics": result, "created_at": now()}],
+               ("run_id", "phase"), ("metrics", "created_at"))
+
+
+def record_step(store: Store, run_id: int, step: int, token: str | None = None) -> bool:
+    """The job's progress: set the run's step; returns whether cancel was requested (read in the same
+    transaction, after the write). With `token`, only while the run is running under it (else LeaseLost)."""
+    with store.write() as s:
+        fence = (Run.status == "running", Run.lease_token == token) if token is not None else ()
+        if not update_where(s, Run, run_id, *fence, step=step) and token is not None:
+            _hold_lease(s, run_id, token)  # raises LeaseLost, with its sentence
+        return bool(s.scalar(select(Run.cancel_requested).where(Run.id == run_id)))
+
+
+def finish_run(store: Store, run_id: int, status: str, error: str | None = None, token: str | None = None) -> bool:
+    """Settle a running run as `status` (completed, cancelled, failed), clearing its lease. Only a run still
+    marked running (with `token`: running under that lease) is settled: one already settled elsewhere
+    (re-queued, cancelled while queued, claimed by another worker) is left as it is. Returns whether this call
+    settled it. The token stays on the row: the worker that held the lease still stores the log's tail."""
+    with store.write() as s:
+        fence = (Run.lease_token == token,) if token is not None else ()
+        return update_where(s, Run, run_id, Run.status == "running", *fence, status=status, finished_at=db_now(s),
+                            error=error, lease_owner=None, lease_expires_at=None)
+
+
+def latest_checkpoint(store: Store, data_dir: Path, run_id: int) -> Checkpoint | None:
+    """The newest checkpoint recorded complete whose folder still holds its trainer state."""
+    with store.read() as s:
+        rows = s.scalars(select(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.complete.is_(True))
+                         .order_by(Checkpoint.step.desc())).all()
+    for ck in rows:
+        if (Path(data_dir) / ck.path / "trainer_state.json").is_file():
+            return ck
+    return None
+
+
+def rollouts(store: Store, run_id: int, step: int | None = None) -> list[Rollout]:
+    with store.read() as s:
+        q = select(Rollout).where(Rollout.run_id == run_id)
+        if step is not None:
+            q = q.where(Rollout.step == step)
+        return list(s.scalars(q.order_by(Rollout.step, Rollout.id)))
+
+
+def steps_with_rollouts(store: Store, run_id: int) -> list[int]:
+    with store.read() as s:
+        return list(s.scalars(select(Rollout.step).where(Rollout.run_id == run_id).distinct().order_by(Rollout.step)))
+
+
+def stored_completions(store: Store, run_id: int, before_step: int) -> int:
+    """Rollouts a run stored for steps before `before_step` (a resumed run counts what it keeps)."""
+    with store.read() as s:
+        return s.scalar(select(func.count(Rollout.id)).where(Rollout.run_id == run_id, Rollout.step < before_step))
+
+
+def save_heldout_point(store: Store, run_id: int, step: int, result: dict, seconds: float,
+                       token: str | None = None) -> None:
+    """A point of the held-out curve at `step` (0 = before training): one per (run, step), the newest kept.
+    With `token`, only under that current lease (else LeaseLost)."""
+    with store.write() as s:
+        _hold_lease(s, run_id, token)
+        upsert(s, HeldoutPoint, [{"run_id": run_id, "step": step, "metrics": result, "seconds": float(seconds),
+                                  "created_at": now()}], ("run_id", "step"), ("metrics", "seconds", "created_at"))
+
+
+def heldout_points(store: Store, run_id: int) -> list[HeldoutPoint]:
+    with store.read() as s:
+        return list(s.scalars(select(HeldoutPoint).where(HeldoutPoint.run_id == run_id).order_by(HeldoutPoint.step)))
+
+
+def heldout_series(points: list[HeldoutPoint]) -> dict[str, list[list[float]]]:
+    """{metric: [[step, value], ...]} of the held-out curve's numeric metrics (not per class, not the count)."""
+    out: dict[str, list[list[float]]] = {}
+    for p in points:
+        for name, value in p.metrics.items():
+            if name != "count" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                out.setdefault(name, []).append([p.step, value])
+    return out
+
+
+def best_point(store: Store, run_id: int, task: str, points: list[HeldoutPoint] | None = None) -> dict | None:
+    """{"step", "metric", "value"}: the trained step with the best held-out main metric (MAIN_METRIC) among
+    those with a complete checkpoint; the later one on a tie. None before any such evaluation."""
+    metric = MAIN_METRIC[task]
+    points = heldout_points(store, run_id) if points is None else points
+    with store.read() as s:
+        saved = set(s.scalars(select(Checkpoint.step).where(Checkpoint.run_id == run_id, Checkpoint.complete.is_(True))))
+    scored = [(p.metrics.get(metric), p.step) for p in points if p.step >= 1 and p.step in saved]
+    scored = [(v, step) for v, step in scored if isinstance(v, (int, float))]
+    if not scored:
+        return None
+    value, step = max(scored)
+    return {"step": step, "metric": metric, "value": value}

@@ -1,0 +1,350 @@
+"""One training job: a run's method (GRPO: backend/engine/grpo.py, SFT: backend/engine/sft.py) on a dataset's train
+split, with metrics, rollouts and checkpoints written to storage, and held-out evaluations before, during (every
+eval_steps, the curve that picks the best checkpoint) and after.
+
+Runs in its own process (started by the worker): `python -m backend.jobs.training --data-dir D --run ID`; a
+multi-GPU run runs it under `accelerate launch`, one process per GPU, and only the main one (RANK 0) writes
+to storage.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+from backend.data.catalog import get_dataset
+from backend.data.workspace import Workspace, open_workspace
+from backend.engine import grpo, sft
+from backend.engine.grpo import RolloutRecorder, grpo_config_kwargs, vllm_generate  # noqa: F401 - the job's GRPO parts
+from backend.engine.processes import GenerateFn, Processes, current_weights, hf_generate
+from backend.engine.settings import TrainSettings, eval_interval, generation_backend, uses_qlora
+from backend.jobs.runs import (LeaseLost, dataset_name, evaluations, finish_run, get_run, latest_checkpoint,
+                               record_checkpoint, record_step, save_evaluation, save_heldout_point, store_rollouts,
+                               stored_completions, upsert_metrics)
+from backend.scoring.evaluation import METRICS
+from backend.scoring.tasks import get_task
+
+EXIT_FAILED = 3
+"""Exit status of a job that failed with a stored error sentence (the worker must not retry it)."""
+EXIT_LEASE_LOST = 4
+"""Exit status of a job whose lease went to another worker: it stopped without writing or settling anything."""
+LEASE_TOKEN_ENV = "VRFT_LEASE_TOKEN"
+"""The claim's lease token, for a job the worker starts fresh (a standby reads it from its hand-over line).
+Every write of the job carries it (backend.jobs.runs: accepted only under the current lease)."""
+
+
+def train_rows(dataset: dict, data_dir: Path, family: str, settings: TrainSettings,
+               input_size_of: Callable[[tuple[int, int]], tuple[int, int]] | None = None) -> list[dict]:
+    """Training rows: chat prompt, image path, solution JSON, category, and where each came from. `input_size_of`
+    (original size -> the size the model's processor resizes to) puts prompt and rewards in its frame."""
+    rng = random.Random(settings.seed)
+    task = get_task(dataset["task"])
+    rows = []
+    for s in dataset["samples"]:
+        if s["split"] != "train":
+            continue
+        input_size = input_size_of((s["width"], s["height"])) if input_size_of else None
+        for e in task.build_examples(s, dataset["classes"], family, settings.task_settings(), rng,
+                                     synonyms=dataset.get("synonyms", {}), input_size=input_size):
+            rows.append({"prompt": [{"role": "user", "content": e.prompt}],
+                         "image": str(Path(data_dir) / dataset["folder"] / "images" / s["file"]),
+                         "solution": json.dumps(e.solution), "category": e.category or "", "sample_id": s["id"],
+                         "prompt_text": e.prompt,
+                         "image_rel": f"{dataset['folder']}/images/{s['file']}"})
+    return rows
+
+
+def make_callback(ws: Workspace, run_id: int, settings: TrainSettings, recorder: RolloutRecorder | None,
+                  output_dir: Path, token: str | None = None):
+    """The job's TrainerCallback (`recorder` None: a method that samples nothing, SFT). Its `heldout` is set
+    once the trainer exists: the evaluations it runs during training."""
+    from transformers import TrainerCallback
+    processes = Processes()
+
+    class StudioCallback(TrainerCallback):
+        """Metrics, rollouts, checkpoints, progress and held-out evaluations to storage; cancel at the next step."""
+
+        def __init__(self):
+            self.step_started = time.time()
+            self.step_seconds = 0.0
+            self.heldout: HeldoutEvaluations | None = None
+
+        def on_step_begin(self, args, state, control, **kw):
+            self.step_started = time.time()
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not logs or state.global_step < 1 or not state.is_world_process_zero:  # the main process writes
+                return
+            values = {k: v for k, v in logs.items() if isinstance(v, (int, float)) and not k.startswith(("total_flos", "train_"))}
+            values["step_time"] = self.step_seconds  # without the held-out evaluation at its end
+            upsert_metrics(ws.store, run_id, state.global_step, values, token=token)
+
+        def on_step_end(self, args, state, control, **kw):
+            self.step_seconds = time.time() - self.step_started
+            step = state.global_step
+            cancel = False
+            if state.is_world_process_zero:  # only the main process writes to storage
+                if recorder is not None and (step % settings.rollout_steps == 0 or step == 1):
+                    room = settings.rollout_max_completions - stored_completions(ws.store, run_id, step)
+                    rows = recorder.take(settings.rollout_groups_per_step, room)
+                    if rows:  # once per (step, prompt, sample): a step repeated after a resume replaces its own
+                        store_rollouts(ws.store, run_id, step, rows, token=token)
+                cancel = record_step(ws.store, run_id, step, token=token)
+            cancel = processes.agree(cancel)  # every process stops at the same step
+            if cancel:
+                control.should_training_stop = True
+                control.should_save = True
+            elif self.heldout is not None and self.heldout.due(step):  # every process takes part
+                self.heldout.during(step)
+                control.should_save = True  # the evaluated weights are kept: the best one can be used later
+                # A cancel asked during the evaluation stops here, at this checkpoint, not a whole step later.
+                asked = state.is_world_process_zero and get_run(ws.store, run_id).cancel_requested
+                if processes.agree(asked):
+                    control.should_training_stop = True
+
+        def on_save(self, args, state, control, **kw):
+            # Called after the checkpoint folder is fully written: only now is it "complete".
+            processes.wait()  # every process has written its part (its RNG state)
+            if not state.is_world_process_zero:
+                return
+            path = output_dir / f"checkpoint-{state.global_step}"
+            rel = path.relative_to(ws.data_dir).as_posix()
+            record_checkpoint(ws.store, run_id, state.global_step, rel, token=token)
+
+    return StudioCallback()
+
+
+class HeldoutEvaluations:
+    """A job's held-out evaluations (greedy). Each is a point of the run's curve, scored on the first
+    eval_during_max_examples held-out prompts (the same ones every time); the one before training (step 0) and
+    the one after also store the full evaluation on eval_max_examples prompts, with the seconds it took."""
+
+    def __init__(self, ws: Workspace, run_id: int, token: str | None, loaded, dataset: dict,
+                 settings: TrainSettings, processes: Processes):
+        self.ws, self.run_id, self.token, self.loaded, self.dataset = ws, run_id, token, loaded, dataset
+        self.settings, self.processes = settings, processes
+        self.val = [s for s in dataset["samples"] if s["split"] == "val"]
+        self.interval = eval_interval(settings)
+        self.now: Callable[[], object] | None = None
+        """The trainer's current weights as a context manager giving a GenerateFn (set once the trainer exists)."""
+
+    def before_needed(self) -> bool:
+        """Whether the model has still to be evaluated before training (not on a resume); every process asks
+        before any of them can store it."""
+        return bool(self.val) and "before" not in evaluations(self.ws.store, self.run_id)
+
+    def due(self, step: int) -> bool:
+        """Every `interval` steps, except the last (the evaluation after training is that point)."""
+        return bool(self.val) and self.interval > 0 and step % self.interval == 0 and step < self.settings.max_steps
+
+    def during(self, step: int) -> None:
+        with self.now() as generate:
+            self.evaluate(step, "during", generate)
+
+    def evaluate(self, step: int, phase: str, generate: GenerateFn) -> None:
+        """Evaluate now, as point `step` of the curve; `phase` "before" and "after" store the full evaluation too."""
+        from backend.engine import heldout
+        curve, full = self.settings.eval_during_max_examples, self.settings.eval_max_examples
+        started = time.time()
+        records = heldout.records(self.loaded, self.ws.data_dir, self.dataset, self.val, self.settings.task_settings(),
+                                  self.settings.max_completion_length, curve if phase == "during" else max(curve, full),
+                                  generate_fn=self.processes.share(generate))
+        seconds = time.time() - started
+        if not self.processes.main:
+            return
+        metric = METRICS[self.dataset["task"]]
+        save_heldout_point(self.ws.store, self.run_id, step, metric(records[:curve]), seconds, token=self.token)
+        if phase != "during":
+            save_evaluation(self.ws.store, self.run_id, phase, {**metric(records[:full]), "seconds": seconds},
+                            token=self.token)
+
+
+def run_job(ws: Workspace, run_id: int, token: str | None = None) -> str:
+    """Train run `run_id` to the end (or to a cancel); returns the final status. Under `accelerate launch`
+    every process runs this; only the main one writes to storage, each write under lease `token` (LeaseLost
+    once another worker has the run)."""
+    import torch
+
+    from backend.engine.models import device_name, load, lora_config
+    from backend.jobs.predict import chosen_adapter
+
+    processes = Processes()
+
+    def say(text: str) -> None:
+        if processes.main:
+            print(text, flush=True)
+
+    run = get_run(ws.store, run_id)
+    settings = TrainSettings.from_dict(run.settings)
+    dataset = get_dataset(ws.store, dataset_name(ws.store, run))
+    run_dir = ws.data_dir / run.folder
+    output_dir = run_dir / "checkpoints"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(settings.seed)
+
+    is_sft = settings.method == "sft"
+    device, vllm_ok = device_name(), grpo.vllm_installed()
+    backend = "hf" if is_sft else generation_backend(settings, device == "cuda", vllm_ok)
+    config_kwargs = (sft.sft_config_kwargs(settings, output_dir, device) if is_sft  # its sentence before the load
+                     else grpo_config_kwargs(settings, output_dir, device, vllm_ok))
+    start, started_at = (chosen_adapter(ws, settings.init_from) if settings.init_from is not None else (None, None))
+    loaded = load(run.model, adapter=str(start) if start else None, for_training=True,
+                  qlora=uses_qlora(settings, device == "cuda", backend), min_pixels=settings.min_pixels,
+                  max_pixels=settings.max_pixels)
+    heldout = HeldoutEvaluations(ws, run_id, token, loaded, dataset, settings, processes)
+    before = heldout.before_needed()
+    if before and backend == "hf":
+        say(f"evaluating the {'starting' if start else 'base'} model on {len(heldout.val)} held-out images")
+        heldout.evaluate(0, "before", hf_generate(loaded))
+
+    rows = train_rows(dataset, ws.data_dir, loaded.family.name, settings, lambda size: loaded.view(size).input)
+    recorder = None if is_sft else RolloutRecorder(settings)
+    callback = make_callback(ws, run_id, settings, recorder, output_dir, token)
+    lora = None if start else lora_config(loaded.family, settings.lora_rank, settings.lora_alpha)
+    if is_sft:
+        trainer = sft.build_trainer(loaded, config_kwargs, rows, dataset["task"], [callback], lora)
+    else:
+        trainer = grpo.build_trainer(loaded, config_kwargs, rows, settings, [callback], recorder, lora, backend)
+    fast = None if is_sft else vllm_generate(trainer, loaded.processor)
+    if before and backend == "vllm":
+        say(f"evaluating the {'starting' if start else 'base'} model on {len(heldout.val)} held-out images (vLLM)")
+        heldout.evaluate(0, "before", fast)
+    heldout.now = lambda: current_weights(trainer, loaded, fast, processes)
+    callback.heldout = heldout
+    ck = latest_checkpoint(ws.store, ws.data_dir, run_id)
+    resume = str(ws.data_dir / ck.path) if ck else None
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    say(f"training {run.model} by {'SFT' if is_sft else 'GRPO'} ({loaded.family.name}, "
+        f"{'QLoRA 4-bit' if loaded.quantized else 'LoRA'} on {loaded.device}, generation {backend}"
+        + (f", CUDA_VISIBLE_DEVICES={visible}" if visible is not None else "")
+        + (f", {processes.count} processes, {settings.distributed}" if processes.count > 1 else "")
+        + f") for {settings.max_steps} steps"
+        + (f", held-out evaluation every {heldout.interval} steps" if heldout.interval and heldout.val else "")
+        + (f", starting from run {settings.init_from}'s adapter ({started_at['which']}, step {started_at['step']})"
+           if start else "") + (f", resuming from step {ck.step}" if ck else ""))
+    if ck and ck.step >= settings.max_steps and processes.count == 1:
+        # Trained to the end before the last job stopped (killed while evaluating or saving): HF's loop would
+        # train one step past max_steps, so the checkpoint's weights are loaded instead of training again.
+        trainer._load_from_checkpoint(resume)
+        trainer.state.global_step = ck.step
+    else:
+        trainer.train(resume_from_checkpoint=resume)
+
+    cancelled = processes.agree(get_run(ws.store, run_id).cancel_requested)
+    adapter_dir = run_dir / "adapter"
+    if processes.count > 1:
+        trainer.save_model(str(adapter_dir))  # every process (ZeRO-3 gathers the adapter); the main one writes
+    else:
+        trainer.model.save_pretrained(str(adapter_dir))
+    if processes.main:
+        loaded.processor.save_pretrained(str(adapter_dir))
+    if not cancelled and heldout.val:
+        with current_weights(trainer, loaded, fast, processes) as generate:
+            heldout.evaluate(trainer.state.global_step, "after", generate)
+    return "cancelled" if cancelled else "completed"
+
+
+def finish(ws: Workspace, run_id: int, status: str, error: str | None = None, token: str | None = None) -> bool:
+    """Settle the run as `status`, only while it is running under lease `token`; returns whether it did."""
+    return finish_run(ws.store, run_id, status, error, token)
+
+
+def preload() -> None:
+    """Import what a job imports (the training stack and this module's lazy imports), so that the
+    worker's warm standby starts its run at once. Only ever called in a job process: it may touch CUDA."""
+    import os
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import peft  # noqa: F401
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+    import trl  # noqa: F401
+    from datasets import Dataset, Image  # noqa: F401
+    from transformers import TrainerCallback  # noqa: F401
+    from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer  # noqa: F401
+
+    from backend.engine import heldout, models  # noqa: F401
+    from backend.jobs import predict  # noqa: F401
+    from backend.scoring import parsing, playground  # noqa: F401
+
+
+def wait_for_run() -> tuple[int, str | None, str] | None:
+    """The standby's wait: one line "RUN_ID LEASE_TOKEN LOG_PATH" on stdin (token "-": none); None at EOF (the
+    worker closed the pipe or died)."""
+    line = sys.stdin.readline().rstrip("\n")
+    if not line.strip():
+        return None
+    run_id, token, log_path = line.split(" ", 2)
+    return int(run_id), (None if token == "-" else token), log_path
+
+
+def output_to(log_path: str) -> None:
+    """From now on this process writes to the run's log (fd 1 and 2, line-buffered) and reads nothing."""
+    import os
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import os
+    p = argparse.ArgumentParser(description="Run one training job (the worker starts this).")
+    p.add_argument("--data-dir", required=True)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", type=int)
+    which.add_argument("--standby", action="store_true",
+                       help="the worker's warm job process: import the training stack, then read \"RUN_ID LEASE_TOKEN "
+                            "LOG_PATH\" from stdin and run that run with its output in that log (exit 0 at EOF)")
+    args = p.parse_args(argv)
+    token = os.environ.get(LEASE_TOKEN_ENV) or None
+    if args.standby:
+        started = time.time()
+        preload()
+        ready = time.time()
+        given = wait_for_run()
+        if given is None:
+            return 0
+        args.run, token, log_path = given
+        output_to(log_path)
+        print(f"job process {os.getpid()}: the worker's warm standby (imports took {ready - started:.1f} s, "
+              f"then waited {time.time() - ready:.1f} s for this run)", flush=True)
+    ws = open_workspace(Path(args.data_dir))
+    main_process = Processes().main  # under `accelerate launch`, only RANK 0 settles the run
+    try:
+        status = run_job(ws, args.run, token)
+    except LeaseLost as e:  # another worker has the run now: nothing more of ours may land
+        print(f"stopping: {e}", flush=True)
+        return EXIT_LEASE_LOST
+    except ValueError as e:  # a sentence a person can act on
+        print(f"error: {e}", flush=True)
+        if main_process:
+            finish(ws, args.run, "failed", str(e), token)
+        return EXIT_FAILED
+    except Exception as e:  # noqa: BLE001 - stored for the person, with the log for detail
+        traceback.print_exc()
+        line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if main_process:
+            finish(ws, args.run, "failed", f"training failed: {line} (see the log)", token)
+        return EXIT_FAILED
+    if main_process and not finish(ws, args.run, status, token=token) and token is not None:
+        print(f"stopping: run {args.run} is no longer leased to this job; its result was not recorded", flush=True)
+        return EXIT_LEASE_LOST
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
