@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from backend.engine import memory
-from backend.engine.memory import JobSpec, estimate, job_from_settings, model_shape, visual_tokens_for
+from backend.engine import memory, memory_advice, model_shapes
+from backend.engine.memory import JobSpec, estimate, job_from_settings
+from backend.engine.model_shapes import model_shape, visual_tokens_for
 from backend.engine.settings import PRESETS, preset
 
 M3 = "Qwen/Qwen2.5-VL-3B-Instruct"
@@ -33,7 +34,7 @@ PHOTO_4000x3000 = 15_301
 def test_shapes_match_the_published_parameter_counts():
     assert model_shape(M3).total_params_b == pytest.approx(3.75, rel=0.02)
     assert model_shape(M7).total_params_b == pytest.approx(8.3, rel=0.02)
-    for shape in memory.MODEL_SHAPES.values():
+    for shape in model_shapes.MODEL_SHAPES.values():
         # The 7 projections are most of a language model; the rest is embeddings and norms.
         assert 0.6 < shape.language_linear_params / (shape.language_params_b * 1e9) < 0.95
     assert model_shape("qwen2.5-vl-7b-instruct-awq").name == M7
@@ -113,7 +114,7 @@ def test_more_never_lowers_the_estimate(field, values, variant):
 
 
 def test_gradient_checkpointing_and_qlora_never_raise_the_estimate():
-    for model in memory.MODEL_SHAPES:
+    for model in model_shapes.MODEL_SHAPES:
         on = estimate(model=model, qlora=True, **RUN)
         assert on.total_gib <= estimate(model=model, qlora=True, gradient_checkpointing=False, **RUN).total_gib
         assert on.total_gib <= estimate(model=model, qlora=False, **RUN).total_gib
@@ -141,9 +142,9 @@ def test_advice_never_proposes_fewer_than_4_generations(job, gpu):
     for tip in tips:
         if "num_generations" in tip:
             proposed = int(tip.split(" to ", 1)[1].split()[0].rstrip(":"))
-            assert proposed >= memory.MIN_GENERATIONS
+            assert proposed >= memory_advice.MIN_GENERATIONS
             assert proposed < base["num_generations"]
-    if base["num_generations"] <= memory.MIN_GENERATIONS:
+    if base["num_generations"] <= memory_advice.MIN_GENERATIONS:
         assert not any("num_generations" in t for t in tips)
 
 
@@ -213,7 +214,8 @@ def test_a_local_folder_is_measured_from_its_config(tmp_path):
     """A downloaded checkpoint folder: the shape comes from its config.json as transformers writes it."""
     import transformers
 
-    from backend.engine.memory import MODEL_SHAPES, estimate, model_shape
+    from backend.engine.memory import estimate
+    from backend.engine.model_shapes import MODEL_SHAPES, model_shape
     text = dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
                 num_attention_heads=28, num_key_value_heads=4)
     vision = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584)

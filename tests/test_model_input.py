@@ -211,7 +211,7 @@ def test_models_check_mistakes_are_one_sentence(tmp_path):
 
 def test_the_memory_estimates_token_count_agrees_with_the_processor(published):
     """The page estimates memory without loading a processor; its token count must be the processor's."""
-    from backend.engine.memory import visual_tokens_for
+    from backend.engine.model_shapes import visual_tokens_for
     processor, family = load_processor(str(published["qwen2_5_vl"]))
     for w, h in [(1024, 768), (4000, 3000), (640, 480), (3024, 4032), (100, 60)]:
         assert visual_tokens_for(w, h, "Qwen/Qwen2.5-VL-7B-Instruct", max_pixels=family.max_pixels,
