@@ -312,7 +312,7 @@ def run_worker(ws, run_id: int, log: Path, gpu: str, timeout: float) -> float:
 
 def _stop(proc: subprocess.Popen, run_dir: Path) -> None:
     """Stop the worker we started and the job it started (each leads its own process group)."""
-    from backend.jobs.worker import job_pid
+    from backend.jobs.job_records import job_pid
     pids = [proc.pid]
     if job_pid(run_dir) is not None:
         pids.append(job_pid(run_dir))

@@ -31,8 +31,8 @@ from sqlalchemy import func, select  # noqa: E402
 from backend.data.demo.dataset import ensure_demo_dataset  # noqa: E402
 from backend.data.workspace import open_workspace  # noqa: E402
 from backend.engine.settings import preset  # noqa: E402
+from backend.jobs.job_records import process_start_time, read_job_record  # noqa: E402
 from backend.jobs.runs import create_run  # noqa: E402
-from backend.jobs.worker import process_start_time, read_job_record  # noqa: E402
 from storage.models import Evaluation, MetricPoint, Rollout, Run  # noqa: E402
 from tests.postgres import new_database, throwaway_server  # noqa: E402
 

@@ -71,7 +71,7 @@ def stop_worker(data_dir: Path) -> None:
             os.killpg(pid, 9)
         except ProcessLookupError:
             pass
-    from backend.jobs.worker import job_pid
+    from backend.jobs.job_records import job_pid
     for job in data_dir.glob("runs/*/job.pid"):
         try:
             os.killpg(job_pid(job.parent), 9)

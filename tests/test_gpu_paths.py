@@ -198,7 +198,7 @@ def _write(path: Path, text: str) -> str:
 
 
 def test_a_multi_gpu_run_waits_for_enough_free_slots(ws, monkeypatch):
-    from backend.jobs.worker import claim
+    from backend.jobs.leases import claim
     ensure_demo_dataset(ws.store, ws.data_dir, n=10)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # runs create checks this machine has the GPUs
     two = create_run(ws.store, "demo-shapes", "demo", _tiny(num_gpus=2))

@@ -15,8 +15,8 @@ from backend.data.demo.dataset import ensure_demo_dataset
 from backend.data.importer import import_dataset
 from backend.data.workspace import open_workspace
 from backend.engine.settings import preset
+from backend.jobs.leases import claim, requeue_expired
 from backend.jobs.runs import create_run, rollouts, run_json, store_rollouts, upsert_metrics
-from backend.jobs.worker import claim, requeue_expired
 from storage import Store, db_now, head_revision, locked, update_where
 from storage.models import Dataset, MetricPoint
 from tests import builders
@@ -174,8 +174,8 @@ def _claim_all(url: str, data_dir: str, name: str, barrier, out) -> None:
     """Claim runs (each with a 0 s lease) until none is left, re-queueing expired ones between claims, and settle
     each claimed run as completed under its token: every run must be completed by exactly one claimer."""
     os.environ["DATABASE_URL"] = url
+    from backend.jobs.leases import new_token
     from backend.jobs.runs import finish_run
-    from backend.jobs.worker import new_token
     ws = open_workspace(Path(data_dir))
     barrier.wait(60)
     done = []

@@ -169,7 +169,7 @@ def test_killed_job_resumes_from_its_last_checkpoint(tmp_path):
     ck = _wait(lambda: latest_checkpoint(ws.store, ws.data_dir, run_id), 300, "a first checkpoint")
     _wait(lambda: run_json(ws.store, run_id, False)["step"] > ck.step, 120, "a step past the checkpoint")
     resume_step = latest_checkpoint(ws.store, ws.data_dir, run_id).step
-    from backend.jobs.worker import job_pid
+    from backend.jobs.job_records import job_pid
     os.kill(job_pid(ws.data_dir / f"runs/{run_id}"), signal.SIGKILL)
     out, _ = worker.communicate(timeout=600)
     run = run_json(ws.store, run_id)

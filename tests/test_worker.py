@@ -17,8 +17,8 @@ import pytest
 
 from backend.data.demo.dataset import ensure_demo_dataset
 from backend.engine.settings import preset
+from backend.jobs.leases import MAX_ATTEMPTS, claim, heartbeat, requeue_expired
 from backend.jobs.runs import cancel_run, create_run, run_json
-from backend.jobs.worker import MAX_ATTEMPTS, claim, heartbeat, requeue_expired
 from storage import db_now
 from storage.models import Checkpoint, Evaluation, MetricPoint, Rollout, Run
 from tests.conftest import ROOT, run_cli
@@ -118,8 +118,8 @@ def test_a_job_holding_a_stale_lease_token_writes_nothing_and_stops(ws, job_star
     """The job learns its token from the worker (the standby's hand-over line; VRFT_LEASE_TOKEN for a fresh
     process) and every write carries it: handed a token that is not the run's, its first write is refused, it
     stops (exit EXIT_LEASE_LOST) and the run is left exactly as the current holder has it."""
+    from backend.jobs.starter import JobStarter
     from backend.jobs.training import EXIT_LEASE_LOST
-    from backend.jobs.worker import JobStarter
     run_id = _small_run(ws)
     assert claim(ws, "current-holder", 600, token="1" * 32) == run_id
     log_path = ws.data_dir / f"runs/{run_id}/train.log"
@@ -423,7 +423,7 @@ def test_the_job_record_names_host_boot_and_process_and_only_that_machine_kills(
     import json
     import socket
 
-    from backend.jobs.worker import boot_id, job_pid, read_job_record, stop_orphan_job, write_job_record
+    from backend.jobs.job_records import boot_id, job_pid, read_job_record, stop_orphan_job, write_job_record
     job = _sleeper()
     try:
         write_job_record(tmp_path, job.pid, 7, "e" * 32)
@@ -452,7 +452,7 @@ def test_the_job_record_names_host_boot_and_process_and_only_that_machine_kills(
 
 def test_requeue_stops_the_orphan_job_of_this_machine(ws):
     """A worker died; its job lives on. When the lease expires, the job is killed before the run is re-queued."""
-    from backend.jobs.worker import write_job_record
+    from backend.jobs.job_records import write_job_record
     (run_id,) = _queued(ws)
     assert claim(ws, "dead-worker", 0) == run_id
     job = _sleeper()

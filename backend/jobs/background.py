@@ -35,7 +35,7 @@ def ensure_worker(data_dir: Path) -> int:
     pid = worker_pid(data_dir)
     if pid:
         return pid
-    from backend.jobs.worker import job_start_mode
+    from backend.jobs.starter import job_start_mode
     job_start_mode()  # an unknown VRFT_JOB_START stops the page with its sentence, not a silent dead worker
     log = open(data_dir / "worker.log", "ab")
     proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--data-dir", str(data_dir), "worker"],

@@ -4,7 +4,7 @@
 Every read-then-write locks the row it decides on (`storage.locked`, `SELECT … FOR UPDATE`) or decides in the
 UPDATE itself (`storage.update_where`), so two processes (page, worker, job) never overwrite each other.
 
-Fenced writes: each claim of a run gets a fresh lease token (backend.jobs.worker.claim), which the worker hands to the
+Fenced writes: each claim of a run gets a fresh lease token (backend.jobs.leases.claim), which the worker hands to the
 job. The job's writes (metrics, rollouts, checkpoints, evaluations, progress, its final status) pass `token=`
 and are accepted only while the run is running under that token; otherwise they raise `LeaseLost` (`finish_run`
 returns False), so a job whose lease went to another worker can neither write nor settle the run.

@@ -21,209 +21,33 @@ starts one too.
 """
 from __future__ import annotations
 
-import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
 from backend.data.workspace import Workspace
 from backend.engine.gpus import accelerate_config, gpus_needed, launch_command, visible_gpus
 from backend.engine.settings import TrainSettings
+from backend.jobs.job_records import write_job_record
+from backend.jobs.leases import (MAX_ATTEMPTS, _requeue_or_fail, claim, heartbeat, lease_token, new_token,
+                                 requeue_expired)
 from backend.jobs.runs import LeaseLost, get_run
+from backend.jobs.starter import ROOT, JobStarter, _job_env, job_start_mode, kill_tree
 from backend.jobs.training import EXIT_FAILED, LEASE_TOKEN_ENV
-from storage import db_now, locked, update_where
+from storage import db_now, locked
 from storage.models import Run
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-MAX_ATTEMPTS = 3
-"""A run whose job dies this many times (killed, out of memory) fails instead of looping."""
 CANCEL_GRACE_SECONDS = 60
-SETTLED = ("completed", "failed", "cancelled")
+
 LOG_TAIL_CHARS = 4000
-
-
-def requeue_expired(ws: Workspace, max_attempts: int = MAX_ATTEMPTS) -> list[int]:
-    """Runs marked running whose lease ran out by the database's clock (their worker died, or lost touch):
-    back to the queue, their lease token cleared, so that nothing their old job writes is accepted any more.
-
-    The rows are locked while deciding (a heartbeat arriving meanwhile waits, then finds its lease gone). A job
-    its dead worker left running on this machine is stopped first, so that a run never has two jobs writing
-    its checkpoints; one on another host stops itself at its next write (LeaseLost).
-    """
-    with ws.store.write() as s:
-        t = db_now(s)
-        expired = s.execute(select(Run.id, Run.lease_token, Run.folder)
-                            .where(Run.status == "running", or_(Run.lease_expires_at.is_(None), Run.lease_expires_at < t))
-                            .order_by(Run.id).with_for_update(skip_locked=True)).all()
-        requeued = []
-        for run_id, token, folder in expired:
-            if folder:
-                stop_orphan_job(ws.data_dir / folder)
-            if _requeue_or_fail(s, run_id, token, "its worker stopped", max_attempts):
-                requeued.append(run_id)
-        return requeued
-
-
-JOB_RECORD = "job.pid"
-"""In a run's folder: JSON {pid, host, boot_id, start_time, run, token} of the job process last started for it."""
-
-
-def boot_id() -> str | None:
-    """This machine's boot id (Linux): a pid means nothing across hosts or reboots."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
-    except OSError:
-        return None
-
-
-def process_start_time(pid: int) -> int | None:
-    """When process `pid` started (clock ticks since boot, /proc/PID/stat field 22): tells a pid that was
-    reused from the process it named. None when there is no such process (or no /proc)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat[stat.rindex(")") + 2:].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def write_job_record(run_dir: Path, pid: int, run_id: int | None = None, token: str | None = None) -> None:
-    """Record the job process of `run_dir`: its pid, this host, this boot, its start time (replaced whole:
-    written aside, then renamed)."""
-    record = {"pid": pid, "host": socket.gethostname(), "boot_id": boot_id(), "start_time": process_start_time(pid),
-              "run": run_id, "token": token}
-    tmp = run_dir / f".{JOB_RECORD}.{os.getpid()}"
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, run_dir / JOB_RECORD)
-
-
-def read_job_record(run_dir: Path) -> dict | None:
-    """The job record of `run_dir`; None when there is none or it is unreadable (a bare pid written by an
-    older version is {"pid": N} without host: never killed by `stop_orphan_job`)."""
-    try:
-        text = (Path(run_dir) / JOB_RECORD).read_text().strip()
-        record = json.loads(text)
-    except (OSError, ValueError):
-        return None
-    if isinstance(record, int):
-        return {"pid": record}
-    return record if isinstance(record, dict) and isinstance(record.get("pid"), int) else None
-
-
-def job_pid(run_dir: Path) -> int | None:
-    """The pid of the job last started for `run_dir` (whatever host it was on)."""
-    record = read_job_record(run_dir)
-    return record["pid"] if record else None
-
-
-def stop_orphan_job(run_dir: Path) -> bool:
-    """Kill the job recorded in `run_dir` (its process group) if it was started on this machine since its last
-    boot and its pid still names that process. With a shared data dir, a pid from another host (or from before a
-    reboot, or one since reused) names some other process here. Returns whether it sent the signal."""
-    record = read_job_record(run_dir)
-    if not record or record.get("host") != socket.gethostname() or record.get("boot_id") != boot_id():
-        return False
-    pid = record["pid"]
-    started = process_start_time(pid)
-    if started is None or (record.get("start_time") is not None and started != record["start_time"]):
-        return False  # gone, or the pid now names another process
-    try:
-        os.killpg(pid, signal.SIGKILL)
-        return True
-    except OSError:
-        return False
-
-
-def _requeue_or_fail(s, run_id: int, token: str | None, why: str, max_attempts: int = MAX_ATTEMPTS) -> bool:
-    """In write transaction `s`: the run, if still running under lease `token`, back to the queue (or cancelled if
-    asked, or failed after `max_attempts`), its lease cleared. Returns whether it did."""
-    run = locked(s, Run, run_id)
-    if run is None or run.status != "running" or run.lease_token != token:
-        return False
-    run.lease_owner = run.lease_expires_at = run.lease_token = None
-    if run.cancel_requested:
-        run.status, run.finished_at = "cancelled", db_now(s)
-    elif run.attempts >= max_attempts:
-        run.status, run.finished_at = "failed", db_now(s)
-        run.error = f"the job stopped {run.attempts} times ({why}); giving up"
-    else:
-        run.status = "queued"
-    return True
-
-
-CLAIM_WINDOW = 50
-"""Queued runs a claim looks at, oldest first."""
-
-
-def new_token() -> str:
-    return uuid.uuid4().hex
-
-
-def claim(ws: Workspace, owner: str, lease_seconds: int, free: int = 1, total: int = 1,
-          token: str | None = None) -> int | None:
-    """Atomically take the oldest queued run this worker can start now (BEGIN IMMEDIATE on SQLite, SKIP LOCKED
-    on PostgreSQL), with `free` of its `total` job slots idle. A run needing more GPUs than the worker has is
-    left for another worker; one needing more than are free now holds back the runs behind it, so that it is
-    not starved: the worker takes nothing until its running jobs free enough slots.
-
-    The claim writes lease `token` (a fresh one if None) on the run, and a lease of `lease_seconds` by the
-    database's clock; every later write for this attempt must carry the token."""
-    token = token or new_token()
-    with ws.store.write() as s:
-        queued = s.scalars(select(Run).where(Run.status == "queued").order_by(Run.id).limit(CLAIM_WINDOW)
-                           .with_for_update(skip_locked=True)).all()
-        run = None
-        for candidate in queued:
-            need = gpus_needed(candidate.settings or {})
-            if need > total:
-                continue
-            if need > free:
-                return None
-            run = candidate
-            break
-        if run is None:
-            return None
-        t = db_now(s)
-        # Compare-and-set on the locked row: still queued, so no one else took it.
-        if not update_where(s, Run, run.id, Run.status == "queued", status="running", lease_owner=owner,
-                            lease_token=token, heartbeat_at=t, lease_expires_at=t + timedelta(seconds=lease_seconds),
-                            attempts=Run.attempts + 1, started_at=func.coalesce(Run.started_at, t)):
-            return None
-        return run.id
-
-
-def lease_token(ws: Workspace, run_id: int) -> str | None:
-    """The run's current lease token (None when it is not leased)."""
-    with ws.store.read() as s:
-        return s.scalar(select(Run.lease_token).where(Run.id == run_id))
-
-
-def heartbeat(ws: Workspace, run_id: int, owner: str, lease_seconds: int, token: str | None = None) -> bool:
-    """Extend the lease by `lease_seconds` from the database's clock; returns whether cancel was requested.
-
-    Only the current lease holder may: the run must still be running, leased to `owner` (and, with `token`,
-    under that lease). A run its own job has just settled (under this token) has nothing left to renew: no
-    error, its job is ending by itself. Otherwise LeaseLost: the run was re-queued or claimed again, and the
-    caller must stop its job without settling the run. One compare-and-set UPDATE."""
-    with ws.store.write() as s:
-        t = db_now(s)
-        fence = (Run.lease_token == token,) if token is not None else ()
-        renewed = update_where(s, Run, run_id, Run.status == "running", Run.lease_owner == owner, *fence,
-                               heartbeat_at=t, lease_expires_at=t + timedelta(seconds=lease_seconds))
-        row = s.execute(select(Run.status, Run.lease_token, Run.cancel_requested).where(Run.id == run_id)).one_or_none()
-        if not renewed and not (row is not None and row.status in SETTLED and token is not None
-                                and row.lease_token == token):
-            raise LeaseLost(f"run {run_id} is no longer leased to worker {owner}")
-        return bool(row.cancel_requested)
 
 
 def _tail(path: Path) -> str:
@@ -232,116 +56,6 @@ def _tail(path: Path) -> str:
     with open(path, "rb") as f:
         f.seek(max(0, path.stat().st_size - LOG_TAIL_CHARS))
         return f.read().decode("utf-8", "replace")
-
-
-def kill_tree(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-JOB_START_MODES = ("standby", "spawn")
-STANDBY_STOP_SECONDS = 5
-STANDBY_RETRY_SECONDS = 60
-
-
-def job_start_mode() -> str:
-    """`VRFT_JOB_START`: "standby" (the default) or "spawn"; anything else is one sentence at worker start."""
-    mode = os.environ.get("VRFT_JOB_START", "standby")
-    if mode not in JOB_START_MODES:
-        raise ValueError(f"VRFT_JOB_START is {mode!r}; it must be 'standby' (the default: a job process kept "
-                         "warm) or 'spawn' (a fresh process for each job)")
-    return mode
-
-
-def _job_env(extra: dict | None = None) -> dict:
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **(extra or {})}
-
-
-def _job_process(ws: Workspace, args: list[str], env: dict | None = None, **kw) -> subprocess.Popen:
-    """`python -m backend.jobs.training` in its own session (killable as a tree), with `env` added to the worker's
-    environment. The worker itself never imports torch or touches CUDA: a fork after CUDA is initialised
-    fails, so every job is exec'd fresh."""
-    return subprocess.Popen([sys.executable, "-m", "backend.jobs.training", "--data-dir", str(ws.data_dir), *args],
-                            cwd=ROOT, start_new_session=True, env=_job_env(env), **kw)
-
-
-class JobStarter:
-    """Starts each claimed run's job process (with `env`, such as its slot's CUDA_VISIBLE_DEVICES).
-
-    In "standby" mode one job process is kept warm: it has imported the training stack and waits on its
-    stdin for a line "RUN_ID LEASE_TOKEN LOG_PATH", so a run starts training about a second after its claim. A
-    run claimed while no standby is alive gets a fresh `--run ID` process, as in "spawn" mode, with its lease
-    token in VRFT_LEASE_TOKEN.
-    """
-
-    def __init__(self, ws: Workspace, mode: str, env: dict | None = None) -> None:
-        self.ws, self.mode, self.env = ws, mode, env
-        self.standby: subprocess.Popen | None = None
-        self.started_at = 0.0
-
-    def warm(self) -> None:
-        """Start a standby unless one is alive (its output goes to the worker's own until it gets a run).
-
-        One that exited by itself (a broken install fails its imports) is replaced at most once a minute.
-        """
-        if self.mode != "standby":
-            return
-        if self.standby is not None:
-            if self.standby.poll() is None or time.time() - self.started_at < STANDBY_RETRY_SECONDS:
-                return
-            print(f"the standby job process exited with status {self.standby.returncode}; starting another",
-                  flush=True)
-            self._stop(self.standby)
-        self.standby = _job_process(self.ws, ["--standby"], self.env, stdin=subprocess.PIPE)
-        self.started_at = time.time()
-
-    def start(self, run_id: int, log, log_path: Path, warm_next: bool = True, token: str | None = None,
-              record=lambda pid: None) -> subprocess.Popen:
-        """Start the run's job; `record(pid)` is called before the standby is handed the run (a fresh process:
-        right after it starts), so that a worker killed meanwhile leaves no unrecorded job behind."""
-        proc = self._hand_over(run_id, log_path, token, record)
-        if proc is None:
-            proc = _job_process(self.ws, ["--run", str(run_id)], {**(self.env or {}), LEASE_TOKEN_ENV: token or ""},
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            record(proc.pid)
-        if warm_next:
-            self.warm()
-        return proc
-
-    def _hand_over(self, run_id: int, log_path: Path, token: str | None, record) -> subprocess.Popen | None:
-        proc, self.standby = self.standby, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            try:
-                record(proc.pid)
-                proc.stdin.write(f"{run_id} {token or '-'} {log_path}\n".encode())
-                proc.stdin.close()
-                return proc
-            except OSError:  # it died just now: a fresh process instead
-                pass
-        self._stop(proc)
-        return None
-
-    def close(self) -> None:
-        """Stop the standby: EOF on its stdin (it exits 0), killed if still there after a few seconds."""
-        proc, self.standby = self.standby, None
-        if proc is not None:
-            self._stop(proc)
-
-    @staticmethod
-    def _stop(proc: subprocess.Popen) -> None:
-        try:
-            proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            proc.wait(STANDBY_STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            kill_tree(proc)
-            proc.wait()
 
 
 @dataclass
