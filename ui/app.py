@@ -34,6 +34,7 @@ def build_app(ws: Workspace, demo=None) -> gr.Blocks:
         button.click(fn, inputs, [message, tabs, runs["picker"]], api_visibility="private")
         register_api(ws)
         # The page holds no state: every load reads datasets and runs back from storage.
-        for fn, inputs, outputs in (data["load"], train["load"], test["load"], runs["live"]):
+        for fn, inputs, outputs in (data["load"], train["load"], test["load"]):
             app.load(fn, inputs, outputs, api_visibility="private")
+        runs["on_load"](app)
     return app
