@@ -249,3 +249,18 @@ def test_workers_run_each_queued_run_exactly_once_on_postgres(pg_ws, postgres_ur
         assert [p[0] for p in run["metrics"]["reward"]] == [1]
         keys = [(r.step, r.prompt_index, r.sample_index) for r in rollouts(pg_ws.store, run_id)]
         assert keys and len(keys) == len(set(keys))
+
+
+def test_runs_table_one_query_paging_and_row_summary_on_postgres(pg_ws, tmp_path, monkeypatch):
+    from tests.test_runs_page import (check_eta_and_reward_on_the_row, check_one_query, check_paging_and_filters,
+                                      test_the_live_view_reads_only_new_metric_points)
+    check_paging_and_filters(pg_ws)  # on a fresh database: run ids from 1
+    check_eta_and_reward_on_the_row(pg_ws)
+    check_one_query(pg_ws)
+    test_the_live_view_reads_only_new_metric_points(pg_ws, monkeypatch)
+
+
+def test_migration_0005_fills_in_the_rows_on_postgres(tmp_path, postgres_url, monkeypatch):
+    from tests.test_runs_page import migrate_a_database_from_0004
+    monkeypatch.setenv("DATABASE_URL", postgres_url)
+    migrate_a_database_from_0004(postgres_url, tmp_path)

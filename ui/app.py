@@ -36,10 +36,11 @@ def build_app(ws: Workspace, demo=None) -> gr.Blocks:
         # The page holds no state: every load reads datasets and runs back from storage. Each dataset and run
         # list is read again when its tab is selected (ui/*_tab.py), after the actions that change it, and once
         # the demo dataset is ready (the banner empties); the Test tab's run list follows runs finishing.
-        for fn, inputs, outputs in (data["refresh"], train["refresh"], test["refresh"], runs["live"]):
+        for fn, inputs, outputs in (data["refresh"], train["refresh"], test["refresh"]):
             app.load(fn, inputs, outputs, api_visibility="private")
         quiet = dict(api_visibility="private", show_progress="hidden")  # a list read again does not flash
         for changed in data["changed"]:  # import, delete
             changed.then(*train["refresh"], **quiet)
         banner.change(*data["refresh"], **quiet).then(*train["refresh"], **quiet)
+        runs["on_load"](app)
     return app

@@ -16,17 +16,18 @@ def fmt(v, signed: bool = False) -> str:
     return f"{v:+.3f}" if signed else f"{v:.3f}"
 
 
-def inspector(ws: Workspace, run_id: int, step: int | None, prompt: int | None
+def inspector(ws: Workspace, run_id: int, step: int | None, prompt: int | None, steps: list[int] | None = None
               ) -> tuple[list[int], list[tuple[str, int]], int | None, int | None, list, str, str]:
     """(steps with rollouts, prompt choices, the step and prompt shown, gallery items, group summary, cards):
     all G completions of one prompt of one step, boxes drawn (truth green, prediction red), with reasoning,
     answer, each reward term, the total and the advantage.
 
     Never raises on a missing file: an image deleted with its dataset (or by hand) is a placeholder; the
-    truth comes from the row when the dataset is gone."""
+    truth comes from the row when the dataset is gone. `steps`: the run's steps with rollouts, when the caller
+    has just read them."""
     from backend.data.catalog import sample_json
     from storage.models import Sample
-    steps = steps_with_rollouts(ws.store, run_id)
+    steps = steps_with_rollouts(ws.store, run_id) if steps is None else steps
     if not steps:
         return [], [], None, None, [], "No rollouts yet.", ""
     step = step if step in steps else steps[-1]

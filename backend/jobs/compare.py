@@ -2,10 +2,10 @@
 SFT) with its held-out metrics before, after and at its best step, its steps and its training time."""
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from backend.data.catalog import get_dataset
-from backend.jobs.runs import best_point, evaluations, heldout_points, metrics
+from backend.jobs.runs import best_point, evaluations, heldout_points, metric_total
 from storage import Store
 from storage.models import Run
 
@@ -13,8 +13,15 @@ from storage.models import Run
 def training_seconds(store: Store, run_id: int) -> float:
     """Seconds the run's job spent training and evaluating (its step times and held-out evaluations, on
     whatever device it ran): loading, queueing and a resume's repeated steps are not counted."""
-    steps = sum(v for _, v in metrics(store, run_id).get("step_time", []))
-    return steps + sum(p.seconds for p in heldout_points(store, run_id))
+    return metric_total(store, run_id, "step_time") + sum(p.seconds for p in heldout_points(store, run_id))
+
+
+def compare_mark(store: Store, dataset_id: int | None) -> list:
+    """[how many, newest finish] of the dataset's completed runs: the table changes only when this does."""
+    with store.read() as s:
+        count, newest = s.execute(select(func.count(Run.id), func.max(Run.finished_at))
+                                  .where(Run.dataset_id == dataset_id, Run.status == "completed")).one()
+    return [count, newest.isoformat() if newest else None]
 
 
 def compare(store: Store, dataset: str) -> dict:

@@ -121,14 +121,25 @@ def dataset_name(store: Store, run: Run) -> str:
     return ds.name
 
 
-def metrics(store: Store, run_id: int) -> dict[str, list[list[float]]]:
+def metrics(store: Store, run_id: int, since: int | None = None) -> dict[str, list[list[float]]]:
+    """{name: [[step, value], ...]} by step; with `since`, only the points of that step and after (a page that
+    holds the series up to `since` reads what is new, and `since` again: a step can be logged in two parts)."""
+    q = select(MetricPoint.name, MetricPoint.step, MetricPoint.value).where(MetricPoint.run_id == run_id)
+    if since is not None:
+        q = q.where(MetricPoint.step >= since)
     with store.read() as s:
-        rows = s.execute(select(MetricPoint.name, MetricPoint.step, MetricPoint.value)
-                         .where(MetricPoint.run_id == run_id).order_by(MetricPoint.name, MetricPoint.step)).all()
+        rows = s.execute(q.order_by(MetricPoint.name, MetricPoint.step)).all()
     out: dict[str, list[list[float]]] = {}
     for name, step, value in rows:
         out.setdefault(name, []).append([step, value])
     return out
+
+
+def metric_total(store: Store, run_id: int, name: str) -> float:
+    """The sum of a run's `name` points (0 without any), added up by the database."""
+    with store.read() as s:
+        return s.scalar(select(func.coalesce(func.sum(MetricPoint.value), 0.0))
+                        .where(MetricPoint.run_id == run_id, MetricPoint.name == name))
 
 
 def evaluations(store: Store, run_id: int) -> dict:
@@ -136,31 +147,38 @@ def evaluations(store: Store, run_id: int) -> dict:
         return {e.phase: e.metrics for e in s.scalars(select(Evaluation).where(Evaluation.run_id == run_id))}
 
 
+def run_dict(run: Run) -> dict:
+    """A run's row as JSON: what `runs list` prints and the Runs table shows."""
+    settings = run.settings or {}
+    return {"id": run.id, "status": run.status, "model": run.model, "family": run.family, "task": run.task,
+            "dataset_id": run.dataset_id, "step": run.step, "max_steps": run.max_steps, "attempts": run.attempts,
+            "settings": run.settings, "error": run.error, "created_at": run.created_at.isoformat(),
+            "started_at": run.started_at.isoformat() if run.started_at else None,
+            "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+            "cancel_requested": run.cancel_requested, "method": settings.get("method", "grpo"),
+            "init_from": settings.get("init_from"), "step_seconds": run.step_seconds, "last_reward": run.last_reward}
+
+
 def run_json(store: Store, run_id: int, with_metrics: bool = True) -> dict:
-    run = get_run(store, run_id)
-    out = {"id": run.id, "status": run.status, "model": run.model, "family": run.family, "task": run.task,
-           "dataset_id": run.dataset_id, "step": run.step, "max_steps": run.max_steps, "attempts": run.attempts,
-           "settings": run.settings, "error": run.error, "created_at": run.created_at.isoformat(),
-           "started_at": run.started_at.isoformat() if run.started_at else None,
-           "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-           "cancel_requested": run.cancel_requested, "method": (run.settings or {}).get("method", "grpo"),
-           "init_from": (run.settings or {}).get("init_from")}
+    out = run_dict(get_run(store, run_id))
     if with_metrics:
         out["metrics"] = metrics(store, run_id)
-        out["evaluation"] = evaluations(store, run_id)
-        points = heldout_points(store, run_id)
-        out["heldout"] = heldout_series(points)
-        out["heldout_seconds"] = [[p.step, p.seconds] for p in points]
-        out["best"] = best_point(store, run_id, run.task, points)
+        out.update(run_results(store, run_id, out["task"]))
     return out
 
 
-def eta_seconds(run: dict, step_times: list[list[float]]) -> float | None:
-    """Remaining steps x the mean of the last ten step times."""
-    if run["status"] != "running" or not step_times:
+def run_results(store: Store, run_id: int, task: str) -> dict:
+    """The run's evaluations, held-out curve (and each point's seconds) and best step."""
+    points = heldout_points(store, run_id)
+    return {"evaluation": evaluations(store, run_id), "heldout": heldout_series(points),
+            "heldout_seconds": [[p.step, p.seconds] for p in points], "best": best_point(store, run_id, task, points)}
+
+
+def eta_seconds(run: dict) -> float | None:
+    """Remaining steps x the mean of the last ten step times (kept on the run's row by upsert_metrics)."""
+    if run["status"] != "running" or run.get("step_seconds") is None:
         return None
-    recent = [v for _, v in step_times[-10:]]
-    return max(0, run["max_steps"] - run["step"]) * sum(recent) / len(recent)
+    return max(0, run["max_steps"] - run["step"]) * run["step_seconds"]
 
 
 def delete_run(store: Store, data_dir: Path, run_id: int) -> None:
@@ -192,15 +210,27 @@ def resume_run(store: Store, run_id: int) -> None:
 
 
 def list_runs(store: Store) -> list[dict]:
+    """Every run, newest first (one query)."""
+    return runs_page(store, 1, None)[0]
+
+
+def runs_page(store: Store, page: int, per_page: int | None, status: str | None = None,
+              dataset: str | None = None) -> tuple[list[dict], int]:
+    """Page `page` (from 1) of the runs, newest first, `per_page` a page (None: all), of `status` and of the
+    dataset named `dataset` when given; each with its dataset's name. Returns (runs, how many match).
+
+    One query, whatever the number of runs: what the table shows is on the run's row (ETA and newest reward
+    included, kept by upsert_metrics), and the count comes with the rows (a subquery the database runs once)."""
+    where = ([Run.status == status] if status else []) + ([Dataset.name == dataset] if dataset else [])
+    matching = (select(func.count()).select_from(Run).outerjoin(Dataset, Run.dataset_id == Dataset.id)
+                .where(*where).correlate(None))  # its own FROM, not the rows'
+    q = (select(Run, Dataset.name, matching.scalar_subquery()).outerjoin(Dataset, Run.dataset_id == Dataset.id)
+         .where(*where).order_by(Run.id.desc()))
+    if per_page is not None:
+        q = q.limit(per_page).offset((max(1, page) - 1) * per_page)
     with store.read() as s:
-        ids = list(s.scalars(select(Run.id).order_by(Run.id.desc())))
-    out = []
-    for i in ids:
-        try:
-            out.append(run_json(store, i, with_metrics=False))
-        except ValueError:  # deleted since the ids were read
-            continue
-    return out
+        rows = s.execute(q).all()
+    return [run_dict(run) | {"dataset": name} for run, name, _ in rows], rows[0][2] if rows else 0
 
 
 def cancel_run(store: Store, run_id: int) -> str:
@@ -223,6 +253,27 @@ def upsert_metrics(store: Store, run_id: int, step: int, values: dict[str, float
         _hold_lease(s, run_id, token)
         upsert(s, MetricPoint, [{"run_id": run_id, "step": step, "name": k, "value": float(v), "created_at": now()}
                                 for k, v in values.items()], ("run_id", "step", "name"), ("value", "created_at"))
+        keep_summary(s, run_id, values)
+
+
+STEP_TIMES_FOR_ETA = 10
+
+
+def keep_summary(s, run_id: int, names) -> None:
+    """Inside a write: set the run's `step_seconds` (the mean of its last STEP_TIMES_FOR_ETA step times) and
+    `last_reward` (its newest reward point) from its metric points, for those of the two among `names`, in one
+    UPDATE. Computed from the stored points, so a resumed run that writes its steps again stays right."""
+    values = {}
+    if "step_time" in names:
+        recent = (select(MetricPoint.value).where(MetricPoint.run_id == run_id, MetricPoint.name == "step_time")
+                  .order_by(MetricPoint.step.desc()).limit(STEP_TIMES_FOR_ETA).subquery())
+        values["step_seconds"] = select(func.avg(recent.c.value)).scalar_subquery()
+    if "reward" in names:
+        values["last_reward"] = (select(MetricPoint.value).where(MetricPoint.run_id == run_id,
+                                                                 MetricPoint.name == "reward")
+                                 .order_by(MetricPoint.step.desc()).limit(1).scalar_subquery())
+    if values:
+        update_where(s, Run, run_id, **values)
 
 
 ROLLOUT_FIELDS = ("sample_id", "image", "prompt", "completion", "parsed", "rewards", "total", "group_mean",

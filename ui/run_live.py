@@ -1,0 +1,187 @@
+"""The Runs tab's live view of one run, polled from storage: progress and ETA, the training curves beside the
+held-out curve, the evaluation, the rollout inspector, the log's end, the Compare view and the adapter download.
+
+The page keeps what it was last sent in a per-session `view` (a gr.State: the run, its claim, the metric series
+up to the last step read, and a mark of each other part), so a poll reads only the metric points it does not
+hold, reads the log only from its end and only when the file changed, and sends (and draws) only what changed.
+"""
+from __future__ import annotations
+
+from bisect import bisect_left
+
+import gradio as gr
+
+from backend.data.workspace import Workspace
+from backend.jobs.runs import eta_seconds, get_run, metrics, run_dict, run_results, runs_page, steps_with_rollouts
+from storage.models import Run
+from ui.rollout_inspector import inspector
+from ui.run_views import (CHARTS, chart_id, chart_updates, compare_frame, download_path, evaluation_rows, heldout_note,
+                          progress_html, signal_note)
+
+NAMES = ["picker", "status", *map(chart_id, CHARTS), "heldout", "signal", "evaluation", "summary",
+         "gallery", "cards", "step", "prompt", "compare_heading", "compare", "log", "download", "view"]
+"""The live view's outputs, in order (what `live_poll` returns)."""
+LOG_CHARS = 4000
+
+
+def create_live_view() -> dict:
+    """The live view's Training, Rollout inspector and Compare tabs: {name (NAMES): component}, and "follow"
+    (the inspector's checkbox)."""
+    parts: dict = {}
+    with gr.Tabs():
+        with gr.Tab("Training", id="run-training"):
+            keys = list(CHARTS)
+            for row in (keys[:2], keys[2:4], keys[4:6], keys[6:]):
+                with gr.Row():
+                    for key in row:
+                        parts[chart_id(key)] = gr.LinePlot(x="step", y="value", color="series", title=CHARTS[key],
+                                                           height=240, elem_id=chart_id(key))
+            parts["heldout"] = gr.Markdown(elem_id="heldout-note")
+            parts["signal"] = gr.Markdown(elem_id="zero-signal-hint")
+            parts["evaluation"] = gr.Dataframe(headers=["metric", "before", "after"], interactive=False,
+                                               label="Held-out evaluation", elem_id="evaluation")
+            parts["log"] = gr.Textbox(label="Log tail", lines=10, max_lines=10, autoscroll=True, elem_id="log-tail")
+        with gr.Tab("Rollout inspector", id="run-rollouts"):
+            with gr.Row():
+                parts["step"] = gr.Slider(0, 1, step=1, label="Step", elem_id="rollout-step", scale=2)
+                parts["prompt"] = gr.Dropdown([], label="Prompt of that step", elem_id="rollout-prompt", scale=2)
+                parts["follow"] = gr.Checkbox(True, label="Follow the latest step (untick to browse)", scale=1)
+            parts["summary"] = gr.Markdown(elem_id="rollout-summary")
+            parts["gallery"] = gr.Gallery(label="All G completions of the group: truth green, prediction red",
+                                          columns=4, height=320, object_fit="contain", elem_id="rollout-gallery")
+            parts["cards"] = gr.HTML(elem_id="rollout-cards")
+        with gr.Tab("Compare", id="run-compare"):
+            parts["compare_heading"] = gr.Markdown(elem_id="compare-heading")
+            parts["compare"] = gr.Dataframe(interactive=False, label="Held-out metrics by run",
+                                            elem_id="compare-table")
+    return parts
+
+
+def new_view(run: Run) -> dict:
+    """What the page holds of a run before its first poll: nothing."""
+    return {"run": run.id, "claim": run.lease_token, "since": None, "metrics": {}, "heldout": None,
+            "evaluation": None, "group": None, "log": None, "compare": None, "download": None}
+
+
+def merge_points(series: dict, new: dict, since: int | None) -> tuple[dict, bool]:
+    """The series held, their points of step `since` and after replaced by `new`'s (points read from step
+    `since` on); and whether that changed anything."""
+    out, changed = dict(series), False
+    for name, points in new.items():
+        held = series.get(name, [])
+        cut = 0 if since is None else bisect_left(held, since, key=lambda p: p[0])
+        changed = changed or held[cut:] != points
+        out[name] = held[:cut] + points
+    return out, changed
+
+
+def read_new_points(ws: Workspace, view: dict) -> tuple[dict, bool, int | None]:
+    """(the run's series, whether they changed, the step to read from next time): only the points of the last
+    step held and after are read (a step may be logged in two parts; a resumed run rewrites its steps under a
+    new claim, and a new claim starts the view afresh)."""
+    new = metrics(ws.store, view["run"], since=view["since"])
+    series, changed = merge_points(view["metrics"], new, view["since"])
+    last = max((points[-1][0] for points in new.values() if points), default=view["since"])
+    return series, changed, last
+
+
+def chosen_run(ws: Workspace, run_id) -> Run | None:
+    """The run chosen, else (none chosen, or deleted) the newest; None without runs."""
+    try:
+        return get_run(ws.store, int(run_id))
+    except (TypeError, ValueError):
+        newest = runs_page(ws.store, 1, 1)[0]
+        try:
+            return get_run(ws.store, newest[0]["id"]) if newest else None
+        except ValueError:  # deleted in between
+            return None
+
+
+def live_poll(ws: Workspace, run_id, step=None, follow: bool = True, prompt_index=None, view: dict | None = None
+              ) -> tuple:
+    """Everything the live view shows (NAMES' order), read from storage (the page holds no job state), with
+    the `view` to hold until the next poll. Parts that did not change since `view` are left as they are."""
+    run = chosen_run(ws, run_id)
+    if run is None:
+        return no_run(ws)
+    fresh = not view or [view["run"], view["claim"]] != [run.id, run.lease_token]
+    view = new_view(run) if fresh else view
+    series, changed, since = read_new_points(ws, view)
+    shown = run_dict(run) | {"metrics": series} | run_results(ws.store, run.id, run.task)
+    redraw = {"metrics": fresh or changed, "heldout": fresh or shown["heldout"] != view["heldout"]}
+    evaluation = evaluation_rows(shown["evaluation"])
+    group, slider, inspected = inspector_updates(ws, run.id, step, follow, prompt_index, view["group"])
+    log_mark, log = log_update(ws, run, view["log"])
+    compare_mark, compared = compare_update(ws, run, view["compare"])
+    download_mark = [run.id, run.status, (shown["best"] or {}).get("step")]
+    held = dict(view, since=since, metrics=series, heldout=shown["heldout"], evaluation=evaluation, group=group,
+                log=log_mark, compare=compare_mark, download=download_mark)
+    same_id = str(run.id) == str(run_id)
+    return (gr.skip() if same_id else gr.update(value=run.id), progress_html(shown, eta_seconds(shown)),
+            *chart_updates(shown, redraw), heldout_note(shown), signal_note(shown),
+            gr.skip() if evaluation == view["evaluation"] else evaluation, *inspected[:3], slider, inspected[3],
+            *compared, log,
+            gr.skip() if download_mark == view["download"] else download_path(ws, run.id, run.status), held)
+
+
+def no_run(ws: Workspace) -> tuple:
+    """The live view without any run."""
+    return (gr.update(value=None), "No runs yet: launch one in the Train tab.",
+            *chart_updates({}, {"metrics": True, "heldout": True}), "", "", [], "", [], "", gr.update(),
+            gr.update(choices=[], value=None), *compare_frame(ws, None), "", None, None)
+
+
+def inspector_updates(ws: Workspace, run_id: int, step, follow: bool, prompt_index, held: list | None
+                      ) -> tuple[list, dict, list]:
+    """(the group shown: [run, step, prompt], the step slider, [summary, gallery, cards, prompt choice]): the
+    group is read and drawn again only when the run, the step or the prompt chosen changed, so an open prompt
+    list or a raw completion being read is not redrawn under the reader every poll."""
+    steps = steps_with_rollouts(ws.store, run_id)
+    wanted = None if follow or not step else int(step)
+    chosen = (wanted if wanted in steps else steps[-1]) if steps else None
+    prompt = None if prompt_index in (None, "") else int(prompt_index)
+    # The minimum stays 0: a value the browser still holds from before is then always valid.
+    slider = gr.update(maximum=max(1, steps[-1]) if steps else 1, value=chosen if chosen is not None else 0)
+    if held is not None and held[:2] == [run_id, chosen] and prompt in (None, held[2]):
+        return held, slider, [gr.skip() for _ in range(4)]
+    steps, choices, chosen, prompt, items, text, grid = inspector(ws, run_id, chosen, prompt, steps)
+    return ([run_id, chosen, prompt], slider,
+            [text, gr.update(value=items, columns=max(1, min(len(items), 8))), grid,
+             gr.update(choices=choices, value=prompt)])
+
+
+def log_update(ws: Workspace, run: Run, held: list | None) -> tuple[list, object]:
+    """(the log's mark, the log box): the end of train.log, read again only when the file changed."""
+    path = ws.data_dir / f"runs/{run.id}/train.log"
+    try:
+        stat = path.stat()
+        mark = [stat.st_size, stat.st_mtime_ns, run.error]
+    except OSError:
+        mark = [None, run.log_tail, run.error]
+    if mark == held:
+        return mark, gr.skip()
+    note = f"\n⚠ {run.error}" if run.error else ""
+    return mark, log_tail(ws, run) + note
+
+
+def log_tail(ws: Workspace, run: Run, chars: int = LOG_CHARS) -> str:
+    """The last `chars` characters of the run's train.log, read from its end (a seek: the file may be huge);
+    the tail stored in the row when the file is gone or unreadable."""
+    path = ws.data_dir / f"runs/{run.id}/train.log"
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, 2)
+            f.seek(max(0, size - 4 * chars))  # enough bytes for `chars` characters of UTF-8
+            return f.read().decode("utf-8", "replace")[-chars:]
+    except OSError:
+        return (run.log_tail or "")[-chars:]
+
+
+def compare_update(ws: Workspace, run: Run, held: list | None) -> tuple[list, tuple]:
+    """(the mark of the run's dataset's completed runs, [heading, table]): built again only when the mark
+    changed (another run of the dataset completed, or another dataset's run was chosen)."""
+    from backend.jobs.compare import compare_mark
+    mark = [run.dataset_id, *compare_mark(ws.store, run.dataset_id)]
+    if mark == held:
+        return mark, (gr.skip(), gr.skip())
+    return mark, compare_frame(ws, run)

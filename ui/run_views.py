@@ -1,0 +1,203 @@
+"""What the Runs tab shows of one run, as page values: the progress line, the charts' frames, the held-out and
+zero-signal notes, the evaluation table, the Compare view of its dataset and the adapter's download."""
+from __future__ import annotations
+
+import math
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+
+from backend.data.workspace import Workspace
+from backend.scoring.advantages import zero_signal_hint
+from backend.scoring.evaluation import MAIN_METRIC
+from backend.scoring.rewards import REWARDS
+from storage.models import Run
+from ui.rollout_inspector import fmt
+
+CHARTS = {"reward": "Reward (total and each function)", "heldout": "Held-out evaluation (greedy)",
+          "kl": "KL to the reference", "completions/mean_length": "Mean completion length (tokens)",
+          "loss": "Training loss (SFT)", "mean_token_accuracy": "Token accuracy on the taught answers (SFT)",
+          "step_time": "Step time (s)", "frac_reward_zero_std": "Share of groups with one reward for all (no signal)"}
+"""The charts in rows of two. A chart keeps its title: a plot whose title changes keeps drawing its old series."""
+SHOWN = {"grpo": {"reward", "heldout", "kl", "completions/mean_length", "step_time", "frac_reward_zero_std"},
+         "sft": {"heldout", "loss", "mean_token_accuracy", "step_time"}}
+"""The charts each method's runs show (an SFT run samples nothing: no reward, KL or zero-signal share)."""
+HELDOUT_SERIES = ("mean_iou", "miou", "accuracy", "iou50", "map", "format_rate")
+"""What the held-out chart draws, of what the task reports (the main metric first)."""
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s"
+
+
+def progress_html(run: dict, eta: float | None) -> str:
+    pct = 100 * run["step"] / max(1, run["max_steps"])
+    reward = run["metrics"].get("reward", [])
+    latest = f" · reward {reward[-1][1]:.3f} at step {reward[-1][0]} ({len(reward)} points)" if reward else ""
+    best = run.get("best")
+    marked = (f" · <b>best</b> {best['metric']} {best['value']:.3f} at step {best['step']}" if best else "")
+    method = run["method"].upper() + (f" from run {run['init_from']}" if run.get("init_from") is not None else "")
+    colour = {"failed": "#ef4444", "cancelled": "#9ca3af", "completed": "#22c55e"}.get(run["status"], "#f97316")
+    return (f"<div id='run-progress'><b>Run {run['id']}</b> · {method} · {run['status']} · step {run['step']}/"
+            f"{run['max_steps']} · ETA {duration(eta)}{latest}{marked}<div style='background:#e5e7eb;"
+            f"border-radius:6px;height:12px;margin-top:6px'><div style='width:{pct:.1f}%;background:{colour};"
+            "height:12px;border-radius:6px'></div></div></div>")
+
+
+def _frame(points: dict, names: dict[str, str], domain: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """A chart's long-format frame, and the series it has points of (its legend).
+
+    Every label of `domain` (all the series the chart can ever show) leads with one empty (NaN) point: the plot
+    fixes its colour scale from the data it first draws and afterwards only swaps the data (gradio 6's
+    NativePlot), so a series missing then (before a run's first step, or in the run chosen before) would
+    never be drawn."""
+    steps, values, labels, drawn = [], [], [], set()
+    for key, label in names.items():
+        held = points.get(key, [])
+        drawn.update([label] if held else [])
+        steps += [p[0] for p in held]
+        values += [p[1] for p in held]
+        labels += [label] * len(held)
+    first = min(steps, default=0)
+    # Built by column, with explicit dtypes: an object column would be drawn as categories, not as a numeric axis.
+    frame = pd.DataFrame({"step": np.array([first] * len(domain) + steps, dtype=int),
+                          "value": np.array([math.nan] * len(domain) + values, dtype=float),
+                          "series": list(domain) + labels})
+    return frame, [label for label in domain if label in drawn]
+
+
+def chart_id(key: str) -> str:
+    """The page element of a chart: chart-reward, chart-heldout, chart-frac_reward_zero_std, ..."""
+    return "chart-" + key.replace("/", "-")
+
+
+def chart_frame(run: dict, key: str) -> tuple[pd.DataFrame, list[str]]:
+    """(frame, legend) of chart `key`: the reward chart holds the total and every reward function; the held-out
+    chart the task's metrics at each evaluated step; the others one metric each."""
+    if key == "reward":
+        rewards = {f"rewards/{name}/mean": name for name in REWARDS}
+        return _frame(run.get("metrics", {}), {"reward": "total"} | rewards, ["total", *REWARDS])
+    if key == "heldout":
+        return _frame(run.get("heldout", {}), {k: k for k in HELDOUT_SERIES}, list(HELDOUT_SERIES))
+    return _frame(run.get("metrics", {}), {key: key}, [key])
+
+
+def chart_updates(run: dict, redraw: dict[str, bool]) -> list:
+    """Each chart's update (CHARTS' order): whether this run's method shows it, and its frame and legend when
+    its data changed (`redraw["heldout"]` for the held-out chart, `redraw["metrics"]` for the others)."""
+    shown = SHOWN["sft" if run.get("method") == "sft" else "grpo"]
+    updates = []
+    for key in CHARTS:
+        if key in shown and redraw["heldout" if key == "heldout" else "metrics"]:
+            frame, legend = chart_frame(run, key)
+            updates.append(gr.update(value=frame, colors_in_legend=legend, visible=True))
+        else:
+            updates.append(gr.update(visible=key in shown))
+    return updates
+
+
+def heldout_note(run: dict) -> str:
+    """How the held-out curve was made and what it costs; the best step, which predict, Test and export use."""
+    points = run.get("heldout_seconds", [])
+    if not points:
+        return ("Held-out curve: no evaluation yet." if run.get("status") in ("queued", "running")
+                else "Held-out curve: none (no held-out images, or an older run).")
+    settings = run.get("settings", {})
+    during = [s for step, s in points if 0 < step < run["max_steps"]]
+    parts = [f"Held-out curve: greedy answers to the same first {settings.get('eval_during_max_examples', '?')} "
+             f"held-out prompts at each of {len(points)} points"]
+    if during:
+        parts.append(f"an evaluation during training took {during[-1]:.1f} s (last)")
+    ends = {"before": points[0][1] if points[0][0] == 0 else None,
+            "after": points[-1][1] if points[-1][0] >= run["max_steps"] else None}
+    parts += [f"{k} ({settings.get('eval_max_examples', '?')} prompts) {v:.1f} s" for k, v in ends.items() if v]
+    best = run.get("best")
+    text = "; ".join(parts) + "."
+    if best:
+        text += (f" **Best: {best['metric']} {best['value']:.3f} at step {best['step']}** — the checkpoint `predict`, "
+                 "the Test tab and `export` use unless told `last`.")
+    return text
+
+
+def signal_note(run: dict) -> str:
+    if run.get("method") == "sft":
+        return "An SFT run samples nothing while training: no groups, no rewards, no advantages."
+    hint = zero_signal_hint(run.get("metrics", {}).get("frac_reward_zero_std", []))
+    return f"⚠ {hint}" if hint else ""
+
+
+def evaluation_rows(evaluation: dict) -> list[list]:
+    before, after = evaluation.get("before", {}), evaluation.get("after", {})
+    keys = [k for k in (before or after) if k not in ("per_class", "count", "seconds")]
+    fmt = lambda v: "—" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
+    rows = [[k, fmt(before.get(k)), fmt(after.get(k))] for k in keys]
+    if "seconds" in before or "seconds" in after:
+        rows.append(["evaluation time"] + [f"{e['seconds']:.1f} s" if "seconds" in e else "—" for e in (before, after)])
+    return rows
+
+
+def compare_frame(ws: Workspace, run: Run | None) -> tuple[str, pd.DataFrame]:
+    """The Compare view for the selected run's dataset: a heading and the table."""
+    from backend.jobs.compare import compare
+    from backend.jobs.runs import dataset_name
+    empty = pd.DataFrame(columns=["run", "method", "steps", "time"])
+    if run is None:
+        return "Choose a run: its dataset's comparison appears here.", empty
+    try:
+        table = compare(ws.store, dataset_name(ws.store, run))
+    except ValueError as e:
+        return f"⚠ {e}", empty
+    main = MAIN_METRIC[table["task"]]
+    extra = [k for k in ("map", "ap50", "iou50", "format_rate") if any(k in r["metrics"] for r in table["rows"])]
+    records = []
+    for r in table["rows"]:
+        before = (r["before"] or {}).get(main)
+        best = r["best"]
+        records.append({
+            "run": "base" if r["run"] is None else str(r["run"]),
+            "method": r["method"].upper() + (f" after run {r['init_from']}" if r["init_from"] is not None else ""),
+            "model": r["model"], "steps": r["steps"], "time": duration(r["seconds"]) if r["run"] else "—",
+            main: fmt(r["metrics"].get(main)), f"{main} at start": fmt(before),
+            f"best {main} (step)": f"{fmt(best['value'])} ({best['step']})" if best else "—",
+            **{k: fmt(r["metrics"].get(k)) for k in extra}})
+    heading = (f"**{table['dataset']}** ({table['task']}): the base model and every completed run, on the same "
+               f"held-out prompts: each run's model after training, its score at the start, and its best evaluated "
+               f"step (on the curve's first prompts). Time: training steps plus evaluations.")
+    return heading, pd.DataFrame(records) if records else empty
+
+
+def download_path(ws: Workspace, run_id: int, status: str) -> str | None:
+    """The best adapter's zip for a finished run; None while training, without an adapter, or when its files
+    vanish."""
+    if status not in ("completed", "cancelled"):
+        return None
+    from backend.jobs.predict import adapter_dir
+    try:
+        return _zip_adapter(ws, run_id, adapter_dir(ws, run_id))
+    except (OSError, ValueError):  # no adapter, or its folder deleted or emptied while zipping
+        return None
+
+
+def _zip_adapter(ws: Workspace, run_id: int, adapter) -> str:
+    """A zip of the adapter (and processor) files for the download button, rebuilt only when they changed."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from backend.jobs.predict import copy_adapter
+    # Outside the data dir: the page never serves files from there.
+    out = Path(tempfile.gettempdir()) / "vrft-downloads" / f"{ws.data_dir.resolve().name}-adapter-run{run_id}.zip"
+    out.parent.mkdir(exist_ok=True)
+    newest = max(p.stat().st_mtime for p in adapter.rglob("*") if p.is_file())
+    source = out.with_suffix(".from")  # which folder the zip holds: the best checkpoint can change
+    if (not out.exists() or out.stat().st_mtime < newest or not source.exists()
+            or source.read_text() != str(adapter)):
+        with tempfile.TemporaryDirectory() as staging:
+            copy_adapter(adapter, Path(staging) / "adapter")
+            shutil.make_archive(str(out.with_suffix("")), "zip", Path(staging) / "adapter")
+        source.write_text(str(adapter))
+    return str(out)
