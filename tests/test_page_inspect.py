@@ -70,7 +70,7 @@ def test_heldout_curve_inspector_compare_and_the_best_checkpoint(tmp_path):
         assert cards.count() == 4  # all G completions of the group, side by side
         assert page.locator("#rollout-gallery img").count() == 4
         text = page.locator("#rollout-cards").inner_text()
-        assert text.count("advantage") == 4 and "detection_iou" in text and "reasoning:" in text
+        assert text.count("advantage") == 4 and "detection_soft_iou" in text and "classification_accuracy" not in text and "reasoning:" in text
         assert "group mean" in page.locator("#rollout-summary").inner_text()
         page.get_by_role("combobox", name="Prompt of that step").click()
         second = page.get_by_role("option").nth(1)  # the step's second group

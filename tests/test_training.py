@@ -32,7 +32,7 @@ def test_demo_whole_path_through_the_cli(tmp_path):
     assert run["status"] == "completed", run["error"]
     steps = lambda name: [p[0] for p in run["metrics"][name]]  # noqa: E731
     assert steps("reward") == list(range(1, 9))
-    for name in ("detection_iou", "detection_confidence", "format"):
+    for name in ("detection_soft_iou", "detection_confidence", "format"):  # the CPU demo preset's
         assert steps(f"rewards/{name}/mean") == list(range(1, 9))
     assert {"completions/mean_length", "loss", "step_time", "entropy"} <= set(run["metrics"])
     assert set(run["evaluation"]) == {"before", "after"}

@@ -52,7 +52,8 @@ def inspector(ws: Workspace, run_id: int, step: int | None, prompt: int | None, 
     for j, r in enumerate(group):
         image = draw_file(ws.data_dir / r.image, [(truth_boxes, TRUTH), (r.parsed.get("boxes", []), PREDICTION)], 320)
         items.append((image, f"#{j + 1} · total {fmt(r.total)} · advantage {fmt(r.advantage, True)}"))
-        terms = "".join(f"<tr><td>{html.escape(k)}</td><td>{fmt(v)}</td></tr>" for k, v in r.rewards.items())
+        terms = "".join(f"<tr><td>{html.escape(k)}</td><td>{fmt(v)}</td></tr>" for k, v in r.rewards.items()
+                        if v is not None)  # a reward of another task scores nothing here
         colour = "#16a34a" if (r.advantage or 0) > 0 else "#dc2626" if (r.advantage or 0) < 0 else "#6b7280"
         answer = r.parsed.get("answer") if r.parsed.get("answer") is not None else r.parsed.get("label")
         cards.append(
