@@ -25,3 +25,13 @@ def test_the_form_offers_every_setting_and_says_what_is_wrong():
     shown[ADVANCED.index("qlora")] = "off"
     got = form_settings("demo-shapes", "demo", "CPU demo", "format=1", *shown)
     assert got.max_pixels == 200704 and got.qlora is False
+
+
+def test_the_rewards_box_follows_the_preset_and_the_task():
+    from backend.scoring.tasks import TASKS
+    from ui.train_tab import weights_text
+    assert weights_text("detection", "CPU demo") == "detection_soft_iou=1, detection_confidence=1, format=1"
+    assert weights_text("classification", "CPU demo") == "classification_accuracy=1, format=1"
+    assert weights_text("grounding", "CPU demo") == "grounding_iou=1, format=1"
+    paper = ", ".join(f"{n}={w:g}" for n, w in TASKS["detection"].default_rewards.items())
+    assert weights_text("detection", "Visual-RFT paper") == paper  # a preset without rewards: the task's own

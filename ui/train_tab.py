@@ -31,7 +31,12 @@ def device_summary() -> str:
             "**Device:** CPU (no GPU found) — LoRA in float32; pick the *CPU demo* preset and the demo model")
 
 
-def weights_text(task: str) -> str:
+def weights_text(task: str, preset_name: str | None = None) -> str:
+    """The rewards a run of `task` gets: the preset's that score this task (each reward is named for its
+    task), else the task's defaults."""
+    chosen = PRESETS.get(preset_name, {}).get("rewards")
+    if chosen:
+        return ", ".join(f"{n}=1" for n in chosen if n == "format" or n.startswith(f"{task}_"))
     return ", ".join(f"{n}={w:g}" for n, w in TASKS[task].default_rewards.items())
 
 
@@ -164,7 +169,7 @@ def create_train_tab(ws: Workspace, on_launched) -> dict:
                                   label="Method", elem_id="train-method",
                                   info="Compare them on your data in Runs → Compare; a GRPO run can start from a "
                                        "finished SFT run (init from, in the advanced settings).")
-                rewards = gr.Textbox(weights_text("detection"), label="Rewards and weights",
+                rewards = gr.Textbox(weights_text("detection", "CPU demo"), label="Rewards and weights",
                                      info="name=weight, comma-separated. Known: " + ", ".join(REWARDS))
                 with gr.Row():
                     check_btn = gr.Button("Check", elem_id="check")
@@ -183,11 +188,11 @@ def create_train_tab(ws: Workspace, on_launched) -> dict:
             check_gallery = gr.Gallery(label="Baseline: truth (green), prediction (red)", columns=4, height="auto",
                                        elem_id="check-gallery")
 
-    def on_dataset(name):
+    def on_rewards(name, preset_name):
         if not name:
             return gr.update()
         try:
-            return weights_text(get_dataset(ws.store, name, with_samples=False)["task"])
+            return weights_text(get_dataset(ws.store, name, with_samples=False)["task"], preset_name)
         except ValueError:  # deleted meanwhile: launching it says so in a sentence
             return gr.update()
 
@@ -221,8 +226,9 @@ def create_train_tab(ws: Workspace, on_launched) -> dict:
 
     check_btn.click(on_check, [dataset, model, preset_name, rewards, *fields],
                     [message, check_box, check_summary, check_table, check_gallery], api_visibility="private")
-    dataset.change(on_dataset, dataset, rewards, api_visibility="private")
-    preset_name.change(on_preset, preset_name, fields, api_visibility="private")
+    dataset.change(on_rewards, [dataset, preset_name], rewards, api_visibility="private")
+    preset_name.change(on_preset, preset_name, fields, api_visibility="private").then(
+        on_rewards, [dataset, preset_name], rewards, api_visibility="private")
     refresh = (on_refresh, [dataset], [dataset])
     tab.select(*refresh, api_visibility="private", show_progress="hidden")
     return {"launch": (launch_btn, on_launch, [dataset, model, preset_name, rewards, *fields], message),
