@@ -148,3 +148,20 @@ class Evaluation(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     __table_args__ = (UniqueConstraint("run_id", "phase"),)
+
+
+class PredictionRequest(Base):
+    """A Test-tab question for the worker: it answers with the model it holds, so the page never loads one.
+    `request`: {"run_id" | "model", "checkpoint", "compare", "category", "question", "images": [relative to the
+    data dir]}; `on_cpu`: answered on the CPU rather than waiting for a GPU; `result`: {"answers": [...]}."""
+    __tablename__ = "prediction_requests"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)  # queued|running|done|failed
+    on_cpu: Mapped[bool] = mapped_column(Boolean, default=False)
+    request: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    owner: Mapped[str | None] = mapped_column(String(128))        # the answering process, while it answers
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from backend.jobs.runs import metrics, record_step, run_json, store_rollouts, upsert_metrics
-from storage import open_store
+from storage import head_revision, open_store
 from storage.models import Dataset, Run
 from tests.test_storage import _rollout_rows
 
@@ -300,7 +300,7 @@ def migrate_a_database_from_0004(url: str, data_dir) -> None:
     engine.dispose()
     store = open_store(data_dir)
     with store.read() as s:
-        assert s.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0005_run_summary"
+        assert s.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == head_revision()
         rows = s.execute(sa.select(Run.id, Run.step_seconds, Run.last_reward).order_by(Run.id)).all()
     assert rows == [(1, pytest.approx(7.5), pytest.approx(1.2)), (2, None, None)]  # no points: nothing to show
     upsert_metrics(store, 2, 1, {"step_time": 4.0})

@@ -9,7 +9,7 @@ from backend.jobs.runs import create_run
 from storage.models import Run
 
 
-def _run_with_adapter(ws) -> int:
+def run_with_adapter(ws) -> int:
     """A completed demo run whose adapter is saved as training saves it (LoRA on the language model), with
     random weights, so that it surely changes the model's answers."""
     from peft import get_peft_model
@@ -55,15 +55,15 @@ def test_side_by_side_loads_the_model_once_and_the_base_answer_is_the_base_model
     from backend.engine.inference import generate
     from backend.engine.models import load
     from backend.engine.settings import TrainSettings
-    from backend.jobs.predict import predict
+    from backend.jobs.predict import answer_request, predict
     from backend.jobs.runs import get_run
-    from ui.test_tab import predict_images
 
-    run_id = _run_with_adapter(ws)
+    run_id = run_with_adapter(ws)
     image = next((ws.data_dir / "datasets").glob("demo-shapes-*/images/*.png"))
     model_loads.clear()
-    items, text = predict_images(ws, str(run_id), None, [str(image)], "red circle", "", compare=True)
-    assert [caption.split(" · ")[1] for _, caption in items] == [f"run {run_id} (last, step 2)", "base"]
+    answers = answer_request(ws, {"run_id": run_id, "category": "red circle", "compare": True,
+                                  "images": [str(image.relative_to(ws.data_dir))]})  # what the answerer does
+    assert [a["source"] for a in answers] == [f"run {run_id} (last, step 2)", "base"]
     assert len(model_loads) == 1, "tuned and base side by side load the weights once"
 
     tuned = predict(ws, image, run_id=run_id, category="red circle")

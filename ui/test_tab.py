@@ -1,18 +1,23 @@
-"""The Test tab: a tuned run (or a base model) on new images, side by side with its base model."""
+"""The Test tab: a tuned run (or a base model) on new images, side by side with its base model. The worker's
+answerer answers (backend.jobs.answerer); the page queues the question and shows where it stands."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import gradio as gr
 
 from backend.data.workspace import Workspace
 from backend.engine.families import KNOWN_MODELS
+from backend.jobs import prediction_queue
 from backend.jobs.runs import list_runs
 from backend.scoring.draw import PREDICTION, draw_boxes
 
 BASE = "base model only"
 REFRESH_SECONDS = 5.0
 """How often the run list is read again, so that a run finishing shows while the tab is open."""
+NO_WORKER_SECONDS = 30.0
+"""A question queued this long with nothing training ahead of it: the page asks whether a worker runs."""
 
 
 def _label(r: dict) -> str:
@@ -24,35 +29,61 @@ def run_choices(ws: Workspace) -> list[tuple[str, str]]:
                                                                                       "running")]
 
 
-def predict_images(ws: Workspace, run: str | None, model: str | None, paths: list[str] | None, category: str,
-                   question: str, compare: bool, checkpoint: str = "best") -> tuple[list, str]:
-    """Gallery items (tuned, then base when comparing) and the reasoning text; a run's `checkpoint` is its best
-    (the default) or last adapter."""
-    from backend.jobs.predict import predict
+def ask(ws: Workspace, run: str | None, model: str | None, paths: list[str] | None, category: str, question: str,
+        compare: bool, checkpoint: str = "best", on_cpu: bool = False) -> int:
+    """Queue the Test tab's question for the worker (the page loads no model); returns the request's id."""
     if not paths:
         raise ValueError("upload at least one image")
-    category, question = (category or "").strip(), (question or "").strip()
-    ask = {"category": category or None, "question": None if category else question or None}
-    sources: list[tuple[str, dict]] = []
+    request = {"category": (category or "").strip(), "question": (question or "").strip(),
+               "checkpoint": checkpoint, "compare": bool(compare)}
     if run and run != BASE:
-        sources.append((f"run {run}", {"run_id": int(run), "checkpoint": checkpoint}))
-        if compare:  # the run's base model, asked exactly as the run is: the same loaded model, adapter off
-            sources.append(("base", {"run_id": int(run), "base": True, "checkpoint": checkpoint}))
+        request["run_id"] = int(run)
     else:
-        if not (model or "").strip():
-            raise ValueError("choose a run or a base model")
-        sources.append(("base", {"model": model.strip()}))
+        request["model"] = (model or "").strip()
+    return prediction_queue.submit(ws, request, [Path(p) for p in paths], on_cpu)
+
+
+def waiting_text(state: dict, seconds: float) -> str:
+    """Where a request stands, in one line."""
+    if state["status"] == "running":
+        return f"⏳ Answering… ({seconds:.0f} s)"
+    line = "⏳ Queued" + (f": {state['ahead']} question{'s' if state['ahead'] != 1 else ''} ahead" if state["ahead"]
+                          else ": next in line")
+    if state["waiting_for"]:
+        runs = ", ".join(str(r) for r in state["waiting_for"])
+        line += (f"; the GPU answers once it is free (training: run {runs}). Tick “Answer on the CPU” not to wait")
+    elif seconds > NO_WORKER_SECONDS:
+        line += f" for {seconds:.0f} s: is the worker running? (`python app.py worker`)"
+    return line
+
+
+def shown(paths: list[str], answers: list[dict]) -> tuple[list, str]:
+    """Gallery items (each image's answers in order: tuned, then base) and the reasoning text."""
     items, texts = [], []
-    for path in paths:
-        for name, src in sources:
-            result = predict(ws, Path(path), **src, **ask)
-            used = result.get("checkpoint")
-            name_used = f"{name} ({used['which']}, step {used['step']})" if used else name
-            items.append((draw_boxes(path, [(result.get("boxes", []), PREDICTION)]),
-                          f"{Path(path).name} · {name_used} · {len(result.get('boxes', []))} boxes"))
-            texts.append(f"**{Path(path).name} · {name_used}**\n\n> {result['think'] or '(no reasoning)'}\n\n"
-                         f"answer: `{result['answer']}`")
+    for a in answers:
+        path = paths[a["image"]]
+        items.append((draw_boxes(path, [(a.get("boxes", []), PREDICTION)]),
+                      f"{Path(path).name} · {a['source']} · {len(a.get('boxes', []))} boxes"))
+        texts.append(f"**{Path(path).name} · {a['source']}**\n\n> {a['think'] or '(no reasoning)'}\n\n"
+                     f"answer: `{a['answer']}`")
     return items, "\n\n".join(texts)
+
+
+def follow(ws: Workspace, request_id: int, poll: float = 0.5):
+    """Yield a waiting line while the request waits or is answered; then its answers (a list) or, when it
+    failed, the sentence (a ValueError raised)."""
+    start = time.monotonic()
+    while True:
+        state = prediction_queue.state(ws, request_id)
+        if state["status"] == "done":
+            prediction_queue.cleanup(ws, request_id)
+            yield state["result"]["answers"]
+            return
+        if state["status"] == "failed":
+            prediction_queue.cleanup(ws, request_id)
+            raise ValueError(state["error"])
+        yield waiting_text(state, time.monotonic() - start)
+        time.sleep(poll)
 
 
 def create_test_tab(ws: Workspace) -> dict:
@@ -69,6 +100,8 @@ def create_test_tab(ws: Workspace) -> dict:
                 checkpoint = gr.Radio([("best held-out step", "best"), ("last step", "last")], value="best",
                                       label="Checkpoint of the run", elem_id="test-checkpoint")
                 compare = gr.Checkbox(True, label="Side by side with the base model")
+                on_cpu = gr.Checkbox(False, label="Answer on the CPU", elem_id="test-cpu",
+                                     info="slower, but does not wait for a GPU that is training a run")
                 go = gr.Button("Predict", variant="primary", elem_id="predict")
             with gr.Column():
                 message = gr.Markdown()
@@ -78,15 +111,20 @@ def create_test_tab(ws: Workspace) -> dict:
         listed = gr.State([])  # the run choices last sent to this browser
         timer = gr.Timer(REFRESH_SECONDS)
 
-    def on_predict(r, m, paths, c, q, cmp, ck):
+    def on_predict(r, m, paths, c, q, cmp, ck, cpu):
         try:
-            items, text = predict_images(ws, r, m, paths, c or "", q or "", cmp, ck or "best")
+            request_id = ask(ws, r, m, paths, c or "", q or "", cmp, ck or "best", bool(cpu))
+            for update in follow(ws, request_id):
+                if isinstance(update, str):
+                    yield update, gr.update(), gr.update()
+                else:
+                    items, text = shown(paths, update)
+                    yield "", items, text
         except ValueError as e:
-            return f"⚠ {e}", [], ""
-        return "", items, text
+            yield f"⚠ {e}", [], ""
 
-    go.click(on_predict, [run, model, images, category, question, compare, checkpoint], [message, gallery, reasoning],
-             api_name="predict")
+    go.click(on_predict, [run, model, images, category, question, compare, checkpoint, on_cpu],
+             [message, gallery, reasoning], api_name="predict")
 
     def on_refresh(current, shown):
         """The runs to test as storage has them now (`shown`: the choices this browser holds). Nothing is sent

@@ -162,6 +162,29 @@ def _predict(ws: Workspace, image: Path, run_id: int | None, model: str | None, 
             **{k: parsed[k] for k in ("think", "answer", "format_ok", "boxes", "confidences", "label") if k in parsed}}
 
 
+def answer_request(ws: Workspace, request: dict) -> list[dict]:
+    """A Test-tab request's answers: for each image, the run's tuned answer and (with "compare") its base
+    model's, asked the same way from the same loaded model; or a base model's alone. Each answer is
+    `predict`'s dict with "image" (the image's index) and "source" ("run 3 (best, step 40)", "base")."""
+    category, question = (request.get("category") or "").strip(), (request.get("question") or "").strip()
+    ask = {"category": category or None, "question": None if category else question or None}
+    run_id, checkpoint = request.get("run_id"), request.get("checkpoint", "best")
+    if run_id is not None:
+        sources = [(f"run {run_id}", {"run_id": int(run_id), "checkpoint": checkpoint})]
+        if request.get("compare"):
+            sources.append(("base", {"run_id": int(run_id), "base": True, "checkpoint": checkpoint}))
+    else:
+        sources = [("base", {"model": request["model"].strip()})]
+    answers = []
+    for index, image in enumerate(request["images"]):
+        for name, source in sources:
+            result = predict(ws, ws.data_dir / image, **source, **ask)
+            used = result.get("checkpoint")
+            answers.append({**result, "image": index,
+                            "source": f"{name} ({used['which']}, step {used['step']})" if used else name})
+    return answers
+
+
 def evaluate_run(ws: Workspace, run_id: int, checkpoint: str = "best") -> dict:
     from backend.engine import heldout
     run = get_run(ws.store, run_id)

@@ -16,6 +16,9 @@ host. A worker whose heartbeat finds its lease gone kills its job's process grou
 Each job's `job.pid` records its pid, host, boot id and process start time: only a worker on that host, same
 boot, kills it, and only while that pid is still that process.
 
+Test-tab questions are answered by answerer processes the worker starts (backend.jobs.answerer): on a free
+GPU, or on the CPU for requests that ask for it; the page itself never loads a model.
+
 `python app.py worker [--once] [--lease-seconds 60] [--gpus 0,1] [--max-attempts 3]`; `python app.py` (serve)
 starts one too.
 """
@@ -36,6 +39,8 @@ from sqlalchemy.exc import DBAPIError
 from backend.data.workspace import Workspace
 from backend.engine.gpus import accelerate_config, gpus_needed, launch_command, visible_gpus
 from backend.engine.settings import TrainSettings
+from backend.jobs import prediction_queue
+from backend.jobs.answerer import LINGER_SECONDS, Answerer, start_answerer
 from backend.jobs.job_records import write_job_record
 from backend.jobs.leases import (MAX_ATTEMPTS, _requeue_or_fail, claim, heartbeat, lease_token, new_token,
                                  requeue_expired)
@@ -79,6 +84,10 @@ class Slot:
     gpu: str | None
     starter: JobStarter
     job: Job | None = field(default=None, repr=False)
+    answerer: Answerer | None = field(default=None, repr=False)  # answering Test-tab requests on its GPU
+
+    def free(self) -> bool:
+        return self.job is None and self.answerer is None
 
 
 def make_slots(ws: Workspace, mode: str, gpus: list[str]) -> list[Slot]:
@@ -204,6 +213,26 @@ def run_one(ws: Workspace, run_id: int, owner: str, lease_seconds: int, poll: fl
     settle(ws, job)
 
 
+def tend_answerers(ws: Workspace, owner: str, slots: list[Slot], cpu: Answerer | None,
+                   linger: float = LINGER_SECONDS) -> Answerer | None:
+    """Start answerers for queued Test-tab requests (backend.jobs.answerer): one on the CPU for those that asked
+    for it (without GPUs, for all), one on a free GPU for the rest; a GPU busy training answers nothing until
+    its run ends. Forgets answerers that ended. Returns the CPU answerer."""
+    has_gpus = slots[0].gpu is not None
+    for slot in slots:
+        if slot.answerer is not None and slot.answerer.ended(ws):
+            slot.answerer = None
+    if cpu is not None and cpu.ended(ws):
+        cpu = None
+    if cpu is None and prediction_queue.pending(ws, True if has_gpus else None):
+        cpu = start_answerer(ws, owner, "cpu" if has_gpus else "all", None, linger)
+    if has_gpus and not any(slot.answerer for slot in slots) and prediction_queue.pending(ws, False):
+        free = [slot for slot in slots if slot.free()]
+        if free:
+            free[0].answerer = start_answerer(ws, owner, "gpu", free[0].gpu, linger)
+    return cpu
+
+
 def _queue_empty(ws: Workspace) -> bool:
     with ws.store.read() as s:
         return s.scalar(select(Run.id).where(Run.status == "queued").limit(1)) is None
@@ -226,6 +255,7 @@ def work(ws: Workspace, once: bool = False, lease_seconds: int = 60, idle_sleep:
                                  else "no GPU, one job at a time on the CPU"), flush=True)
     jobs: list[Job] = []
     done = 0
+    answerer: Answerer | None = None  # on the CPU
     try:
         if not once or not _queue_empty(ws):
             for slot in slots:
@@ -240,7 +270,8 @@ def work(ws: Workspace, once: bool = False, lease_seconds: int = 60, idle_sleep:
                     break
                 time.sleep(poll)
                 continue
-            free = [slot for slot in slots if slot.job is None]
+            answerer = tend_answerers(ws, owner, slots, answerer, linger=1.0 if once else LINGER_SECONDS)
+            free = [slot for slot in slots if slot.free()]
             run_id = None
             if free:
                 requeue_expired(ws, max_attempts)
@@ -251,7 +282,8 @@ def work(ws: Workspace, once: bool = False, lease_seconds: int = 60, idle_sleep:
                 jobs.append(start_job(ws, run_id, owner, free[:need], warm_next=not once or not _queue_empty(ws),
                                       token=token))
                 continue
-            if once and not jobs:
+            answering = answerer is not None or any(slot.answerer for slot in slots)
+            if once and not jobs and not answering:
                 break
             if not once:
                 for slot in free:
@@ -260,4 +292,8 @@ def work(ws: Workspace, once: bool = False, lease_seconds: int = 60, idle_sleep:
     finally:
         for slot in slots:
             slot.starter.close()
+            if slot.answerer is not None:
+                slot.answerer.stop()
+        if answerer is not None:
+            answerer.stop()
     return done

@@ -1,0 +1,121 @@
+"""The prediction process: answers queued Test-tab requests (backend.jobs.prediction_queue) with the models
+it loads and keeps between requests, then ends once nothing has been asked for a while.
+
+The worker starts one on a free GPU (a GPU training a run is not free: its requests wait for the run to end)
+and one on the CPU for the requests that asked for it (on a worker without GPUs, the CPU one answers all).
+A GPU answerer ends as soon as nothing is queued for it and a run is waiting, so it never holds training up
+for longer than the answer it is giving.
+
+    python -m backend.jobs.answerer --data-dir DIR --owner NAME --serves {all,cpu,gpu} [--linger 120]
+
+This module's top level imports no training stack: the worker imports it to start and watch answerers.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+
+from backend.data.workspace import Workspace, open_workspace
+from backend.jobs import prediction_queue
+from storage.models import Run
+
+LINGER_SECONDS = 120.0
+"""How long an answerer keeps its model loaded with nothing asked (a follow-up question is answered at once)."""
+SERVES = {"all": None, "cpu": True, "gpu": False}
+"""--serves: which requests an answerer takes (prediction_queue's `cpu` argument)."""
+LOG = "predictions.log"
+
+
+def _runs_waiting(ws: Workspace) -> bool:
+    with ws.store.read() as s:
+        return s.scalar(select(Run.id).where(Run.status == "queued").limit(1)) is not None
+
+
+def serve(ws: Workspace, owner: str, serves: str = "all", linger: float = LINGER_SECONDS, poll: float = 0.2) -> int:
+    """Answer requests until none has come for `linger` seconds (a GPU answerer: or a run is queued with no
+    request waiting); returns how many were answered. A request that cannot be answered gets its sentence."""
+    from backend.jobs.predict import answer_request
+    cpu = SERVES[serves]
+    answered, idle_since = 0, time.monotonic()
+    while True:
+        job = prediction_queue.claim(ws, owner, cpu)
+        if job is None:
+            if time.monotonic() - idle_since > linger or (serves == "gpu" and _runs_waiting(ws)):
+                return answered
+            time.sleep(poll)
+            continue
+        try:
+            prediction_queue.finish(ws, job["id"], {"answers": answer_request(ws, job["request"]), "by": owner})
+        except ValueError as e:
+            prediction_queue.finish(ws, job["id"], error=str(e))
+        except Exception as e:  # noqa: BLE001 - the page shows one sentence; the traceback goes to the log
+            traceback.print_exc()
+            prediction_queue.finish(ws, job["id"], error=f"the prediction failed ({type(e).__name__}: {e}); "
+                                                         f"see {LOG} in the data dir")
+        answered += 1
+        idle_since = time.monotonic()
+        print(f"answerer {owner}: answered request {job['id']}", flush=True)
+
+
+@dataclass
+class Answerer:
+    """An answerer process the worker started, on `gpu` (a GPU slot's CUDA_VISIBLE_DEVICES) or the CPU."""
+    proc: subprocess.Popen
+    owner: str
+    gpu: str | None
+
+    def ended(self, ws: Workspace) -> bool:
+        """Whether it has ended; requests it was answering when it died get a sentence instead of hanging."""
+        code = self.proc.poll()
+        if code is None:
+            return False
+        prediction_queue.abandon(ws, self.owner, f"the prediction process ended (exit status {code}) before "
+                                                 f"answering; see {LOG} in the data dir")
+        return True
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_answerer(ws: Workspace, owner: str, serves: str, gpu: str | None, linger: float = LINGER_SECONDS) -> Answerer:
+    """Start an answerer process: on `gpu`, or with no GPU visible (gpu None and serves "cpu")."""
+    from backend.jobs.starter import ROOT, _job_env
+    name = f"{owner}:{serves}" + (f":gpu{gpu}" if gpu is not None else "")
+    hide = gpu is None and serves == "cpu"  # the CPU answerer of a worker with GPUs sees none of them
+    env = _job_env({"CUDA_VISIBLE_DEVICES": ""} if hide else {} if gpu is None else {"CUDA_VISIBLE_DEVICES": gpu})
+    with open(ws.data_dir / LOG, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "backend.jobs.answerer", "--data-dir", str(ws.data_dir),
+                                 "--owner", name, "--serves", serves, "--linger", str(linger)],
+                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env=env)
+    return Answerer(proc, name, gpu)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--owner", default=f"answerer:{os.getpid()}")
+    p.add_argument("--serves", choices=list(SERVES), default="all")
+    p.add_argument("--linger", type=float, default=LINGER_SECONDS)
+    args = p.parse_args(argv)
+    ws = open_workspace(Path(args.data_dir))
+    serve(ws, args.owner, args.serves, args.linger)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
