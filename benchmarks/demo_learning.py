@@ -22,7 +22,8 @@ from backend.engine.demo.builder import detection_answer
 from backend.engine.models import load, lora_config
 from backend.engine.settings import preset
 from backend.jobs import training
-from backend.jobs.runs import create_run, evaluations
+from backend.jobs.runs import create_run
+from backend.jobs.run_history import evaluations
 from backend.scoring.tasks import TaskSettings
 
 
@@ -94,7 +95,7 @@ def main() -> None:
     ev = evaluations(ws.store, run_id)
     warm = summary(ev["before"], 0.0)
     # The job's wall time includes two evaluations; GRPO's own time is what SFT gets.
-    from backend.jobs.runs import metrics
+    from backend.jobs.run_history import metrics
     grpo_seconds = sum(v for _, v in metrics(ws.store, run_id)["step_time"])
     grpo = summary(ev["after"], grpo_seconds)
     print(f"warm start: {warm}", flush=True)

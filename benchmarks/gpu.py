@@ -326,7 +326,7 @@ def _stop(proc: subprocess.Popen, run_dir: Path) -> None:
 
 def measure(ws, run_id: int, generations: int) -> dict:
     """s/step and completion tokens/s from the run's stored metrics, step 1 left out."""
-    from backend.jobs.runs import metrics, run_json
+    from backend.jobs.run_history import metrics, run_json
     run = run_json(ws.store, run_id, with_metrics=False)
     if run["status"] != "completed":
         raise BenchError(f"run {run_id} ended {run['status']}: {run['error'] or 'no error stored'}")

@@ -17,7 +17,8 @@ from backend.data.catalog import get_dataset
 from backend.engine.models import load, lora_config
 from backend.engine.settings import preset
 from backend.jobs import training
-from backend.jobs.runs import create_run, metrics
+from backend.jobs.runs import create_run
+from backend.jobs.run_history import metrics
 from backend.scoring.rewards import REWARDS
 
 

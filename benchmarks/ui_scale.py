@@ -33,8 +33,9 @@ from sqlalchemy import DateTime, bindparam, insert, select, text  # noqa: E402
 
 from backend.data.workspace import open_workspace  # noqa: E402
 from backend.engine.settings import preset  # noqa: E402
-from backend.jobs.runs import (keep_summary, record_checkpoint, record_step, save_evaluation,  # noqa: E402
-                               save_heldout_point, store_rollouts, upsert_metrics)
+from backend.jobs.runs import record_step
+from backend.jobs.run_history import (keep_summary, record_checkpoint, save_evaluation, save_heldout_point,
+                                      store_rollouts, upsert_metrics)
 from storage.models import Dataset, Run  # noqa: E402
 
 METRICS = {"reward": (0.2, 0.6), "rewards/format/mean": (0.5, 0.5), "rewards/detection_iou/mean": (0.1, 0.5),

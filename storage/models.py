@@ -68,7 +68,7 @@ class Run(Base):
     folder: Mapped[str | None] = mapped_column(String(512))   # relative to the data dir
     error: Mapped[str | None] = mapped_column(Text)
     log_tail: Mapped[str | None] = mapped_column(Text)
-    # Kept by backend.jobs.runs.upsert_metrics with each metric write (migration 0005), so the Runs table reads
+    # Kept by backend.jobs.run_history.upsert_metrics with each metric write (migration 0005), so the Runs table reads
     # runs alone: the mean of the last ten step times (ETA = steps left x this) and the newest total reward.
     step_seconds: Mapped[float | None] = mapped_column(Float)
     last_reward: Mapped[float | None] = mapped_column(Float)

@@ -12,7 +12,8 @@ from PIL import Image
 from backend.data.catalog import delete_dataset, get_dataset
 from backend.data.importer import import_dataset
 from backend.engine.settings import preset
-from backend.jobs.runs import (cancel_run, create_run, resume_run, rollouts, run_json, store_rollouts, upsert_metrics)
+from backend.jobs.runs import cancel_run, create_run, resume_run
+from backend.jobs.run_history import rollouts, run_json, store_rollouts, upsert_metrics
 from storage.models import Evaluation, Run
 from tests import builders
 from tests.conftest import run_cli

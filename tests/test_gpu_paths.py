@@ -15,7 +15,8 @@ import pytest
 from backend.data.demo.dataset import ensure_demo_dataset
 from backend.engine.gpus import (accelerate_config, launch_command, parse_gpus, settings_problem, visible_gpus)
 from backend.engine.settings import TrainSettings, generation_backend, preset, uses_qlora
-from backend.jobs.runs import create_run, rollouts, run_json
+from backend.jobs.runs import create_run
+from backend.jobs.run_history import rollouts, run_json
 from tests.conftest import run_cli
 
 

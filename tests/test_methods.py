@@ -8,8 +8,9 @@ import json
 import pytest
 
 from backend.engine.settings import TrainSettings, eval_interval, preset
-from backend.jobs.runs import (best_point, create_run, record_checkpoint, run_json, save_evaluation,
-                               save_heldout_point, upsert_metrics)
+from backend.jobs.runs import create_run
+from backend.jobs.run_history import (best_point, record_checkpoint, run_json, save_evaluation, save_heldout_point,
+                                      upsert_metrics)
 from backend.scoring.playground import score
 from backend.scoring.tasks import get_task, target_completion
 from storage.models import Run
@@ -234,7 +235,7 @@ def test_grpo_held_out_curve_best_checkpoint_and_every_completion_of_the_groups(
     assert [p[0] for p in run["metrics"]["frac_reward_zero_std"]] == [1, 2, 3]
 
     from backend.data.workspace import open_workspace
-    from backend.jobs.runs import rollouts
+    from backend.jobs.run_history import rollouts
     ws = open_workspace(data)
     stored = rollouts(ws.store, run_id)
     assert sorted({r.step for r in stored}) == [1, 2, 3]
@@ -305,7 +306,8 @@ def test_sft_then_grpo_from_it_and_the_comparison_table(tmp_path):
 def test_an_sft_run_cancels_and_resumes_like_a_grpo_run(tmp_path):
     from backend.data.demo.dataset import ensure_demo_dataset
     from backend.data.workspace import open_workspace
-    from backend.jobs.runs import cancel_run, latest_checkpoint, resume_run
+    from backend.jobs.runs import cancel_run, resume_run
+    from backend.jobs.run_history import latest_checkpoint
     from tests.test_training import _start_worker, _wait
     ws = open_workspace(tmp_path / "data")
     ensure_demo_dataset(ws.store, ws.data_dir, n=20)

@@ -98,7 +98,8 @@ def test_prompt_reward_and_drawing_share_the_processors_frame_through_a_run(publ
     from backend.data.workspace import open_workspace
     from backend.engine.settings import preset
     from backend.jobs import training
-    from backend.jobs.runs import create_run, rollouts, run_json
+    from backend.jobs.runs import create_run
+    from backend.jobs.run_history import rollouts, run_json
     from tests.builders import detection_samples, write_coco, zip_dir
 
     samples = detection_samples(3, size=(1024, 768)) + detection_samples(1, seed=1, size=(4000, 3000))

@@ -16,7 +16,8 @@ from backend.data.importer import import_dataset
 from backend.data.workspace import open_workspace
 from backend.engine.settings import preset
 from backend.jobs.leases import claim, requeue_expired
-from backend.jobs.runs import create_run, rollouts, run_json, store_rollouts, upsert_metrics
+from backend.jobs.runs import create_run
+from backend.jobs.run_history import rollouts, run_json, store_rollouts, upsert_metrics
 from storage import Store, db_now, head_revision, locked, update_where
 from storage.models import Dataset, MetricPoint
 from tests import builders
@@ -217,7 +218,7 @@ def test_workers_run_each_queued_run_exactly_once_on_postgres(pg_ws, postgres_ur
     import subprocess
     import sys
 
-    from backend.jobs.runs import rollouts
+    from backend.jobs.run_history import rollouts
     from tests.conftest import ROOT
     ensure_demo_dataset(pg_ws.store, pg_ws.data_dir, n=10)
     runs = []

@@ -12,7 +12,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from backend.jobs.runs import metrics, record_step, run_json, store_rollouts, upsert_metrics
+from backend.jobs.runs import record_step
+from backend.jobs.run_history import metrics, run_json, store_rollouts, upsert_metrics
 from storage import head_revision, open_store
 from storage.models import Dataset, Run
 from tests.test_storage import _rollout_rows

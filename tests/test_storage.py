@@ -103,7 +103,7 @@ def _rollout_rows(n: int) -> list[dict]:
 
 
 def test_rollouts_of_a_step_written_twice_are_stored_once(tmp_path):
-    from backend.jobs.runs import rollouts, store_rollouts
+    from backend.jobs.run_history import rollouts, store_rollouts
     store = open_store(tmp_path)
     with store.write() as s:
         run = Run(model="demo", family="demo", task="detection")
@@ -195,7 +195,7 @@ def test_progress_and_settle_helpers_for_the_job(tmp_path):
 
 
 def test_checkpoint_and_evaluation_rows_are_written_once(tmp_path):
-    from backend.jobs.runs import evaluations, record_checkpoint, save_evaluation
+    from backend.jobs.run_history import evaluations, record_checkpoint, save_evaluation
     from storage.models import Checkpoint
     store = open_store(tmp_path)
     with store.write() as s:
@@ -217,7 +217,7 @@ def test_a_run_resumes_from_its_last_complete_checkpoint_not_the_highest_numbere
     complete (after its folder was fully written) whose trainer state is still there."""
     from transformers.trainer_utils import get_last_checkpoint
 
-    from backend.jobs.runs import latest_checkpoint, record_checkpoint
+    from backend.jobs.run_history import latest_checkpoint, record_checkpoint
     store = open_store(tmp_path)
     with store.write() as s:
         run = Run(model="demo", family="demo", task="detection")

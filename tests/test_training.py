@@ -14,7 +14,8 @@ import pytest
 from backend.data.demo.dataset import ensure_demo_dataset
 from backend.data.demo.shapes import SIZE
 from backend.engine.settings import preset
-from backend.jobs.runs import create_run, metrics, rollouts, run_json
+from backend.jobs.runs import create_run
+from backend.jobs.run_history import metrics, rollouts, run_json
 from tests.conftest import ROOT, run_cli, run_job_now
 
 
@@ -164,7 +165,7 @@ def _worker_on_demo_run(tmp_path, **overrides):
 
 
 def test_killed_job_resumes_from_its_last_checkpoint(tmp_path):
-    from backend.jobs.runs import latest_checkpoint
+    from backend.jobs.run_history import latest_checkpoint
     ws, run_id, worker = _worker_on_demo_run(tmp_path, max_steps=8, save_steps=2)
     ck = _wait(lambda: latest_checkpoint(ws.store, ws.data_dir, run_id), 300, "a first checkpoint")
     _wait(lambda: run_json(ws.store, run_id, False)["step"] > ck.step, 120, "a step past the checkpoint")
@@ -182,7 +183,8 @@ def test_killed_job_resumes_from_its_last_checkpoint(tmp_path):
 
 
 def test_cancel_stops_within_a_few_steps_with_a_checkpoint(tmp_path):
-    from backend.jobs.runs import cancel_run, latest_checkpoint
+    from backend.jobs.runs import cancel_run
+    from backend.jobs.run_history import latest_checkpoint
     ws, run_id, worker = _worker_on_demo_run(tmp_path, max_steps=200, save_steps=100)
     _wait(lambda: run_json(ws.store, run_id, False)["step"] >= 2, 300, "two steps")
     assert cancel_run(ws.store, run_id) == "running"

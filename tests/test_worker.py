@@ -18,7 +18,8 @@ import pytest
 from backend.data.demo.dataset import ensure_demo_dataset
 from backend.engine.settings import preset
 from backend.jobs.leases import MAX_ATTEMPTS, claim, heartbeat, requeue_expired
-from backend.jobs.runs import cancel_run, create_run, run_json
+from backend.jobs.runs import cancel_run, create_run
+from backend.jobs.run_history import run_json
 from storage import db_now
 from storage.models import Checkpoint, Evaluation, MetricPoint, Rollout, Run
 from tests.conftest import ROOT, run_cli
@@ -283,8 +284,8 @@ def _stored(ws, run_id):
 def check_a_stale_jobs_writes_are_refused(ws):
     """Metrics, rollouts, checkpoints, evaluations, progress and the final status: accepted with the current
     lease token only. A job still holding the old one is told (LeaseLost) and nothing of it lands."""
-    from backend.jobs.runs import (LeaseLost, finish_run, record_checkpoint, record_step, save_evaluation,
-                                   store_rollouts, upsert_metrics)
+    from backend.jobs.runs import LeaseLost, finish_run, record_step
+    from backend.jobs.run_history import record_checkpoint, save_evaluation, store_rollouts, upsert_metrics
     from tests.test_storage import _rollout_rows
     (run_id,) = _queued(ws)
     old, new = _take_over(ws, run_id)

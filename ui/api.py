@@ -7,7 +7,7 @@ from backend.data.workspace import Workspace
 from backend.engine.settings import preset
 from backend.jobs.runs import cancel_run as cancel
 from backend.jobs.runs import create_run as create
-from backend.jobs.runs import run_json
+from backend.jobs.run_history import run_json
 
 
 def register_api(ws: Workspace) -> None:

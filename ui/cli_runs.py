@@ -71,7 +71,7 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
 
 
 def cmd_runs_show(args: argparse.Namespace) -> int:
-    from backend.jobs.runs import run_json
+    from backend.jobs.run_history import run_json
     run = run_json(_open(args).store, args.id)
     last = {k: v[-1][1] for k, v in run["metrics"].items() if k in ("reward", "loss", "kl", "completions/mean_length")}
     best = run["best"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 
 from backend.data.workspace import Workspace
-from backend.jobs.runs import rollouts, steps_with_rollouts
+from backend.jobs.run_history import rollouts, steps_with_rollouts
 from backend.scoring.draw import PREDICTION, TRUTH, draw_file
 
 

@@ -12,7 +12,8 @@ from bisect import bisect_left
 import gradio as gr
 
 from backend.data.workspace import Workspace
-from backend.jobs.runs import eta_seconds, get_run, metrics, run_dict, run_results, runs_page, steps_with_rollouts
+from backend.jobs.runs import eta_seconds, get_run, run_dict, runs_page
+from backend.jobs.run_history import metrics, run_results, steps_with_rollouts
 from storage.models import Run
 from ui.rollout_inspector import inspector
 from ui.run_views import (CHARTS, chart_id, chart_updates, compare_frame, download_path, evaluation_rows, heldout_note,

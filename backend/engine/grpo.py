@@ -132,7 +132,7 @@ class RolloutRecorder:
 
     def take(self, max_groups: int, max_rows: int | None = None) -> list[dict]:
         """The last batch's first `max_groups` groups (whole groups only, at most `max_rows` rows), each
-        completion as a row for `backend.jobs.runs.store_rollouts`; the batch is then forgotten."""
+        completion as a row for `backend.jobs.run_history.store_rollouts`; the batch is then forgotten."""
         from backend.scoring.parsing import completion_text
         from backend.scoring.playground import parsed_view
         b, self.batch = self.batch, {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from backend.data.catalog import get_dataset
-from backend.jobs.runs import best_point, evaluations, heldout_points, metric_total
+from backend.jobs.run_history import best_point, evaluations, heldout_points, metric_total
 from storage import Store
 from storage.models import Run
 

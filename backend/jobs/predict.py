@@ -16,7 +16,8 @@ from backend.data.safety import probe_image
 from backend.data.workspace import Workspace
 from backend.engine.inference import generate
 from backend.engine.settings import TrainSettings
-from backend.jobs.runs import best_point, dataset_name, get_run, latest_checkpoint
+from backend.jobs.runs import dataset_name, get_run
+from backend.jobs.run_history import best_point, latest_checkpoint
 from backend.scoring.playground import parsed_view
 from backend.scoring.tasks import (FORMAT_INSTRUCTION, classification_prompt, detection_prompt, frame_solution,
                                    grounding_prompt)

@@ -25,9 +25,9 @@ from backend.engine import grpo, sft
 from backend.engine.grpo import RolloutRecorder, grpo_config_kwargs, vllm_generate  # noqa: F401 - the job's GRPO parts
 from backend.engine.processes import GenerateFn, Processes, current_weights, hf_generate
 from backend.engine.settings import TrainSettings, eval_interval, generation_backend, uses_qlora
-from backend.jobs.runs import (LeaseLost, dataset_name, evaluations, finish_run, get_run, latest_checkpoint,
-                               record_checkpoint, record_step, save_evaluation, save_heldout_point, store_rollouts,
-                               stored_completions, upsert_metrics)
+from backend.jobs.runs import LeaseLost, dataset_name, finish_run, get_run, record_step
+from backend.jobs.run_history import (evaluations, latest_checkpoint, record_checkpoint, save_evaluation,
+                                      save_heldout_point, store_rollouts, stored_completions, upsert_metrics)
 from backend.scoring.evaluation import METRICS
 from backend.scoring.tasks import get_task
 
