@@ -282,7 +282,8 @@ def test_a_two_gpu_run_trains_as_two_processes_and_only_the_main_one_writes(ws, 
 
 def test_the_callback_writes_nothing_outside_the_main_process(ws):
     """The guard itself: a non-main process's callback stores no metric, rollout, progress or checkpoint."""
-    from backend.jobs.training import RolloutRecorder, make_callback
+    from backend.jobs.training import RolloutRecorder
+    from backend.jobs.training_callbacks import make_callback
     from storage.models import Checkpoint
     ensure_demo_dataset(ws.store, ws.data_dir, n=10)
     run_id = create_run(ws.store, "demo-shapes", "demo", _tiny())

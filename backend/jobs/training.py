@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import random
-import shutil
 import sys
 import time
 import traceback
@@ -23,12 +22,11 @@ from backend.data.catalog import get_dataset
 from backend.data.workspace import Workspace, open_workspace
 from backend.engine import grpo, sft
 from backend.engine.grpo import RolloutRecorder, grpo_config_kwargs, vllm_generate  # noqa: F401 - the job's GRPO parts
-from backend.engine.processes import GenerateFn, Processes, current_weights, hf_generate
-from backend.engine.settings import TrainSettings, eval_interval, generation_backend, uses_qlora
-from backend.jobs.runs import LeaseLost, dataset_name, finish_run, get_run, record_step
-from backend.jobs.run_history import (evaluations, latest_checkpoint, record_checkpoint, save_evaluation,
-                                      save_heldout_point, store_rollouts, stored_completions, upsert_metrics)
-from backend.scoring.evaluation import METRICS
+from backend.engine.processes import Processes, current_weights, hf_generate
+from backend.engine.settings import TrainSettings, generation_backend, uses_qlora
+from backend.jobs.run_history import latest_checkpoint
+from backend.jobs.runs import LeaseLost, dataset_name, finish_run, get_run
+from backend.jobs.training_callbacks import HeldoutEvaluations, make_callback
 from backend.scoring.tasks import get_task
 
 EXIT_FAILED = 3
@@ -59,111 +57,6 @@ def train_rows(dataset: dict, data_dir: Path, family: str, settings: TrainSettin
                          "prompt_text": e.prompt,
                          "image_rel": f"{dataset['folder']}/images/{s['file']}"})
     return rows
-
-
-def make_callback(ws: Workspace, run_id: int, settings: TrainSettings, recorder: RolloutRecorder | None,
-                  output_dir: Path, token: str | None = None):
-    """The job's TrainerCallback (`recorder` None: a method that samples nothing, SFT). Its `heldout` is set
-    once the trainer exists: the evaluations it runs during training."""
-    from transformers import TrainerCallback
-    processes = Processes()
-
-    class StudioCallback(TrainerCallback):
-        """Metrics, rollouts, checkpoints, progress and held-out evaluations to storage; cancel at the next step."""
-
-        def __init__(self):
-            self.step_started = time.time()
-            self.step_seconds = 0.0
-            self.heldout: HeldoutEvaluations | None = None
-
-        def on_step_begin(self, args, state, control, **kw):
-            self.step_started = time.time()
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            if not logs or state.global_step < 1 or not state.is_world_process_zero:  # the main process writes
-                return
-            values = {k: v for k, v in logs.items() if isinstance(v, (int, float)) and not k.startswith(("total_flos", "train_"))}
-            values["step_time"] = self.step_seconds  # without the held-out evaluation at its end
-            upsert_metrics(ws.store, run_id, state.global_step, values, token=token)
-
-        def on_step_end(self, args, state, control, **kw):
-            self.step_seconds = time.time() - self.step_started
-            step = state.global_step
-            cancel = False
-            if state.is_world_process_zero:  # only the main process writes to storage
-                if recorder is not None and (step % settings.rollout_steps == 0 or step == 1):
-                    room = settings.rollout_max_completions - stored_completions(ws.store, run_id, step)
-                    rows = recorder.take(settings.rollout_groups_per_step, room)
-                    if rows:  # once per (step, prompt, sample): a step repeated after a resume replaces its own
-                        store_rollouts(ws.store, run_id, step, rows, token=token)
-                cancel = record_step(ws.store, run_id, step, token=token)
-            cancel = processes.agree(cancel)  # every process stops at the same step
-            if cancel:
-                control.should_training_stop = True
-                control.should_save = True
-            elif self.heldout is not None and self.heldout.due(step):  # every process takes part
-                self.heldout.during(step)
-                control.should_save = True  # the evaluated weights are kept: the best one can be used later
-                # A cancel asked during the evaluation stops here, at this checkpoint, not a whole step later.
-                asked = state.is_world_process_zero and get_run(ws.store, run_id).cancel_requested
-                if processes.agree(asked):
-                    control.should_training_stop = True
-
-        def on_save(self, args, state, control, **kw):
-            # Called after the checkpoint folder is fully written: only now is it "complete".
-            processes.wait()  # every process has written its part (its RNG state)
-            if not state.is_world_process_zero:
-                return
-            path = output_dir / f"checkpoint-{state.global_step}"
-            rel = path.relative_to(ws.data_dir).as_posix()
-            record_checkpoint(ws.store, run_id, state.global_step, rel, token=token)
-
-    return StudioCallback()
-
-
-class HeldoutEvaluations:
-    """A job's held-out evaluations (greedy). Each is a point of the run's curve, scored on the first
-    eval_during_max_examples held-out prompts (the same ones every time); the one before training (step 0) and
-    the one after also store the full evaluation on eval_max_examples prompts, with the seconds it took."""
-
-    def __init__(self, ws: Workspace, run_id: int, token: str | None, loaded, dataset: dict,
-                 settings: TrainSettings, processes: Processes):
-        self.ws, self.run_id, self.token, self.loaded, self.dataset = ws, run_id, token, loaded, dataset
-        self.settings, self.processes = settings, processes
-        self.val = [s for s in dataset["samples"] if s["split"] == "val"]
-        self.interval = eval_interval(settings)
-        self.now: Callable[[], object] | None = None
-        """The trainer's current weights as a context manager giving a GenerateFn (set once the trainer exists)."""
-
-    def before_needed(self) -> bool:
-        """Whether the model has still to be evaluated before training (not on a resume); every process asks
-        before any of them can store it."""
-        return bool(self.val) and "before" not in evaluations(self.ws.store, self.run_id)
-
-    def due(self, step: int) -> bool:
-        """Every `interval` steps, except the last (the evaluation after training is that point)."""
-        return bool(self.val) and self.interval > 0 and step % self.interval == 0 and step < self.settings.max_steps
-
-    def during(self, step: int) -> None:
-        with self.now() as generate:
-            self.evaluate(step, "during", generate)
-
-    def evaluate(self, step: int, phase: str, generate: GenerateFn) -> None:
-        """Evaluate now, as point `step` of the curve; `phase` "before" and "after" store the full evaluation too."""
-        from backend.engine import heldout
-        curve, full = self.settings.eval_during_max_examples, self.settings.eval_max_examples
-        started = time.time()
-        records = heldout.records(self.loaded, self.ws.data_dir, self.dataset, self.val, self.settings.task_settings(),
-                                  self.settings.max_completion_length, curve if phase == "during" else max(curve, full),
-                                  generate_fn=self.processes.share(generate))
-        seconds = time.time() - started
-        if not self.processes.main:
-            return
-        metric = METRICS[self.dataset["task"]]
-        save_heldout_point(self.ws.store, self.run_id, step, metric(records[:curve]), seconds, token=self.token)
-        if phase != "during":
-            save_evaluation(self.ws.store, self.run_id, phase, {**metric(records[:full]), "seconds": seconds},
-                            token=self.token)
 
 
 def run_job(ws: Workspace, run_id: int, token: str | None = None) -> str:
