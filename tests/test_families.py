@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from backend.engine.families import FAMILIES
+from backend.scoring.families import FAMILIES
 from backend.engine.models import DEMO_FOLDER, load, resolve_model
-from backend.scoring.coords import CONVENTIONS
+from backend.scoring.families import CONVENTIONS
 
 
 def test_every_family_declares_what_training_needs():

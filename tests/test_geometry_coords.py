@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from backend.scoring.coords import CONVENTIONS, from_model, model_frame, to_model, to_model_int
+from backend.scoring.coords import from_model, model_frame, to_model, to_model_int
+from backend.scoring.families import CONVENTIONS
 from backend.scoring.geometry import giou, greedy_match, iou
 
 coord = st.floats(0, 2000, allow_nan=False)

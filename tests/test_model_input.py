@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from backend.engine.demo.builder import build_tiny, publish_layout
-from backend.engine.families import get_family
+from backend.scoring.families import get_family
 from backend.engine.model_input import apply_pixel_limits, fed_size, image_view, pixel_limits
 from backend.engine.models import load_processor
 from tests.conftest import run_job_now

@@ -35,7 +35,7 @@ def model_loads(monkeypatch):
     """The model folders loaded from now on (every from_pretrained of the demo's model class)."""
     import transformers
 
-    from backend.engine.families import get_family
+    from backend.scoring.families import get_family
     from backend.jobs.predict import _loaded
     cls = getattr(transformers, get_family("demo").model_class)
     original = cls.from_pretrained

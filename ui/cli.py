@@ -38,7 +38,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from backend.data.formats import FORMATS
     from backend.engine.settings import GENERATION_BACKENDS, PRESETS
-    from backend.scoring.coords import CONVENTIONS
+    from backend.scoring.families import CONVENTIONS
     from backend.scoring.tasks import TASKS
 
     p = argparse.ArgumentParser(prog="app.py", description="Visual-RFT Studio: reinforcement fine-tuning of "

@@ -6,7 +6,7 @@ import json
 import gradio as gr
 from PIL import Image
 
-from backend.scoring.coords import CONVENTIONS
+from backend.scoring.families import CONVENTIONS
 from backend.scoring.draw import PREDICTION, TRUTH, draw_boxes
 from backend.scoring.playground import parse_size, score
 

@@ -5,7 +5,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backend.engine.families import KNOWN_MODELS, Family, family_of_folder, get_family
+from backend.engine.families import KNOWN_MODELS, family_of_folder
+from backend.scoring.families import Family, get_family
 from backend.engine.model_input import ImageView, apply_pixel_limits, image_view
 
 DEMO_MODEL = "demo"

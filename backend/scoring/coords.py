@@ -6,38 +6,9 @@ its processor produced (Qwen2.5-VL). Pure Python, no torch.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Sequence
 
-
-@dataclass(frozen=True)
-class Convention:
-    """How a model family writes box coordinates."""
-    kind: Literal["normalized", "resized_pixels"]
-    scale: int = 1000          # normalized: coordinates run 0..scale on both axes
-
-    def describe(self) -> str:
-        if self.kind == "normalized":
-            return f"integers normalised to 0-{self.scale}"
-        return "integer pixel coordinates of the resized image"
-
-
-# One entry per model family; the family registry (backend/engine/families.py) points here.
-CONVENTIONS: dict[str, Convention] = {
-    "qwen2_vl": Convention("normalized", scale=1000),
-    # The resized input is a fact of the loaded processor (backend/engine/model_input.py), never a constant here.
-    "qwen2_5_vl": Convention("resized_pixels"),
-    "qwen3_vl": Convention("normalized", scale=1000),
-    # The demo model is tiny: a 0-100 grid keeps answers short and is plenty for its images.
-    "demo": Convention("normalized", scale=100),
-}
-
-
-def convention(family: str) -> Convention:
-    try:
-        return CONVENTIONS[family]
-    except KeyError:
-        raise ValueError(f"unknown model family '{family}' (known: {', '.join(CONVENTIONS)})") from None
+from backend.scoring.families import convention
 
 
 def model_frame(family: str | None, image_size: Sequence[int], input_size: Sequence[int] | None = None) -> tuple[float, float]:

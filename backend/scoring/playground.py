@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from backend.scoring.coords import convention
+from backend.scoring.families import convention
 from backend.scoring.parsing import extract_answer, extract_think, format_ok, parse_detections, parse_label
 from backend.scoring.rewards import REWARDS, prepare_predictions, score_detection, to_pixels
 from backend.scoring.tasks import frame_solution, get_task

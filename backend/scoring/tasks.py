@@ -10,7 +10,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable
 
-from backend.scoring.coords import convention, model_frame, to_model_int
+from backend.scoring.coords import model_frame, to_model_int
+from backend.scoring.families import convention
 
 Size = tuple[int, int]
 

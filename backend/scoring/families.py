@@ -1,0 +1,77 @@
+"""Model families, each declared once: its transformers class, config model_type, coordinate convention (the
+frame its boxes are written in, which prompts, rewards and parsing use), LoRA targets, vision tower and
+image-size limits. Pure data, so it sits with the scoring code at the bottom of the layers: the rewards and the
+prompts need the conventions, the engine the rest (backend/engine/families.py finds a folder's family).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Convention:
+    """How a model family writes box coordinates."""
+    kind: Literal["normalized", "resized_pixels"]
+    scale: int = 1000          # normalized: coordinates run 0..scale on both axes
+
+    def describe(self) -> str:
+        if self.kind == "normalized":
+            return f"integers normalised to 0-{self.scale}"
+        return "integer pixel coordinates of the resized image"
+
+
+CONVENTIONS: dict[str, Convention] = {
+    "qwen2_vl": Convention("normalized", scale=1000),
+    # The resized input is a fact of the loaded processor (backend/engine/model_input.py), never a constant here.
+    "qwen2_5_vl": Convention("resized_pixels"),
+    "qwen3_vl": Convention("normalized", scale=1000),
+    # The demo model is tiny: a 0-100 grid keeps answers short and is plenty for its images.
+    "demo": Convention("normalized", scale=100),
+}
+
+
+def convention(family: str) -> Convention:
+    try:
+        return CONVENTIONS[family]
+    except KeyError:
+        raise ValueError(f"unknown model family '{family}' (known: {', '.join(CONVENTIONS)})") from None
+
+
+LANGUAGE_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    model_type: str
+    """config.json's model_type for this family."""
+    model_class: str
+    """transformers class that loads it."""
+    min_pixels: int
+    max_pixels: int
+    """Default image-size limits, set on the loaded processor so they win over whatever the
+    checkpoint folder ships (Visual-RFT trained with 3136..401408, about 512 visual tokens)."""
+    lora_targets: tuple[str, ...] = LANGUAGE_LORA_TARGETS
+    vision_module: str = "visual"
+    """Attribute path of the vision tower (frozen by default; LoRA stays in the language model)."""
+
+    @property
+    def convention(self) -> Convention:
+        return CONVENTIONS[self.name]
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family("qwen2_vl", "qwen2_vl", "Qwen2VLForConditionalGeneration", 3136, 401408),
+    Family("qwen2_5_vl", "qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration", 3136, 401408),
+    Family("qwen3_vl", "qwen3_vl", "Qwen3VLForConditionalGeneration", 3136, 401408),
+    # The demo is a Qwen3-VL-architecture model with its own 0-100 coordinate grid.
+    Family("demo", "qwen3_vl", "Qwen3VLForConditionalGeneration", 224 * 224, 224 * 224),
+)}
+
+
+def get_family(name: str) -> Family:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"unknown model family '{name}' (known: {', '.join(FAMILIES)})") from None
