@@ -5,14 +5,14 @@ import json
 
 import pytest
 
-from backend.scoring.families import FAMILIES
 from backend.engine.models import DEMO_FOLDER, load, resolve_model
-from backend.scoring.families import CONVENTIONS
+from backend.scoring.families import FAMILIES, KNOWN_MODELS, Convention
 
 
 def test_every_family_declares_what_training_needs():
     for name, family in FAMILIES.items():
-        assert family.name == name and name in CONVENTIONS
+        assert family.name == name and isinstance(family.convention, Convention)
+        assert all(KNOWN_MODELS[model] == name for model in family.hub_models)
         assert family.lora_targets and family.model_class.endswith("ForConditionalGeneration")
         assert 0 < family.min_pixels <= family.max_pixels
 

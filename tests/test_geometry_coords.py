@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from backend.scoring.coords import from_model, model_frame, to_model, to_model_int
-from backend.scoring.families import CONVENTIONS
+from backend.scoring.families import FAMILIES
 from backend.scoring.geometry import giou, greedy_match, iou
 
 coord = st.floats(0, 2000, allow_nan=False)
@@ -62,7 +62,7 @@ def test_frames_per_family():
     assert model_frame(None, (640, 480)) == (640.0, 480.0)
 
 
-@given(boxes(), st.integers(16, 1000), st.integers(16, 1000), st.sampled_from(sorted(CONVENTIONS)))
+@given(boxes(), st.integers(16, 1000), st.integers(16, 1000), st.sampled_from(sorted(FAMILIES)))
 def test_round_trip_within_a_pixel(box, w, h, family):
     box = [min(box[0], w), min(box[1], h), min(box[2], w), min(box[3], h)]
     inp = (max(28, round(w / 28) * 28), max(28, round(h / 28) * 28))  # a resized input of about the same size

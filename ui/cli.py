@@ -38,7 +38,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from backend.data.formats import FORMATS
     from backend.engine.settings import GENERATION_BACKENDS, PRESETS
-    from backend.scoring.families import CONVENTIONS
+    from backend.scoring.families import FAMILIES
     from backend.scoring.tasks import TASKS
 
     p = argparse.ArgumentParser(prog="app.py", description="Visual-RFT Studio: reinforcement fine-tuning of "
@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--task", required=True, choices=list(TASKS))
     sc.add_argument("--truth", required=True, help='JSON: {"boxes": [[x1,y1,x2,y2],...]}, {"label": ...} or {"box": [...]}')
     sc.add_argument("--completion", required=True, help="the model's full text")
-    sc.add_argument("--family", choices=list(CONVENTIONS),
+    sc.add_argument("--family", choices=list(FAMILIES),
                     help="the model family whose coordinates the completion uses (default: pixels of the image)")
     sc.add_argument("--image-size", help="WIDTHxHEIGHT of the original image, needed with --family")
     sc.add_argument("--input-size", help="WIDTHxHEIGHT the model's processor resized the image to (as `models check` "

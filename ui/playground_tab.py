@@ -6,7 +6,7 @@ import json
 import gradio as gr
 from PIL import Image
 
-from backend.scoring.families import CONVENTIONS
+from backend.scoring.families import FAMILIES
 from backend.scoring.draw import PREDICTION, TRUTH, draw_boxes
 from backend.scoring.playground import parse_size, score
 
@@ -45,7 +45,7 @@ def create_playground_tab() -> dict:
         with gr.Row():
             with gr.Column():
                 task = gr.Dropdown(["detection", "classification", "grounding"], value="detection", label="Task")
-                family = gr.Dropdown([PIXELS, *CONVENTIONS], value=PIXELS, label="Model family (coordinates)")
+                family = gr.Dropdown([PIXELS, *FAMILIES], value=PIXELS, label="Model family (coordinates)")
                 image = gr.Image(type="pil", label="Image (optional: for drawing and its size)", elem_id="playground-image")
                 size = gr.Textbox(label="Image size WIDTHxHEIGHT (taken from the image when empty)")
                 input_size = gr.Textbox(label="Input size the model saw, WIDTHxHEIGHT (qwen2_5_vl answers in its "

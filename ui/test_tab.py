@@ -8,10 +8,10 @@ from pathlib import Path
 import gradio as gr
 
 from backend.data.workspace import Workspace
-from backend.engine.families import KNOWN_MODELS
 from backend.jobs import prediction_queue
 from backend.jobs.runs import list_runs
 from backend.scoring.draw import PREDICTION, draw_boxes
+from backend.scoring.families import KNOWN_MODELS
 
 BASE = "base model only"
 REFRESH_SECONDS = 5.0

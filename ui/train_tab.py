@@ -11,10 +11,10 @@ import gradio as gr
 
 from backend.data.catalog import dataset_names, get_dataset
 from backend.data.workspace import Workspace
-from backend.engine.families import KNOWN_MODELS
 from backend.engine.preflight import launch_check
 from backend.engine.settings import CHOICES, PRESETS, TrainSettings, preset, setting_help, setting_type
 from backend.jobs.runs import create_run
+from backend.scoring.families import KNOWN_MODELS
 from backend.scoring.rewards import REWARDS
 from backend.scoring.tasks import TASKS
 

@@ -10,12 +10,6 @@ from pathlib import Path
 
 from backend.scoring.families import FAMILIES
 
-KNOWN_MODELS = {
-    "Qwen/Qwen2-VL-2B-Instruct": "qwen2_vl", "Qwen/Qwen2-VL-7B-Instruct": "qwen2_vl",
-    "Qwen/Qwen2.5-VL-3B-Instruct": "qwen2_5_vl", "Qwen/Qwen2.5-VL-7B-Instruct": "qwen2_5_vl",
-    "Qwen/Qwen3-VL-2B-Instruct": "qwen3_vl", "Qwen/Qwen3-VL-4B-Instruct": "qwen3_vl",
-    "Qwen/Qwen3-VL-8B-Instruct": "qwen3_vl",
-}
 FAMILY_FILE = "vrft_family.json"
 
 

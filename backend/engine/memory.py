@@ -219,7 +219,7 @@ def estimate(job: JobSpec | None = None, /, **fields) -> MemoryEstimate:
 
 def default_max_pixels(model: str | ModelShape) -> int:
     """The processor's max_pixels when a run sets none: its family's default (backend/engine/families.py)."""
-    from backend.engine.families import KNOWN_MODELS
+    from backend.scoring.families import KNOWN_MODELS
     from backend.scoring.families import get_family
     name = model.name if isinstance(model, ModelShape) else model
     if name not in KNOWN_MODELS and isinstance(model, str):

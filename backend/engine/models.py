@@ -5,9 +5,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backend.engine.families import KNOWN_MODELS, family_of_folder
-from backend.scoring.families import Family, get_family
+from backend.engine.families import family_of_folder
 from backend.engine.model_input import ImageView, apply_pixel_limits, image_view
+from backend.scoring.families import KNOWN_MODELS, Family, get_family
 
 DEMO_MODEL = "demo"
 DEMO_FOLDER = Path(__file__).resolve().parent / "demo" / "model"

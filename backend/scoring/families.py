@@ -21,23 +21,6 @@ class Convention:
         return "integer pixel coordinates of the resized image"
 
 
-CONVENTIONS: dict[str, Convention] = {
-    "qwen2_vl": Convention("normalized", scale=1000),
-    # The resized input is a fact of the loaded processor (backend/engine/model_input.py), never a constant here.
-    "qwen2_5_vl": Convention("resized_pixels"),
-    "qwen3_vl": Convention("normalized", scale=1000),
-    # The demo model is tiny: a 0-100 grid keeps answers short and is plenty for its images.
-    "demo": Convention("normalized", scale=100),
-}
-
-
-def convention(family: str) -> Convention:
-    try:
-        return CONVENTIONS[family]
-    except KeyError:
-        raise ValueError(f"unknown model family '{family}' (known: {', '.join(CONVENTIONS)})") from None
-
-
 LANGUAGE_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -48,26 +31,35 @@ class Family:
     """config.json's model_type for this family."""
     model_class: str
     """transformers class that loads it."""
+    convention: Convention
+    """The frame its boxes are written in: prompts ask for it, rewards and parsing read it."""
     min_pixels: int
     max_pixels: int
     """Default image-size limits, set on the loaded processor so they win over whatever the
     checkpoint folder ships (Visual-RFT trained with 3136..401408, about 512 visual tokens)."""
+    hub_models: tuple[str, ...] = ()
+    """Published checkpoints of this family the Train and Test tabs offer by name."""
     lora_targets: tuple[str, ...] = LANGUAGE_LORA_TARGETS
     vision_module: str = "visual"
     """Attribute path of the vision tower (frozen by default; LoRA stays in the language model)."""
 
-    @property
-    def convention(self) -> Convention:
-        return CONVENTIONS[self.name]
-
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
-    Family("qwen2_vl", "qwen2_vl", "Qwen2VLForConditionalGeneration", 3136, 401408),
-    Family("qwen2_5_vl", "qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration", 3136, 401408),
-    Family("qwen3_vl", "qwen3_vl", "Qwen3VLForConditionalGeneration", 3136, 401408),
-    # The demo is a Qwen3-VL-architecture model with its own 0-100 coordinate grid.
-    Family("demo", "qwen3_vl", "Qwen3VLForConditionalGeneration", 224 * 224, 224 * 224),
+    Family("qwen2_vl", "qwen2_vl", "Qwen2VLForConditionalGeneration", Convention("normalized", scale=1000),
+           3136, 401408, ("Qwen/Qwen2-VL-2B-Instruct", "Qwen/Qwen2-VL-7B-Instruct")),
+    # The resized input is a fact of the loaded processor (backend/engine/model_input.py), never a constant here.
+    Family("qwen2_5_vl", "qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration", Convention("resized_pixels"),
+           3136, 401408, ("Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct")),
+    Family("qwen3_vl", "qwen3_vl", "Qwen3VLForConditionalGeneration", Convention("normalized", scale=1000),
+           3136, 401408, ("Qwen/Qwen3-VL-2B-Instruct", "Qwen/Qwen3-VL-4B-Instruct", "Qwen/Qwen3-VL-8B-Instruct")),
+    # The demo is a Qwen3-VL-architecture model, tiny: a 0-100 grid keeps its answers short and is plenty for
+    # its 224-px scenes.
+    Family("demo", "qwen3_vl", "Qwen3VLForConditionalGeneration", Convention("normalized", scale=100),
+           224 * 224, 224 * 224),
 )}
+
+KNOWN_MODELS: dict[str, str] = {model: f.name for f in FAMILIES.values() for model in f.hub_models}
+"""Published checkpoint -> its family."""
 
 
 def get_family(name: str) -> Family:
@@ -75,3 +67,7 @@ def get_family(name: str) -> Family:
         return FAMILIES[name]
     except KeyError:
         raise ValueError(f"unknown model family '{name}' (known: {', '.join(FAMILIES)})") from None
+
+
+def convention(family: str) -> Convention:
+    return get_family(family).convention
