@@ -120,7 +120,7 @@ def test_a_gpu_busy_training_answers_nothing_while_the_cpu_answers_who_asked(ws,
     cpu = tend_answerers(ws, "w", slots, None)
     assert started == [] and cpu is None and slots[0].answerer is None, "the busy GPU waits; nothing asked the CPU"
 
-    ask(ws, None, "demo", [str(path)], "red circle", "", compare=False, on_cpu=True)
+    cpu_request = ask(ws, None, "demo", [str(path)], "red circle", "", compare=False, on_cpu=True)
     cpu = tend_answerers(ws, "w", slots, cpu)
     assert started == [("cpu", None)]
 
@@ -139,5 +139,10 @@ def test_a_gpu_busy_training_answers_nothing_while_the_cpu_answers_who_asked(ws,
     assert slots[0].answerer is None, "nothing is queued for the GPU any more"
     state = prediction_queue.state(ws, gpu_request)
     assert state["status"] == "failed" and "ended (exit status -9) before answering" in state["error"]
-    if cpu is not None:  # started again: the CPU request is still queued
-        cpu.stop()
+    assert started[-1] == ("cpu", None), "started again: the CPU request is still queued"
+
+    # The worker stopping ends its answerers; a question one was answering gets a sentence.
+    assert prediction_queue.claim(ws, cpu.owner, cpu=True)["id"] == cpu_request
+    cpu.stop(ws)
+    state = prediction_queue.state(ws, cpu_request)
+    assert state["status"] == "failed" and state["error"] == "the worker stopped before answering: ask again"

@@ -81,7 +81,8 @@ class Answerer:
                                                  f"answering; see {LOG} in the data dir")
         return True
 
-    def stop(self) -> None:
+    def stop(self, ws: Workspace) -> None:
+        """End it (the worker is stopping); a question it was answering gets a sentence."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -89,6 +90,7 @@ class Answerer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        prediction_queue.abandon(ws, self.owner, "the worker stopped before answering: ask again")
 
 
 def start_answerer(ws: Workspace, owner: str, serves: str, gpu: str | None, linger: float = LINGER_SECONDS) -> Answerer:

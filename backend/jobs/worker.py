@@ -293,7 +293,7 @@ def work(ws: Workspace, once: bool = False, lease_seconds: int = 60, idle_sleep:
         for slot in slots:
             slot.starter.close()
             if slot.answerer is not None:
-                slot.answerer.stop()
+                slot.answerer.stop(ws)
         if answerer is not None:
-            answerer.stop()
+            answerer.stop(ws)
     return done
