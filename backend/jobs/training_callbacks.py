@@ -12,9 +12,9 @@ from backend.data.workspace import Workspace
 from backend.engine.grpo import RolloutRecorder
 from backend.engine.processes import GenerateFn, Processes
 from backend.engine.settings import TrainSettings, eval_interval
-from backend.jobs.run_history import (record_checkpoint, save_evaluation, save_heldout_point, store_rollouts,
+from backend.jobs.run_history import (evaluations, record_checkpoint, save_evaluation, save_heldout_point, store_rollouts,
                                       stored_completions, upsert_metrics)
-from backend.jobs.runs import record_step
+from backend.jobs.runs import get_run, record_step
 from backend.scoring.evaluation import METRICS
 
 
