@@ -18,7 +18,7 @@ from common import demo_workspace
 
 from backend.data.catalog import get_dataset
 from backend.engine import heldout
-from backend.engine.demo.builder import detection_answer
+from backend.engine.demo.examples import detection_answer
 from backend.engine.models import load, lora_config
 from backend.engine.settings import preset
 from backend.jobs import training

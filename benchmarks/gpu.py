@@ -113,7 +113,7 @@ def build_model(shape: str, out: str, tiny: bool, device: str) -> None:
     import torch
     import transformers
 
-    from backend.engine.demo.builder import corpus
+    from backend.engine.demo.examples import corpus
     from backend.engine.demo.tokenizer import train_tokenizer
     torch.manual_seed(0)
     tok = train_tokenizer(corpus())
