@@ -32,15 +32,13 @@ def run_choices(ws: Workspace) -> list[tuple[str, str]]:
 def ask(ws: Workspace, run: str | None, model: str | None, paths: list[str] | None, category: str, question: str,
         compare: bool, checkpoint: str = "best", on_cpu: bool = False) -> int:
     """Queue the Test tab's question for the worker (the page loads no model); returns the request's id."""
-    if not paths:
-        raise ValueError("upload at least one image")
     request = {"category": (category or "").strip(), "question": (question or "").strip(),
                "checkpoint": checkpoint, "compare": bool(compare)}
     if run and run != BASE:
         request["run_id"] = int(run)
     else:
         request["model"] = (model or "").strip()
-    return prediction_queue.submit(ws, request, [Path(p) for p in paths], on_cpu)
+    return prediction_queue.submit(ws, request, [Path(p) for p in paths or []], on_cpu)
 
 
 def waiting_text(state: dict, seconds: float) -> str:
