@@ -78,6 +78,26 @@ def test_bad_input_is_refused_before_anything_is_queued(ws, tmp_path):
     assert not (ws.data_dir / "predictions").exists() or not any((ws.data_dir / "predictions").iterdir())
 
 
+def test_an_answer_nobody_reads_is_swept_by_a_later_one(ws, tmp_path):
+    """A browser that left mid-wait never reads its answer; the next answer given removes it after an hour."""
+    from datetime import timedelta
+
+    from backend.data.demo.dataset import ensure_demo_dataset
+    ensure_demo_dataset(ws.store, ws.data_dir, n=4)
+    image = str(_image(ws))
+    left, recent, later = (ask(ws, None, "demo", [image], "red circle", "", compare=False) for _ in range(3))
+    prediction_queue.finish(ws, left, result={"answers": []})
+    prediction_queue.finish(ws, recent, result={"answers": []})
+    with ws.store.write() as s:
+        row = s.get(PredictionRequest, left)
+        row.finished_at -= timedelta(hours=prediction_queue.UNREAD_HOURS, minutes=1)
+    prediction_queue.finish(ws, later, error="the model could not be loaded")
+    with ws.store.read() as s:
+        assert s.get(PredictionRequest, left) is None
+        assert s.get(PredictionRequest, recent).status == "done", "an answer younger than an hour stays to be read"
+        assert s.get(PredictionRequest, later).status == "failed"
+
+
 def test_place_in_line_and_what_a_gpu_request_waits_for(ws, tmp_path):
     from backend.data.demo.dataset import ensure_demo_dataset
     from backend.engine.settings import preset

@@ -6,9 +6,10 @@ it asks for the CPU; `state` says where it stands: its place in line and what it
 from __future__ import annotations
 
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from backend.data.config import ImportLimits
 from backend.data.safety import probe_image
@@ -20,6 +21,8 @@ from storage.models import PredictionRequest, Run
 
 FOLDER = "predictions"
 """Under the data dir: each request's images (`predictions/<id>/`), removed once it is answered."""
+UNREAD_HOURS = 1
+"""An answer the page has not read this long after it was given (the browser left) is deleted."""
 
 
 def validate(request: dict) -> None:
@@ -88,10 +91,14 @@ def claim(ws: Workspace, owner: str, cpu: bool | None) -> dict | None:
 
 
 def finish(ws: Workspace, request_id: int, result: dict | None = None, error: str | None = None) -> None:
-    """Store the answer (or the sentence saying why there is none) and remove the request's images."""
+    """Store the answer (or the sentence saying why there is none) and remove the request's images; answers
+    nobody read for UNREAD_HOURS go."""
     with ws.store.write() as s:
+        now = db_now(s)
         update_where(s, PredictionRequest, request_id, status="failed" if error else "done", result=result,
-                     error=error, owner=None, finished_at=db_now(s))
+                     error=error, owner=None, finished_at=now)
+        s.execute(delete(PredictionRequest).where(PredictionRequest.status.in_(("done", "failed")),
+                                                  PredictionRequest.finished_at < now - timedelta(hours=UNREAD_HOURS)))
     shutil.rmtree(ws.data_dir / FOLDER / str(request_id), ignore_errors=True)
 
 
