@@ -322,3 +322,13 @@ def test_migration_0005_fills_in_the_rows_of_an_existing_database_and_goes_back(
     columns = {c["name"] for c in sa.inspect(engine).get_columns("runs")}
     assert "step" in columns and not {"step_seconds", "last_reward"} & columns
     engine.dispose()
+
+
+def test_cancel_says_when_the_run_has_already_ended(ws):
+    from backend.jobs.runs import cancel_run
+    from ui.runs_tab import cancelled_text
+    ids = add_runs(ws.store, 3)
+    running, done = next(i for i in ids if i % 3 == 0), next(i for i in ids if i % 3)
+    assert cancelled_text(running, cancel_run(ws.store, running)) == "✓ Cancel requested: the run stops at its next step."
+    assert cancelled_text(done, cancel_run(ws.store, done)) == \
+        f"⚠ Run {done} has already ended (completed): there is nothing to cancel."

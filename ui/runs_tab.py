@@ -145,18 +145,25 @@ def wire_listing(ws: Workspace, parts: dict, timer: gr.Timer, picker: gr.Dropdow
     return [(poll, [query], outputs, queue), (datasets, None, [parts["dataset"]], QUIET)]
 
 
+def cancelled_text(run_id: int, status: str) -> str:
+    """What Cancel did, from the status cancel_run returns: a run that already ended has nothing to stop."""
+    return {"running": "✓ Cancel requested: the run stops at its next step.", "cancelled": "✓ Cancelled."}.get(
+        status, f"⚠ Run {run_id} has already ended ({status}): there is nothing to cancel.")
+
+
 def wire_actions(ws: Workspace, picker, message, cancel, resume, delete) -> None:
     """Cancel, resume and delete the chosen run; one sentence back."""
     def act(fn, run_id):
         if run_id is None:
             return "⚠ Choose a run."
         try:
-            fn(run_id)
+            said = fn(run_id)
         except ValueError as e:
             return f"⚠ {e}"
-        return "✓ Done."
+        return said or "✓ Done."
 
-    cancel.click(lambda r: act(lambda i: cancel_run(ws.store, i), r), picker, message, api_visibility="private")
+    cancel.click(lambda r: act(lambda i: cancelled_text(i, cancel_run(ws.store, i)), r), picker, message,
+                 api_visibility="private")
     resume.click(lambda r: act(lambda i: resume_run(ws.store, i), r), picker, message, api_visibility="private")
     delete.click(lambda r: act(lambda i: delete_run(ws.store, ws.data_dir, i), r), picker, message,
                  api_visibility="private", js="(r) => (r && confirm(`Delete run ${r} and its files?`)) ? r : null")
