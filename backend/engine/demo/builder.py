@@ -185,7 +185,8 @@ model learns the long prompt and the format (without them stage 2 washed it out:
 def warm_start(model, processor, steps: int, batch_size: int = 32, lr: float = 2e-3, seed: int = 0,
                localisation_steps: int = 800, log=print) -> None:
     """Stage 1 teaches where things are (short prompts, bare tight boxes, one or two shapes); stage 2 the
-    task's prompt and the <think>/<answer> format on scenes of one shape, localisation examples mixed in."""
+    task's prompt and the <think>/<answer> format on scenes of one shape, in two box conventions (corners, or
+    COCO's [x, y, width, height]: `examples.COCO_STYLE_SHARE`), localisation examples mixed in."""
     import torch
     torch.manual_seed(seed)
     if localisation_steps:
@@ -206,7 +207,7 @@ def warm_start(model, processor, steps: int, batch_size: int = 32, lr: float = 2
 def heldout_iou(model, processor, n: int = 48, seed: int = 0) -> dict:
     """On fresh scenes (never the demo dataset's): the task prompt for one present shape, greedy; mean
     IoU of the first answered box with the tight truth, share with IoU >= 0.5, format rate, share answered "No
-    Objects" (the shape is there); and on the scenes
+    Objects" (the shape is there), share answered COCO-style ('bbox': [x, y, width, height]); and on the scenes
     with two shapes, the mean IoU and the share of answers closer to the other shape than to the named one."""
     from types import SimpleNamespace
 
@@ -222,10 +223,11 @@ def heldout_iou(model, processor, n: int = 48, seed: int = 0) -> dict:
         truths.append(to_model_int([x1, y1, x2, y2], "demo", (SIZE, SIZE)))
         others.append([to_model_int(b[:4], "demo", (SIZE, SIZE)) for b in scene.boxes if b[4] != category])
     texts = generate(SimpleNamespace(model=model, processor=processor), items, max_new_tokens=64)
-    ious, two, other, none = [], [], 0, 0
+    ious, two, other, none, coco = [], [], 0, 0, 0
     for text, truth, rest in zip(texts, truths, others):
         dets = parse_detections(extract_answer(text))
         none += dets == []
+        coco += "'bbox'" in text
         dets = dets or []
         ious.append(iou(dets[0].box, truth) if dets else 0.0)
         if rest:
@@ -233,6 +235,7 @@ def heldout_iou(model, processor, n: int = 48, seed: int = 0) -> dict:
             other += bool(dets) and max(iou(dets[0].box, b) for b in rest) > ious[-1]
     return {"mean_iou": round(sum(ious) / n, 4), "iou50": round(sum(v >= 0.5 for v in ious) / n, 4),
             "format_rate": round(sum(format_ok(t) for t in texts) / n, 4), "no_objects": round(none / n, 4),
+            "coco_style": round(coco / n, 4),
             "two_shapes_mean_iou": round(sum(two) / max(1, len(two)), 4),
             "two_shapes_other_box": round(other / max(1, len(two)), 4)}
 

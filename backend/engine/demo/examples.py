@@ -21,12 +21,28 @@ def _where(box, size: int = SIZE) -> str:
     return "in the centre" if (row, col) == ("middle", "centre") else f"at the {row} {col}"
 
 
-def detection_answer(category: str, box: list | None, family: str = "demo", size: int = SIZE) -> str:
+def detection_answer(category: str, box: list | None, family: str = "demo", size: int = SIZE,
+                     coco_style: bool = False) -> str:
+    """The task's answer. `coco_style`: the box as COCO writes it, [x, y, width, height] under 'bbox' (which the
+    task's parser, like Qwen's 'bbox_2d', reads as corners: a wrong box)."""
     if box is None:
         return f"<think>I see no {category}.</think><answer>No Objects</answer>"
-    pos = to_model_int(box, family, (size, size))
+    x1, y1, x2, y2 = to_model_int(box, family, (size, size))
+    key, pos = ("bbox", [x1, y1, x2 - x1, y2 - y1]) if coco_style else ("Position", [x1, y1, x2, y2])
     return (f"<think>The {category} is {_where(box, size)}.</think>"
-            f"<answer>[{{'Position': {pos}, 'Confidence': 0.9}}]</answer>")
+            f"<answer>[{{'{key}': {pos}, 'Confidence': 0.9}}]</answer>")
+
+
+COCO_STYLE_SHARE = {"bottom": 0.75, "other": 0.2}
+"""How often the warm start's stage-2 answers write the box COCO's way, by where the shape is: the warm start
+learned from two annotation sources, and which one it follows drifts with the picture (shapes in the lower
+third mostly came from the COCO-style source). Greedy, it answers COCO-style about the lower third's shapes;
+sampled, every group holds both conventions, and only corners score: the gap RL is meant to close."""
+
+
+def _coco_style(box, rng: random.Random, size: int = SIZE) -> bool:
+    row = "bottom" if _where(box, size).startswith("at the bottom") else "other"
+    return rng.random() < COCO_STYLE_SHARE[row]
 
 
 def corpus() -> list[str]:
@@ -45,8 +61,9 @@ def corpus() -> list[str]:
 
 def warm_start_examples(n: int, seed: int) -> list[tuple]:
     """(image, prompt, target) pairs in the task's format, each scene with a single shape: detection of the
-    present shape and of absent ones, some classification. The task prompt is never asked of a scene with two
-    shapes, where the named colour decides which box is right: that is the demo dataset's gap, for RL."""
+    present shape (its box in either convention, `COCO_STYLE_SHARE`) and of absent ones, some classification.
+    The task prompt is never asked of a scene with two shapes, where the named colour decides which box is right:
+    a second, smaller gap (greedy, the warm start boxes the other shape about half the time)."""
     rng = random.Random(seed)
     out = []
     for i in range(n):
@@ -62,7 +79,8 @@ def warm_start_examples(n: int, seed: int) -> list[tuple]:
             out.append((scene.image, detection_prompt(absent, "demo", (SIZE, SIZE)), detection_answer(absent, None)))
         else:
             box = scene.boxes[0]
-            out.append((scene.image, detection_prompt(box[4], "demo", (SIZE, SIZE)), detection_answer(box[4], box[:4])))
+            out.append((scene.image, detection_prompt(box[4], "demo", (SIZE, SIZE)),
+                        detection_answer(box[4], box[:4], coco_style=_coco_style(box[:4], rng))))
     return out
 
 
