@@ -95,10 +95,10 @@ class Answerer:
 
 def start_answerer(ws: Workspace, owner: str, serves: str, gpu: str | None, linger: float = LINGER_SECONDS) -> Answerer:
     """Start an answerer process: on `gpu`, or with no GPU visible (gpu None and serves "cpu")."""
-    from backend.jobs.starter import ROOT, _job_env
+    from backend.jobs.starter import ROOT, job_env
     name = f"{owner}:{serves}" + (f":gpu{gpu}" if gpu is not None else "")
     hide = gpu is None and serves == "cpu"  # the CPU answerer of a worker with GPUs sees none of them
-    env = _job_env({"CUDA_VISIBLE_DEVICES": ""} if hide else {} if gpu is None else {"CUDA_VISIBLE_DEVICES": gpu})
+    env = job_env({"CUDA_VISIBLE_DEVICES": ""} if hide else {} if gpu is None else {"CUDA_VISIBLE_DEVICES": gpu})
     with open(ws.data_dir / LOG, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "backend.jobs.answerer", "--data-dir", str(ws.data_dir),
                                  "--owner", name, "--serves", serves, "--linger", str(linger)],

@@ -35,7 +35,9 @@ def job_start_mode() -> str:
     return mode
 
 
-def _job_env(extra: dict | None = None) -> dict:
+def job_env(extra: dict | None = None) -> dict:
+    """The environment of a process the worker starts (job, answerer): the worker's own, unbuffered output,
+    no tokenizer threads, and `extra`."""
     return {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **(extra or {})}
 
 
@@ -44,7 +46,7 @@ def _job_process(ws: Workspace, args: list[str], env: dict | None = None, **kw) 
     environment. The worker itself never imports torch or touches CUDA: a fork after CUDA is initialised
     fails, so every job is exec'd fresh."""
     return subprocess.Popen([sys.executable, "-m", "backend.jobs.training", "--data-dir", str(ws.data_dir), *args],
-                            cwd=ROOT, start_new_session=True, env=_job_env(env), **kw)
+                            cwd=ROOT, start_new_session=True, env=job_env(env), **kw)
 
 
 class JobStarter:

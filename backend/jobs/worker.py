@@ -45,7 +45,7 @@ from backend.jobs.job_records import write_job_record
 from backend.jobs.leases import (MAX_ATTEMPTS, _requeue_or_fail, claim, heartbeat, lease_token, new_token,
                                  requeue_expired)
 from backend.jobs.runs import LeaseLost, get_run
-from backend.jobs.starter import ROOT, JobStarter, _job_env, job_start_mode, kill_tree
+from backend.jobs.starter import ROOT, JobStarter, job_env, job_start_mode, kill_tree
 from backend.jobs.training import EXIT_FAILED, LEASE_TOKEN_ENV
 from storage import db_now, locked
 from storage.models import Run
@@ -127,7 +127,7 @@ def start_job(ws: Workspace, run_id: int, owner: str, slots: list[Slot], warm_ne
             for slot in slots:  # an idle standby would hold memory on the GPUs this job needs
                 slot.starter.close()
             proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=_job_env({"CUDA_VISIBLE_DEVICES": ",".join(gpus),
+                                    stdin=subprocess.DEVNULL, env=job_env({"CUDA_VISIBLE_DEVICES": ",".join(gpus),
                                                                             LEASE_TOKEN_ENV: token or ""}))
             write_job_record(run_dir, proc.pid, run_id, token)
     job = Job(run_id, proc, log_path, slots, token)
