@@ -332,3 +332,12 @@ def test_cancel_says_when_the_run_has_already_ended(ws):
     assert cancelled_text(running, cancel_run(ws.store, running)) == "✓ Cancel requested: the run stops at its next step."
     assert cancelled_text(done, cancel_run(ws.store, done)) == \
         f"⚠ Run {done} has already ended (completed): there is nothing to cancel."
+
+
+def test_a_run_without_a_reference_model_shows_no_kl_chart():
+    from ui.run_views import CHARTS, chart_updates
+    redraw = {"metrics": True, "heldout": True}
+    for beta, kl_shown in ((0.0, False), (0.04, True)):
+        run = {"method": "grpo", "settings": {"beta": beta}, "metrics": {}, "heldout": {}}
+        visible = {key: u["visible"] for key, u in zip(CHARTS, chart_updates(run, redraw))}
+        assert visible["kl"] is kl_shown and visible["reward"] and visible["heldout"]

@@ -88,8 +88,11 @@ def chart_frame(run: dict, key: str) -> tuple[pd.DataFrame, list[str]]:
 
 def chart_updates(run: dict, redraw: dict[str, bool]) -> list:
     """Each chart's update (CHARTS' order): whether this run's method shows it, and its frame and legend when
-    its data changed (`redraw["heldout"]` for the held-out chart, `redraw["metrics"]` for the others)."""
+    its data changed (`redraw["heldout"]` for the held-out chart, `redraw["metrics"]` for the others). A run
+    with beta 0 has no reference model, so no KL chart."""
     shown = SHOWN["sft" if run.get("method") == "sft" else "grpo"]
+    if run.get("settings", {}).get("beta", 1) == 0:
+        shown = shown - {"kl"}
     updates = []
     for key in CHARTS:
         if key in shown and redraw["heldout" if key == "heldout" else "metrics"]:
