@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from backend.data.demo.shapes import SIZE, make_scene
-from backend.engine.demo.examples import COCO_STYLE_SHARE, _where, detection_answer, warm_start_examples
+from backend.engine.demo.examples import COCO_STYLE_SHARE, detection_answer, warm_start_examples
 from backend.scoring.coords import to_model_int
 from backend.scoring.geometry import iou
 from backend.scoring.parsing import extract_answer, parse_detections
@@ -30,4 +30,3 @@ def test_the_warm_start_writes_coco_style_mostly_about_the_lower_third():
         counts[row][1] += 1
     for row, (coco, n) in counts.items():
         assert n > 80 and abs(coco / n - COCO_STYLE_SHARE[row]) < 0.1, (row, coco, n)
-    assert _where([0, SIZE * 0.7, 10, SIZE]).startswith("at the bottom")

@@ -37,7 +37,7 @@ COCO_STYLE_SHARE = {"bottom": 0.75, "other": 0.2}
 """How often the warm start's stage-2 answers write the box COCO's way, by where the shape is: the warm start
 learned from two annotation sources, and which one it follows drifts with the picture (shapes in the lower
 third mostly came from the COCO-style source). Greedy, it answers COCO-style about the lower third's shapes;
-sampled, every group holds both conventions, and only corners score: the gap RL is meant to close."""
+sampled, nearly every group holds both conventions, and only corners score: the gap RL is meant to close."""
 
 
 def _coco_style(box, rng: random.Random, size: int = SIZE) -> bool:
