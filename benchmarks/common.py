@@ -16,12 +16,3 @@ def demo_workspace():
     ws = open_workspace(tmp / "data")
     ensure_demo_dataset(ws.store, ws.data_dir)
     return ws
-
-
-def train_now(ws, run_id: int) -> int:
-    """Claim the queued run as a worker would (so it ends settled, not left queued for the next worker that opens
-    this workspace), then run the app's own job in this process; the job's exit status."""
-    from backend.jobs import training
-    from backend.jobs.leases import claim
-    assert claim(ws, "benchmark", 3600) == run_id
-    return training.main(["--data-dir", str(ws.data_dir), "--run", str(run_id)])

@@ -14,13 +14,14 @@ import argparse
 import json
 import time
 
-from common import demo_workspace, train_now
+from common import demo_workspace
 
 from backend.data.catalog import get_dataset
 from backend.engine import heldout
 from backend.engine.demo.examples import detection_answer
 from backend.engine.models import load, lora_config
 from backend.engine.settings import preset
+from backend.jobs import training
 from backend.jobs.runs import create_run
 from backend.jobs.run_history import evaluations
 from backend.scoring.tasks import TaskSettings
@@ -89,7 +90,7 @@ def main() -> None:
 
     run_id = create_run(ws.store, "demo-shapes", "demo", settings)
     start = time.time()
-    assert train_now(ws, run_id) == 0
+    assert training.claim_and_run(ws, run_id, "benchmark") == 0
     total = time.time() - start
     ev = evaluations(ws.store, run_id)
     warm = summary(ev["before"], 0.0)

@@ -11,7 +11,7 @@ import argparse
 import json
 import time
 
-from common import demo_workspace, train_now
+from common import demo_workspace
 
 from backend.data.catalog import get_dataset
 from backend.engine.models import load, lora_config
@@ -62,7 +62,7 @@ def main() -> None:
     settings = preset("CPU demo", max_steps=args.steps, save_steps=args.steps)
     settings.eval_max_examples = 1
     run_id = create_run(ws.store, "demo-shapes", "demo", settings)
-    assert train_now(ws, run_id) == 0
+    assert training.claim_and_run(ws, run_id, "benchmark") == 0
     app_times = [v for _, v in metrics(ws.store, run_id)["step_time"]][1:]
     settings.rewards, settings.reward_weights = (list(x) for x in zip(*[(n, 1.0) for n in
                                                                          ("detection_iou", "detection_confidence", "format")]))

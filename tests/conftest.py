@@ -32,7 +32,5 @@ def run_cli(*args: str, data_dir: Path, check: bool = True, timeout: int = 300) 
 
 def run_job_now(ws, run_id: int) -> int:
     """Claim the queued run as a worker would, then run its job in this process; the job's exit status."""
-    from backend.jobs import training
-    from backend.jobs.leases import claim
-    assert claim(ws, "test-worker", 3600) == run_id
-    return training.main(["--data-dir", str(ws.data_dir), "--run", str(run_id)])
+    from backend.jobs.training import claim_and_run
+    return claim_and_run(ws, run_id, "test-worker")

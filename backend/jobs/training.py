@@ -241,3 +241,12 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def claim_and_run(ws: Workspace, run_id: int, owner: str) -> int:
+    """Claim queued run `run_id` as a worker would, then run its job in this process (tests and benchmarks, where
+    no worker runs: the run ends settled, not left queued); the job's exit status."""
+    from backend.jobs.leases import claim
+    if claim(ws, owner, 3600) != run_id:
+        raise ValueError(f"run {run_id} is not the queued run a worker would take next")
+    return main(["--data-dir", str(ws.data_dir), "--run", str(run_id)])
