@@ -9,7 +9,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends python3 python3
 WORKDIR /app
 COPY requirements.txt .
 RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install -r requirements.txt
-# GPU-only extras (liger-kernel; why no vLLM: see the file). requirements.txt is repeated so its pins hold.
+# GPU-only extras (vLLM for colocated generation, liger-kernel). requirements.txt is repeated so its pins hold.
 COPY requirements-gpu.txt .
 RUN /opt/venv/bin/pip install -r requirements.txt -r requirements-gpu.txt
 COPY . .
