@@ -25,7 +25,9 @@ class Dataset(Base):
     classes: Mapped[list[Any]] = mapped_column(default=list)
     synonyms: Mapped[dict[str, Any]] = mapped_column(default=dict)
     folder: Mapped[str] = mapped_column(String(512))          # relative to the data dir
-    val_fraction: Mapped[float] = mapped_column(Float)
+    val_fraction: Mapped[float] = mapped_column(Float)   # what we held out; 0 when the export's split was kept
+    split_origin: Mapped[str] = mapped_column(String(16), default="stratified", server_default="stratified")
+    # "export": the export's own train / valid / test folders or lists; "stratified": ours, val_fraction of each class
     warnings: Mapped[list[Any]] = mapped_column(default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     samples: Mapped[list[Sample]] = relationship(back_populates="dataset", cascade="all, delete-orphan",
@@ -37,7 +39,7 @@ class Sample(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
     file: Mapped[str] = mapped_column(String(512))            # relative to the dataset's images folder
-    split: Mapped[str] = mapped_column(String(8))             # train | val
+    split: Mapped[str] = mapped_column(String(8))             # train | val | test (test: held out, apart from val)
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     # detection {"boxes": [[x1, y1, x2, y2, label], ...]}, classification {"label": ...},

@@ -36,7 +36,7 @@ def test_detection_formats_import_with_exact_boxes(ws, tmp_path, writer, fmt):
     got = _boxes_by_file(info)
     for s in samples:  # Label Studio percent and YOLO normalised values convert back exactly
         assert got[s["file"]] == [[float(x1), float(y1), float(x2), float(y2), l] for x1, y1, x2, y2, l in s["boxes"]]
-    assert info["counts"] == {"train": 8, "val": 2, "total": 10}
+    assert info["counts"] == {"train": 8, "val": 2, "test": 0, "total": 10}
 
 
 def test_yolo_with_data_yaml(ws, tmp_path):
@@ -57,7 +57,7 @@ def test_classification_formats(ws, tmp_path, writer, fmt):
     assert (info["format"], info["task"]) == (fmt, "classification")
     assert sorted(s["label"] for s in info["samples"]) == sorted(s["label"] for s in samples)
     # stratified: each class gives one of its five images to the held-out split
-    assert info["per_class"] == {"cat": {"train": 4, "val": 1}, "dog": {"train": 4, "val": 1}}
+    assert info["per_class"] == {"cat": {"train": 4, "val": 1, "test": 0}, "dog": {"train": 4, "val": 1, "test": 0}}
 
 
 def test_grounding_jsonl(ws, tmp_path):
@@ -77,7 +77,7 @@ def test_loose_files_upload(ws, tmp_path):
     ann = builders.write_coco(tmp_path / "loose", samples)
     files = [ann] + [tmp_path / "loose" / "images" / s["file"] for s in samples]
     import_dataset(ws.store, ws.data_dir, files, "loose", val_fraction=0.0)
-    assert get_dataset(ws.store, "loose")["counts"] == {"train": 3, "val": 0, "total": 3}
+    assert get_dataset(ws.store, "loose")["counts"] == {"train": 3, "val": 0, "test": 0, "total": 3}
 
 
 def test_split_is_fixed_for_the_same_upload(ws, tmp_path):

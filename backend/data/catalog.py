@@ -11,6 +11,7 @@ from sqlalchemy.orm import selectinload
 
 from backend.data.importer import staging_root
 from backend.data.safety import ImportProblem
+from backend.data.split import HELD_OUT, SPLITS
 from storage import Store, locked
 from storage.models import Dataset, Rollout, Run, Sample
 
@@ -42,18 +43,40 @@ def _counts(ds: Dataset) -> tuple[dict, dict]:
             labels = [s.annotation["label"]]
         for label in labels:
             per_class[label][s.split] += 1
-    split_counts = {"train": splits.get("train", 0), "val": splits.get("val", 0), "total": len(ds.samples)}
-    class_counts = {c: {"train": per_class[c]["train"], "val": per_class[c]["val"]} for c in ds.classes}
+    split_counts = {**{k: splits.get(k, 0) for k in SPLITS}, "total": len(ds.samples)}
+    class_counts = {c: {k: per_class[c][k] for k in SPLITS} for c in ds.classes}
     return split_counts, class_counts
 
 
+def split_note(origin: str, counts: dict, val_fraction: float) -> str:
+    """Where the split came from, in a phrase: 'split from the export: 60 train / 20 val / 10 test' or
+    'no split in the export: 20 % held out, stratified'."""
+    if origin == "export":
+        return "split from the export: " + " / ".join(f"{counts[k]} {k}" for k in SPLITS if counts[k] or k == "train")
+    if not val_fraction:
+        return "no split in the export: nothing held out"
+    return f"no split in the export: {val_fraction * 100:g} % held out, stratified"
+
+
+def heldout_split(dataset: dict) -> tuple[str, list[dict]]:
+    """The split held-out evaluations use and its samples: 'val' where it has images, else 'test' (an export with
+    train and test only). Where both exist, test is kept apart (evaluate on it by name)."""
+    for name in HELD_OUT:
+        chosen = [s for s in dataset["samples"] if s["split"] == name]
+        if chosen:
+            return name, chosen
+    return HELD_OUT[0], []
+
+
 def summary(ds: Dataset, with_samples: bool = False) -> dict:
-    """Name, task, classes and counts per split and per class (boxes for detection, images otherwise)."""
+    """Name, task, classes, counts per split and per class (boxes for detection, images otherwise), and where the
+    split came from."""
     split_counts, class_counts = _counts(ds)
     out = {"id": ds.id, "name": ds.name, "task": ds.task, "format": ds.source_format, "classes": ds.classes,
            "synonyms": ds.synonyms, "counts": split_counts, "per_class": class_counts,
-           "val_fraction": ds.val_fraction, "warnings": ds.warnings, "created_at": ds.created_at.isoformat(),
-           "folder": ds.folder}
+           "val_fraction": ds.val_fraction, "split_origin": ds.split_origin,
+           "split_note": split_note(ds.split_origin, split_counts, ds.val_fraction),
+           "warnings": ds.warnings, "created_at": ds.created_at.isoformat(), "folder": ds.folder}
     if with_samples:
         out["samples"] = [sample_json(s) for s in ds.samples]
     return out

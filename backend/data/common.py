@@ -24,6 +24,8 @@ class RawSample:
     normalised: bool = False        # boxes are fractions of the image size (YOLO)
     frame: tuple[float, float] | None = None  # (width, height) the pixel boxes were drawn on, when the
     # annotation file says (Label Studio's original_width/height); scaled to the real upright image if it differs
+    split: str | None = None        # the export's split ('train', 'val', 'test') when its annotation file or list
+    # says; otherwise the importer reads it from the image's folders (train/, valid/, images/val/ ...)
 
 
 @dataclass
@@ -61,8 +63,11 @@ class Upload:
         self.images = [p for p in self.files if p.suffix.lower() in IMAGE_SUFFIXES | REFUSED_IMAGE_SUFFIXES]
         self._by_rel = {self.rel(p): p for p in self.images}
         self._by_name: dict[str, list[Path]] = {}
+        self._by_lower: dict[str, list[Path]] = {}  # 'IMG_1.jpg' named, 'IMG_1.JPG' on disk (Windows tools)
         for p in self.images:
             self._by_name.setdefault(p.name, []).append(p)
+            self._by_lower.setdefault(self.rel(p).lower(), []).append(p)
+            self._by_lower.setdefault(p.name.lower(), []).append(p)
 
     def rel(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
@@ -83,7 +88,22 @@ class Upload:
                 return self._by_rel[key]
         name = PurePosixPath(ref).name
         matches = self._by_name.get(name, [])
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            for start in ([base] if base else []) + [self.root]:
+                try:
+                    key = (start / ref).resolve().relative_to(self.root.resolve()).as_posix().lower()
+                except (ValueError, OSError):
+                    continue
+                if len(self._by_lower.get(key, [])) == 1:
+                    return self._by_lower[key][0]
+            matches = self._by_lower.get(name.lower(), [])
         return matches[0] if len(matches) == 1 else None
+
+    def text_lines(self, path: Path) -> list[str]:
+        """The non-empty, stripped lines of a text file."""
+        return [line.strip() for line in read_text(path, self).splitlines() if line.strip()]
 
 
 def read_text(path: Path, upload: Upload) -> str:
@@ -105,8 +125,9 @@ def load_json(path: Path, upload: Upload) -> Any:
 
 @dataclass(frozen=True)
 class Format:
-    """An annotation format: which task it holds, how to recognise it, how to read it."""
+    """An annotation format: which task it holds (None: the data says, as a Hugging Face dataset's columns do), how
+    to recognise it, how to read it."""
     name: str
-    task: str
+    task: str | None
     detect: Callable[[Upload], bool]
     parse: Callable[[Upload, Problems], Parsed]

@@ -1,6 +1,7 @@
 """Import an upload as a dataset, all or nothing: checks first, then files, then rows in one transaction."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -16,8 +17,9 @@ from sqlalchemy.exc import IntegrityError
 from backend.data.common import Parsed, Problems, RawSample, Upload
 from backend.data.config import ImportLimits
 from backend.data.formats import FORMATS
-from backend.data.safety import ImportProblem, gather_upload, inspect_image, write_upright
-from backend.data.split import assign_splits
+from backend.data.hub import download_hub_dataset, hub_folder, is_hub_ref
+from backend.data.safety import ImportProblem, gather_upload, inspect_image, stored_name, write_normalised
+from backend.data.split import decide_splits, split_in_path, split_named
 from storage import Store
 from storage.models import Dataset, Sample
 
@@ -50,13 +52,13 @@ def detect_format(upload: Upload) -> str:
         if fmt.detect(upload):
             return name
     raise ImportProblem("no known annotation format was found in the upload (COCO, YOLO, VOC, Label Studio, "
-                        "class folders, CSV or JSONL)")
+                        "a Hugging Face dataset, class folders, CSV or JSONL)")
 
 
 def _upload_root(path: Path) -> Path:
-    """Step into a single top-level folder, as most zips of a dataset have one."""
+    """Step into a single top-level folder, as most zips of a dataset have one (not into a split's: 'test/')."""
     entries = [p for p in path.iterdir()]
-    while len(entries) == 1 and entries[0].is_dir():
+    while len(entries) == 1 and entries[0].is_dir() and split_named(entries[0].name) is None:
         path = entries[0]
         entries = list(path.iterdir())
     return path
@@ -164,10 +166,11 @@ def _read_synonyms(upload: Upload, classes: list[str], problems: Problems) -> di
     return {k: [str(s) for s in v] for k, v in doc.items() if k in classes}
 
 
-def import_dataset(store: Store, data_dir: Path, sources: list[Path], name: str, *, task: str | None = None,
+def import_dataset(store: Store, data_dir: Path, sources: list[Path | str], name: str, *, task: str | None = None,
                    fmt: str = "auto", val_fraction: float = 0.2, limits: ImportLimits | None = None,
                    source_names: list[str] | None = None, seed: int = 0) -> int:
-    """Import `sources` (a zip, or loose files) as dataset `name`; returns its id.
+    """Import `sources` (a zip, loose files, or `hf:NAME[:CONFIG]` for a Hugging Face Hub dataset) as dataset
+    `name`; returns its id. The export's own split is kept where it has one; else `val_fraction` is held out.
 
     Raises ImportProblem with one clear sentence; on any failure nothing is left behind.
     """
@@ -183,44 +186,56 @@ def import_dataset(store: Store, data_dir: Path, sources: list[Path], name: str,
     staging = staging_root(data_dir) / uuid.uuid4().hex
     try:
         (staging / "upload").mkdir(parents=True)
-        gather_upload(sources, staging / "upload", limits, source_names)
+        hub = [str(src) for src in sources if is_hub_ref(str(src))]
+        files = [Path(src) for src in sources if not is_hub_ref(str(src))]
+        for ref in hub:
+            download_hub_dataset(ref, staging / "upload" / hub_folder(ref), staging / "hub-cache", limits.max_images)
+        if files or not hub:
+            names = [n for src, n in zip(sources, source_names or []) if not is_hub_ref(str(src))] or None
+            gather_upload(files, staging / "upload", limits, names)
         upload = Upload(_upload_root(staging / "upload"))
         if not upload.files:
             raise ImportProblem("the upload is empty: no images or annotation files were found")
         fmt = detect_format(upload) if fmt == "auto" else fmt
-        fmt_task = FORMATS[fmt].task
-        if task is not None and task != fmt_task:
-            raise ImportProblem(f"the {fmt} format holds {fmt_task} annotations, not {task}")
-        task = fmt_task
+        if task is not None and FORMATS[fmt].task not in (None, task):
+            raise ImportProblem(f"the {fmt} format holds {FORMATS[fmt].task} annotations, not {task}")
         problems = Problems()
         parsed = FORMATS[fmt].parse(upload, problems)
         problems.raise_if_any()
+        if task is not None and parsed.task != task:
+            raise ImportProblem(f"the upload holds {parsed.task} annotations, not {task}")
+        task = parsed.task
         rows = _checked_rows(parsed, upload, limits, problems)
+        _drop_unused_classes(parsed, rows)
         synonyms = _read_synonyms(upload, parsed.classes, problems)
         problems.raise_if_any()
 
         class_count = Counter(b[4] for r in rows for b in r["annotation"].get("boxes", []))
         strata = [_stratum(task, r["annotation"], class_count) for r in rows]
-        for row, split in zip(rows, assign_splits(strata, val_fraction, seed)):
+        decision = decide_splits([r.pop("export_split") for r in rows], strata, [r.pop("digest") for r in rows],
+                                 val_fraction, seed)
+        for row, split in zip(rows, decision.splits):
             row["split"] = split
+        parsed.warnings.extend(decision.notes)
 
         folder = f"datasets/{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}-{uuid.uuid4().hex[:8]}"
         images_dir = staging / "dataset" / "images"
         for row in rows:
             target = images_dir / row["file"]
             target.parent.mkdir(parents=True, exist_ok=True)
-            source, orientation = row.pop("path"), row.pop("orientation")
-            if orientation == 1:
+            source, info = row.pop("path"), row.pop("info")
+            if info.kept_as_is:
                 os.replace(source, target)  # byte for byte
-            else:  # a phone photo stored sideways: keep it as it is shown, upright
-                write_upright(source, target, limits, row["file"])
+            else:  # a phone photo stored sideways, grey or transparent pixels, TIFF: upright 8-bit RGB
+                write_normalised(source, target, limits, row["file"])
         final = Path(data_dir) / folder
         final.parent.mkdir(parents=True, exist_ok=True)
         os.rename(staging / "dataset", final)
         try:
             with store.write() as s:
                 ds = Dataset(name=name, task=task, source_format=fmt, classes=parsed.classes, synonyms=synonyms,
-                             folder=folder, val_fraction=val_fraction, warnings=parsed.warnings)
+                             folder=folder, val_fraction=val_fraction if decision.origin != "export" else 0.0,
+                             split_origin=decision.origin, warnings=parsed.warnings)
                 ds.samples = [Sample(**row) for row in rows]
                 s.add(ds)
                 s.flush()
@@ -235,6 +250,21 @@ def import_dataset(store: Store, data_dir: Path, sources: list[Path], name: str,
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _drop_unused_classes(parsed: Parsed, rows: list[dict]) -> None:
+    """Categories no annotation uses are not classes (Roboflow's supercategory, VOC's 'background'): they would
+    only be asked about in prompts. The summary names them."""
+    if parsed.task == "grounding":
+        return
+    used = {b[4] for r in rows for b in r["annotation"].get("boxes", [])} | {r["annotation"].get("label") for r in rows}
+    dropped = [c for c in parsed.classes if c not in used]
+    if dropped:
+        parsed.classes = [c for c in parsed.classes if c in used]
+        listed = ", ".join(f"'{c}'" for c in dropped[:8]) + (f" and {len(dropped) - 8} more" if len(dropped) > 8 else "")
+        parsed.warnings.append(f"{'categories' if len(dropped) > 1 else 'category'} {listed} "
+                               f"{'are' if len(dropped) > 1 else 'is'} declared but no annotation uses "
+                               f"{'them' if len(dropped) > 1 else 'it'}: left out of the classes")
+
+
 def _checked_rows(parsed: Parsed, upload: Upload, limits: ImportLimits, problems: Problems) -> list[dict]:
     """Probe every image and clean every annotation; problems are collected, not raised."""
     if not parsed.samples:
@@ -245,6 +275,7 @@ def _checked_rows(parsed: Parsed, upload: Upload, limits: ImportLimits, problems
     rows: list[dict] = []
     clipped = 0
     rescaled: list[str] = []
+    converted: Counter = Counter()
     for raw in parsed.samples:
         rel = upload.rel(raw.image)
         if raw.image in seen:
@@ -261,16 +292,60 @@ def _checked_rows(parsed: Parsed, upload: Upload, limits: ImportLimits, problems
             rescaled.append(f"{raw.where}: {raw.frame[0]:g}x{raw.frame[1]:g} for the {width}x{height} image '{rel}'")
         annotation, n = _annotation(raw, parsed.task, width, height, parsed.classes, problems)
         clipped += n
-        rows.append({"file": rel, "path": raw.image, "orientation": info.orientation, "width": width,
-                     "height": height, "annotation": annotation})
+        if info.mode != "RGB":
+            converted[info.mode] += 1
+        if info.format == "TIFF":
+            converted["TIFF"] += 1
+        rows.append({"file": stored_name(rel, info), "path": raw.image, "info": info, "width": width,
+                     "height": height, "annotation": annotation, "digest": _digest(raw.image),
+                     "export_split": raw.split or split_in_path(rel)})
     if clipped:
         parsed.warnings.append(f"{clipped} boxes reached slightly past the image edge and were clipped to it")
     if rescaled:
         n = len(rescaled)
         parsed.warnings.append(f"{n} image{'s were' if n > 1 else ' was'} annotated for another size "
                                f"(first: {rescaled[0]}); the boxes were scaled to the real image")
+    parsed.warnings += _conversion_notes(converted) + _duplicate_notes(rows)
     if len(problems.items) == 0:
         dropped = len(upload.images) - len(rows)
         if dropped > 0:
             parsed.warnings.append(f"{dropped} images in the upload have no annotation entry and were left out")
     return rows
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _conversion_notes(converted: Counter) -> list[str]:
+    notes = []
+    tiff = converted.pop("TIFF", 0)
+    if tiff:
+        notes.append(f"{tiff} TIFF image{'s were' if tiff > 1 else ' was'} stored as PNG ('.png' added to the name)")
+    if converted:
+        n = sum(converted.values())
+        modes = ", ".join(_MODE_NAMES.get(m, m) for m in sorted(converted))
+        notes.append(f"{n} image{'s were' if n > 1 else ' was'} converted to RGB ({modes})")
+    return notes
+
+
+_MODE_NAMES = {"L": "grayscale", "LA": "grayscale with alpha", "RGBA": "alpha", "P": "palette", "PA": "palette",
+               "1": "black and white", "CMYK": "CMYK", "I;16": "16-bit grayscale", "I": "32-bit grayscale",
+               "F": "float grayscale", "YCbCr": "YCbCr", "I;16B": "16-bit grayscale", "I;16L": "16-bit grayscale"}
+
+
+def _duplicate_notes(rows: list[dict]) -> list[str]:
+    """Byte-identical images are kept (their annotations may differ) and reported; the split keeps them together."""
+    by_digest: dict[str, list[str]] = {}
+    for r in rows:
+        by_digest.setdefault(r["digest"], []).append(r["file"])
+    groups = [files for files in by_digest.values() if len(files) > 1]
+    if not groups:
+        return []
+    n = sum(len(g) for g in groups)
+    return [f"{n} images are byte-identical copies in {len(groups)} group{'s' if len(groups) > 1 else ''} "
+            f"(first: {' = '.join(repr(f) for f in groups[0][:3])}); each group is kept on one side of the split"]

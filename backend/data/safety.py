@@ -14,11 +14,11 @@ from PIL import Image, ImageOps
 
 from backend.data.config import ImportLimits
 
-IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
-REFUSED_IMAGE_SUFFIXES = {".gif", ".tif", ".tiff", ".heic", ".heif", ".avif", ".ico", ".psd", ".svg"}
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+REFUSED_IMAGE_SUFFIXES = {".gif", ".heic", ".heif", ".avif", ".ico", ".psd", ".svg"}
 """Images in these formats are reported, not silently skipped."""
-ANNOTATION_SUFFIXES = {".json", ".txt", ".yaml", ".yml", ".xml", ".csv", ".jsonl"}
+ANNOTATION_SUFFIXES = {".json", ".txt", ".yaml", ".yml", ".xml", ".csv", ".jsonl", ".parquet"}
 IGNORED_PARTS = {"__MACOSX", ".DS_Store", "Thumbs.db"}
 _CHUNK = 1 << 16
 
@@ -121,12 +121,24 @@ _SAVE_FORMAT = {"MPO": "JPEG"}  # a phone's multi-picture JPEG is stored as its 
 _QUALITY = 95
 
 
+STORED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
+"""Kept as they are; other accepted formats (TIFF) are stored as PNG, which every browser and model reader shows."""
+
+
 @dataclass(frozen=True)
 class ImageInfo:
-    """What a probe learns: the size as displayed (upright) and the EXIF orientation of the stored pixels."""
+    """What a probe learns: the size as displayed (upright), the EXIF orientation of the stored pixels, and the
+    pixel mode and format (anything but 8-bit RGB, or a format not in STORED_FORMATS, is converted on import)."""
     width: int
     height: int
     orientation: int = 1
+    mode: str = "RGB"
+    format: str = "JPEG"
+
+    @property
+    def kept_as_is(self) -> bool:
+        """Whether the file is stored byte for byte: upright, 8-bit RGB, in a format every reader shows."""
+        return self.orientation == 1 and self.mode == "RGB" and self.format in STORED_FORMATS
 
 
 def _orientation(im: Image.Image) -> int:
@@ -154,32 +166,33 @@ def _checked_open(path: Path, limits: ImportLimits, label: str, fn):
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImportProblem(f"{label} has too many pixels (a decompression bomb)") from None
     except Image.UnidentifiedImageError:
-        raise ImportProblem(f"{label} is not a readable JPEG, PNG, WebP or BMP image") from None
+        raise ImportProblem(f"{label} is not a readable JPEG, PNG, WebP, BMP or TIFF image") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImportProblem(f"{label} is corrupt or truncated ({e})") from None
 
 
 def inspect_image(path: Path, limits: ImportLimits, label: str) -> ImageInfo:
-    """Size as displayed (width and height swapped for orientations 5-8) and orientation of a fully
-    decodable JPEG/PNG/WebP/BMP within the pixel limit."""
+    """Size as displayed (width and height swapped for orientations 5-8), orientation, mode and format of a fully
+    decodable JPEG/PNG/WebP/BMP/TIFF within the pixel limit."""
     if path.suffix.lower() not in IMAGE_SUFFIXES:
-        raise ImportProblem(f"{label}: '{path.suffix}' images are not accepted (JPEG, PNG, WebP, BMP)")
+        raise ImportProblem(f"{label}: '{path.suffix}' images are not accepted (JPEG, PNG, WebP, BMP, TIFF)")
 
     def probe(im: Image.Image) -> ImageInfo:
         w, h = im.size
+        mode = "RGB" if im.mode == "RGB" and "transparency" not in im.info else im.mode  # before draft changes it
         if im.format in ("JPEG", "MPO"):
             im.draft("RGB", (max(1, w // 8), max(1, h // 8)))  # decode all data, at 1/8 scale
         im.load()
         orientation = _orientation(im)  # after load: a PNG may keep its eXIf chunk after the pixels
         if orientation >= 5:  # transposed or rotated a quarter turn
             w, h = h, w
-        return ImageInfo(w, h, orientation)
+        return ImageInfo(w, h, orientation, mode, _SAVE_FORMAT.get(im.format, im.format))
 
     return _checked_open(path, limits, label, probe)
 
 
 def probe_image(path: Path, limits: ImportLimits, label: str) -> tuple[int, int]:
-    """(width, height) of the stored pixels of a fully decodable JPEG/PNG/WebP/BMP within the pixel limit."""
+    """(width, height) of the stored pixels of a fully decodable JPEG/PNG/WebP/BMP/TIFF within the pixel limit."""
     info = inspect_image(path, limits, label)
     return (info.height, info.width) if info.orientation >= 5 else (info.width, info.height)
 
@@ -199,23 +212,44 @@ def _webp_is_lossless(path: Path) -> bool:
     return False
 
 
-def write_upright(src: Path, dest: Path, limits: ImportLimits, label: str) -> tuple[int, int]:
-    """Write `src` to `dest` with its pixels turned as its EXIF orientation says, the tag removed.
+def stored_name(rel: str, info: ImageInfo) -> str:
+    """The name an image is stored under: its own, with '.png' added for formats stored as PNG (TIFF)."""
+    return rel if info.format in STORED_FORMATS else f"{rel}.png"
 
-    Saved in the same format (JPEG and lossy WebP at quality 95, lossless WebP lossless), keeping the
-    other metadata (EXIF, ICC profile, resolution). Returns the upright (width, height).
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """8-bit RGB: transparency laid over white (as a page shows it), 16-bit and float grey scaled to 8 bits."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        lo, hi = im.getextrema()
+        scale = 255.0 / (hi - lo) if hi > lo else 1.0
+        im = im.point(lambda v: (v - lo) * scale, "F").convert("L")
+    if im.mode == "P" and "transparency" in im.info or im.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def write_normalised(src: Path, dest: Path, limits: ImportLimits, label: str) -> tuple[int, int]:
+    """Write `src` to `dest` upright (its EXIF orientation applied, the tag removed) and in 8-bit RGB.
+
+    Saved in the same format (JPEG and lossy WebP at quality 95, lossless WebP lossless; TIFF as PNG), keeping
+    the other metadata (EXIF, ICC profile, resolution). Returns the upright (width, height).
     """
     def transpose(im: Image.Image) -> tuple[int, int]:
         fmt = _SAVE_FORMAT.get(im.format, im.format)
-        upright = ImageOps.exif_transpose(im)
+        fmt = fmt if fmt in STORED_FORMATS else "PNG"
+        icc = im.info.get("icc_profile") if im.mode == "RGB" else None  # a grey or CMYK profile no longer fits
+        turned = ImageOps.exif_transpose(im)
+        upright = to_rgb(turned)
         params: dict = {}
-        for key in ("exif", "icc_profile", "dpi"):
-            if upright.info.get(key):
-                params[key] = upright.info[key]
+        for key, value in (("exif", turned.info.get("exif")), ("icc_profile", icc), ("dpi", turned.info.get("dpi"))):
+            if value:
+                params[key] = value
         if fmt == "JPEG":
             params["quality"] = _QUALITY
-            if upright.info.get("xmp"):
-                params["xmp"] = upright.info["xmp"]
+            if turned.info.get("xmp"):
+                params["xmp"] = turned.info["xmp"]
         elif fmt == "WEBP":
             params.update({"lossless": True} if _webp_is_lossless(src) else {"quality": _QUALITY})
         upright.save(dest, fmt, **params)
