@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a run whose job dies (killed, out of memory) this many times fails instead of being re-queued")
     wk.add_argument("--gpus", help="GPU ids to run jobs on, one job per GPU at once (like 0,1; 'none' for the CPU; "
                                    "default: CUDA_VISIBLE_DEVICES, else every GPU nvidia-smi lists)")
+    wk.add_argument("--stop-seconds", type=float, default=60.0,
+                    help="on SIGTERM or Ctrl-C, how long the jobs get to reach a step boundary and save a checkpoint "
+                         "before they are killed (their runs are queued again either way; a second signal: at once)")
     wk.set_defaults(func=cmd_worker)
 
     dm = sub.add_parser("demo", help="register the demo dataset and check the demo model (idempotent)")

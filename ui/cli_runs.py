@@ -104,7 +104,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from backend.engine.gpus import parse_gpus
     from backend.jobs.worker import work
     gpus = parse_gpus(args.gpus) if args.gpus is not None else None
-    n = work(_open(args), once=args.once, lease_seconds=args.lease_seconds, gpus=gpus, max_attempts=args.max_attempts)
+    n = work(_open(args), once=args.once, lease_seconds=args.lease_seconds, gpus=gpus, max_attempts=args.max_attempts,
+             handle_signals=True, stop_seconds=args.stop_seconds)
     print(f"worker finished {n} run{'s' if n != 1 else ''}")
     return 0
 

@@ -8,6 +8,9 @@ for longer than the answer it is giving.
 
     python -m backend.jobs.answerer --data-dir DIR --owner NAME --serves {all,cpu,gpu} [--linger 120]
 
+Like a training job, an answerer belongs to the worker that started it (backend.jobs.ownership): asked to stop
+(SIGTERM) or finding its worker gone, it ends after the answer it is giving.
+
 This module's top level imports no training stack: the worker imports it to start and watch answerers.
 """
 from __future__ import annotations
@@ -25,6 +28,7 @@ from sqlalchemy import select
 
 from backend.data.workspace import Workspace, open_workspace
 from backend.jobs import prediction_queue
+from backend.jobs.ownership import OWNER_ENV, Lifeline
 from storage.models import Run
 
 LINGER_SECONDS = 120.0
@@ -39,13 +43,19 @@ def _runs_waiting(ws: Workspace) -> bool:
         return s.scalar(select(Run.id).where(Run.status == "queued").limit(1)) is not None
 
 
-def serve(ws: Workspace, owner: str, serves: str = "all", linger: float = LINGER_SECONDS, poll: float = 0.2) -> int:
+def serve(ws: Workspace, owner: str, serves: str = "all", linger: float = LINGER_SECONDS, poll: float = 0.2,
+          lifeline=None) -> int:
     """Answer requests until none has come for `linger` seconds (a GPU answerer: or a run is queued with no
-    request waiting); returns how many were answered. A request that cannot be answered gets its sentence."""
+    request waiting), or until `lifeline` (backend.jobs.ownership) says stop: asked to, or the worker that started it
+    gone; returns how many were answered. A request that cannot be answered gets its sentence."""
     from backend.jobs.predict import answer_request
     cpu = SERVES[serves]
     answered, idle_since = 0, time.monotonic()
     while True:
+        why = lifeline.reason() if lifeline is not None else None
+        if why:
+            print(f"answerer {owner}: {why}; stopping", flush=True)
+            return answered
         job = prediction_queue.claim(ws, owner, cpu)
         if job is None:
             if time.monotonic() - idle_since > linger or (serves == "gpu" and _runs_waiting(ws)):
@@ -71,6 +81,7 @@ class Answerer:
     proc: subprocess.Popen
     owner: str
     gpu: str | None
+    asked: bool = False
 
     def ended(self, ws: Workspace) -> bool:
         """Whether it has ended; requests it was answering when it died get a sentence instead of hanging."""
@@ -81,10 +92,17 @@ class Answerer:
                                                  f"answering; see {LOG} in the data dir")
         return True
 
-    def stop(self, ws: Workspace) -> None:
-        """End it (the worker is stopping); a question it was answering gets a sentence."""
-        if self.proc.poll() is None:
+    def ask_to_stop(self) -> None:
+        """SIGTERM: it ends after the answer it is giving (backend.jobs.ownership)."""
+        if self.proc.poll() is None and not self.asked:
+            self.asked = True
             self.proc.terminate()
+
+    def stop(self, ws: Workspace) -> None:
+        """End it (the worker is stopping): asked to, then killed if still there after 10 s; a question it was
+        answering gets a sentence."""
+        if self.proc.poll() is None:
+            self.ask_to_stop()
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
@@ -114,8 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--serves", choices=list(SERVES), default="all")
     p.add_argument("--linger", type=float, default=LINGER_SECONDS)
     args = p.parse_args(argv)
+    lifeline = Lifeline() if OWNER_ENV in os.environ else None  # started by a worker: stops with it
     ws = open_workspace(Path(args.data_dir))
-    serve(ws, args.owner, args.serves, args.linger)
+    serve(ws, args.owner, args.serves, args.linger, lifeline=lifeline)
     return 0
 
 

@@ -41,21 +41,43 @@ def requeue_expired(ws: Workspace, max_attempts: int = MAX_ATTEMPTS) -> list[int
         return requeued
 
 
-def _requeue_or_fail(s, run_id: int, token: str | None, why: str, max_attempts: int = MAX_ATTEMPTS) -> bool:
+def _requeue_or_fail(s, run_id: int, token: str | None, why: str, max_attempts: int = MAX_ATTEMPTS,
+                     stopped: bool = False) -> bool:
     """In write transaction `s`: the run, if still running under lease `token`, back to the queue (or cancelled if
-    asked, or failed after `max_attempts`), its lease cleared. Returns whether it did."""
+    asked, or failed after `max_attempts`), its lease cleared. Returns whether it did.
+
+    `stopped`: its job was stopped on purpose (the worker stopping, or gone), not by a fault of the run: the attempt
+    does not count towards `max_attempts`."""
     run = locked(s, Run, run_id)
     if run is None or run.status != "running" or run.lease_token != token:
         return False
     run.lease_owner = run.lease_expires_at = run.lease_token = None
+    if stopped:
+        run.attempts = max(0, run.attempts - 1)
     if run.cancel_requested:
         run.status, run.finished_at = "cancelled", db_now(s)
-    elif run.attempts >= max_attempts:
+    elif not stopped and run.attempts >= max_attempts:
         run.status, run.finished_at = "failed", db_now(s)
         run.error = f"the job stopped {run.attempts} times ({why}); giving up"
     else:
         run.status = "queued"
     return True
+
+
+def requeue_stopped(ws: Workspace, run_id: int, token: str | None) -> bool:
+    """A job stopped on purpose at a step boundary (its checkpoint saved): its run back to the queue, to resume from
+    that checkpoint; the attempt not counted. Only under lease `token`; returns whether it did."""
+    with ws.store.write() as s:
+        return _requeue_or_fail(s, run_id, token, "stopped", stopped=True)
+
+
+def lease_lapsed(ws: Workspace, run_id: int, token: str) -> bool:
+    """Whether the run's lease under `token` ran out by the database's clock: nobody renews it, so the worker that
+    holds it is gone (or cut off from the database), and its job must stop."""
+    with ws.store.read() as s:
+        t = db_now(s)
+        return s.scalar(select(Run.id).where(Run.id == run_id, Run.status == "running", Run.lease_token == token,
+                                             Run.lease_expires_at < t)) is not None
 
 
 CLAIM_WINDOW = 50

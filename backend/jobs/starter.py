@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from backend.data.workspace import Workspace
+from backend.jobs.ownership import owner_env
 from backend.jobs.training import LEASE_TOKEN_ENV
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -37,8 +38,8 @@ def job_start_mode() -> str:
 
 def job_env(extra: dict | None = None) -> dict:
     """The environment of a process the worker starts (job, answerer): the worker's own, unbuffered output,
-    no tokenizer threads, and `extra`."""
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **(extra or {})}
+    no tokenizer threads, this process named as its owner (backend.jobs.ownership), and `extra`."""
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **owner_env(), **(extra or {})}
 
 
 def _job_process(ws: Workspace, args: list[str], env: dict | None = None, **kw) -> subprocess.Popen:

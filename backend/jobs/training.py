@@ -24,6 +24,7 @@ from backend.engine import grpo, sft
 from backend.engine.grpo import RolloutRecorder, grpo_config_kwargs, vllm_generate  # noqa: F401 - the job's GRPO parts
 from backend.engine.processes import Processes, current_weights, hf_generate
 from backend.engine.settings import TrainSettings, generation_backend, uses_qlora
+from backend.jobs.ownership import OWNER_ENV, Lifeline
 from backend.jobs.run_history import latest_checkpoint
 from backend.jobs.runs import LeaseLost, dataset_name, finish_run, get_run
 from backend.jobs.training_callbacks import HeldoutEvaluations, make_callback
@@ -33,9 +34,20 @@ EXIT_FAILED = 3
 """Exit status of a job that failed with a stored error sentence (the worker must not retry it)."""
 EXIT_LEASE_LOST = 4
 """Exit status of a job whose lease went to another worker: it stopped without writing or settling anything."""
+EXIT_STOPPED = 5
+"""Exit status of a job stopped on purpose at a step boundary (its worker stopping, or gone), its checkpoint saved:
+the run goes back to the queue and resumes from there, the attempt not counted."""
 LEASE_TOKEN_ENV = "VRFT_LEASE_TOKEN"
 """The claim's lease token, for a job the worker starts fresh (a standby reads it from its hand-over line).
 Every write of the job carries it (backend.jobs.runs: accepted only under the current lease)."""
+
+
+class Stopped(Exception):
+    """Training stopped on purpose at step `step` (`why`), its checkpoint saved: the run is to resume later."""
+
+    def __init__(self, step: int, why: str):
+        super().__init__(why)
+        self.step, self.why = step, why
 
 
 def train_rows(dataset: dict, data_dir: Path, family: str, settings: TrainSettings,
@@ -59,10 +71,11 @@ def train_rows(dataset: dict, data_dir: Path, family: str, settings: TrainSettin
     return rows
 
 
-def run_job(ws: Workspace, run_id: int, token: str | None = None) -> str:
+def run_job(ws: Workspace, run_id: int, token: str | None = None, lifeline=None) -> str:
     """Train run `run_id` to the end (or to a cancel); returns the final status. Under `accelerate launch`
     every process runs this; only the main one writes to storage, each write under lease `token` (LeaseLost
-    once another worker has the run)."""
+    once another worker has the run). Stopped (backend.jobs.ownership's `lifeline`: asked to, or its worker
+    gone) at a step boundary, after its checkpoint: raises Stopped."""
     import torch
 
     from backend.engine.models import device_name, load, lora_config
@@ -99,7 +112,7 @@ def run_job(ws: Workspace, run_id: int, token: str | None = None) -> str:
 
     rows = train_rows(dataset, ws.data_dir, loaded.family.name, settings, lambda size: loaded.view(size).input)
     recorder = None if is_sft else RolloutRecorder(settings)
-    callback = make_callback(ws, run_id, settings, recorder, output_dir, token)
+    callback = make_callback(ws, run_id, settings, recorder, output_dir, token, lifeline)
     lora = None if start else lora_config(loaded.family, settings.lora_rank, settings.lora_alpha)
     if is_sft:
         trainer = sft.build_trainer(loaded, config_kwargs, rows, dataset["task"], [callback], lora)
@@ -113,6 +126,9 @@ def run_job(ws: Workspace, run_id: int, token: str | None = None) -> str:
     callback.heldout = heldout
     ck = latest_checkpoint(ws.store, ws.data_dir, run_id)
     resume = str(ws.data_dir / ck.path) if ck else None
+    why = processes.agree(lifeline.reason() if lifeline is not None and processes.main else None)
+    if why:  # asked to stop while loading: nothing new to save, the run resumes where it was
+        raise Stopped(ck.step if ck else 0, why)
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     say(f"training {run.model} by {'SFT' if is_sft else 'GRPO'} ({loaded.family.name}, "
         f"{'QLoRA 4-bit' if loaded.quantized else 'LoRA'} on {loaded.device}, generation {backend}"
@@ -129,6 +145,8 @@ def run_job(ws: Workspace, run_id: int, token: str | None = None) -> str:
         trainer.state.global_step = ck.step
     else:
         trainer.train(resume_from_checkpoint=resume)
+        if callback.stopped:
+            raise Stopped(*callback.stopped)
 
     cancelled = processes.agree(get_run(ws.store, run_id).cancel_requested)
     adapter_dir = run_dir / "adapter"
@@ -204,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
                             "LOG_PATH\" from stdin and run that run with its output in that log (exit 0 at EOF)")
     args = p.parse_args(argv)
     token = os.environ.get(LEASE_TOKEN_ENV) or None
+    lifeline = None
+    if OWNER_ENV in os.environ:  # started by a worker: stops when asked, or when the worker is gone
+        lifeline = Lifeline()
     if args.standby:
         started = time.time()
         preload()
@@ -218,10 +239,17 @@ def main(argv: list[str] | None = None) -> int:
     ws = open_workspace(Path(args.data_dir))
     main_process = Processes().main  # under `accelerate launch`, only RANK 0 settles the run
     try:
-        status = run_job(ws, args.run, token)
+        status = run_job(ws, args.run, token, lifeline)
     except LeaseLost as e:  # another worker has the run now: nothing more of ours may land
         print(f"stopping: {e}", flush=True)
         return EXIT_LEASE_LOST
+    except Stopped as e:  # the checkpoint of step e.step is saved: the run resumes from it
+        print(f"stopped at step {e.step}: {e.why}; the run is queued again and resumes from step {e.step}",
+              flush=True)
+        if main_process and token is not None and "worker is gone" in e.why:
+            from backend.jobs.leases import requeue_stopped
+            requeue_stopped(ws, args.run, token)  # no worker left to do it
+        return EXIT_STOPPED
     except ValueError as e:  # a sentence a person can act on
         print(f"error: {e}", flush=True)
         if main_process:

@@ -18,10 +18,24 @@ from backend.jobs.runs import get_run, record_step
 from backend.scoring.evaluation import METRICS
 
 
+def stop_reason(ws: Workspace, run_id: int, token: str | None, lifeline) -> str | None:
+    """Why the job must stop at this step boundary, keeping its run for later (None: go on): asked to (its worker
+    stopping), or its worker gone: the process is no more, or nobody renews the lease (read from the database,
+    so also where /proc is not, and for the processes of an `accelerate launch`)."""
+    why = lifeline.reason() if lifeline is not None else None
+    if why is None and token is not None:
+        from backend.jobs.leases import lease_lapsed
+        if lease_lapsed(ws, run_id, token):
+            why = "its worker is gone (nobody renews its lease)"
+    return why
+
+
 def make_callback(ws: Workspace, run_id: int, settings: TrainSettings, recorder: RolloutRecorder | None,
-                  output_dir: Path, token: str | None = None):
+                  output_dir: Path, token: str | None = None, lifeline=None):
     """The job's TrainerCallback (`recorder` None: a method that samples nothing, SFT). Its `heldout` is set
-    once the trainer exists: the evaluations it runs during training."""
+    once the trainer exists: the evaluations it runs during training. `lifeline` (backend.jobs.ownership): a stop
+    asked for, or the worker gone, ends training at the step boundary with a checkpoint; `stopped` then says
+    (step, why)."""
     from transformers import TrainerCallback
     processes = Processes()
 
@@ -32,6 +46,7 @@ def make_callback(ws: Workspace, run_id: int, settings: TrainSettings, recorder:
             self.step_started = time.time()
             self.step_seconds = 0.0
             self.heldout: HeldoutEvaluations | None = None
+            self.stopped: tuple[int, str] | None = None
 
         def on_step_begin(self, args, state, control, **kw):
             self.step_started = time.time()
@@ -46,7 +61,7 @@ def make_callback(ws: Workspace, run_id: int, settings: TrainSettings, recorder:
         def on_step_end(self, args, state, control, **kw):
             self.step_seconds = time.time() - self.step_started
             step = state.global_step
-            cancel = False
+            cancel, why = False, None
             if state.is_world_process_zero:  # only the main process writes to storage
                 if recorder is not None and (step % settings.rollout_steps == 0 or step == 1):
                     room = settings.rollout_max_completions - stored_completions(ws.store, run_id, step)
@@ -54,10 +69,13 @@ def make_callback(ws: Workspace, run_id: int, settings: TrainSettings, recorder:
                     if rows:  # once per (step, prompt, sample): a step repeated after a resume replaces its own
                         store_rollouts(ws.store, run_id, step, rows, token=token)
                 cancel = record_step(ws.store, run_id, step, token=token)
-            cancel = processes.agree(cancel)  # every process stops at the same step
-            if cancel:
+                why = None if cancel else stop_reason(ws, run_id, token, lifeline)
+            cancel, why = processes.agree((cancel, why))  # every process stops at the same step
+            if cancel or why:
                 control.should_training_stop = True
-                control.should_save = True
+                control.should_save = True  # the resume point
+                if why:
+                    self.stopped = (step, why)
             elif self.heldout is not None and self.heldout.due(step):  # every process takes part
                 self.heldout.during(step)
                 control.should_save = True  # the evaluated weights are kept: the best one can be used later

@@ -19,12 +19,19 @@ boot, kills it, and only while that pid is still that process.
 Test-tab questions are answered by answerer processes the worker starts (backend.jobs.answerer): on a free
 GPU, or on the CPU for requests that ask for it; the page itself never loads a model.
 
-`python app.py worker [--once] [--lease-seconds 60] [--gpus 0,1] [--max-attempts 3]`; `python app.py` (serve)
-starts one too.
+Stopping: SIGTERM or SIGINT (Ctrl-C, `systemctl stop`, `docker stop`) stops claiming, asks each job to save a
+checkpoint at its next step boundary and exit (its run queued again, to resume from there, the attempt not
+counted), and returns once they have, within `stop_seconds` (then they are killed, their runs re-queued from their
+last checkpoint); a second signal does that at once. A worker the page started stops the same way when the page does
+or is gone (backend.jobs.ownership); its jobs and answerers stop by themselves if the worker is gone.
+
+`python app.py worker [--once] [--lease-seconds 60] [--gpus 0,1] [--max-attempts 3] [--stop-seconds 60]`;
+`python app.py` (serve) starts one too.
 """
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -46,11 +53,14 @@ from backend.jobs.leases import (MAX_ATTEMPTS, _requeue_or_fail, claim, heartbea
                                  requeue_expired)
 from backend.jobs.runs import LeaseLost, get_run
 from backend.jobs.starter import ROOT, JobStarter, job_env, job_start_mode, kill_tree
-from backend.jobs.training import EXIT_FAILED, LEASE_TOKEN_ENV
+from backend.jobs.ownership import ORPHAN_GRACE_SECONDS, Lifeline
+from backend.jobs.training import EXIT_FAILED, EXIT_STOPPED, LEASE_TOKEN_ENV
 from storage import db_now, locked
 from storage.models import Run
 
 CANCEL_GRACE_SECONDS = 60
+STOP_SECONDS = 60.0
+"""A stopping worker waits this long for its jobs to reach a step boundary and save, then kills them."""
 
 LOG_TAIL_CHARS = 4000
 
@@ -75,6 +85,16 @@ class Job:
     last_ok: float = field(default_factory=time.monotonic)  # ... and of the last one the database answered
     cancel_seen: float | None = None
     lost: bool = False                        # its lease went to someone else: killed, the run left alone
+    stopping: bool = False                    # asked to stop (the worker is stopping): its run goes back to the queue
+
+    def ask_to_stop(self) -> None:
+        """SIGTERM to the job's process (backend.jobs.ownership: it stops at the next step boundary, checkpoint saved;
+        under `accelerate launch`, the launcher passes it on to every process)."""
+        self.stopping = True
+        try:
+            self.proc.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            pass
 
 
 @dataclass
@@ -191,6 +211,8 @@ def settle(ws: Workspace, job: Job, max_attempts: int = MAX_ATTEMPTS) -> None:
         if run.cancel_requested:
             run.status, run.finished_at = "cancelled", db_now(s)
             run.lease_owner = run.lease_expires_at = None
+        elif code == EXIT_STOPPED or job.stopping:  # stopped on purpose: resumes from its checkpoint, not counted
+            _requeue_or_fail(s, job.run_id, run.lease_token, "stopped", max_attempts, stopped=True)
         elif code == EXIT_FAILED or code == 0:
             run.status, run.finished_at = "failed", db_now(s)
             run.lease_owner = run.lease_expires_at = None
@@ -238,10 +260,60 @@ def _queue_empty(ws: Workspace) -> bool:
         return s.scalar(select(Run.id).where(Run.status == "queued").limit(1)) is None
 
 
+class Stopping:
+    """A worker's stop: SIGTERM/SIGINT, or its owner (the page) gone (`lifeline`); a second signal: at once."""
+
+    def __init__(self, handle_signals: bool):
+        self.at_once = False
+        self.since: float | None = None
+        self.lifeline = (Lifeline(grace=ORPHAN_GRACE_SECONDS, then=self._now, owner="page")
+                         if handle_signals else None)
+
+    def _now(self) -> None:
+        self.at_once = True
+        print("second signal: stopping at once", flush=True)
+
+    def reason(self) -> str | None:
+        return self.lifeline.reason() if self.lifeline is not None else None
+
+
+def _begin_stop(ws: Workspace, owner: str, why: str, jobs: list[Job], slots: list[Slot], cpu: Answerer | None,
+                stop_seconds: float) -> None:
+    """Claim nothing more; ask every job to stop at its next step boundary and every answerer after its answer;
+    stop the standbys."""
+    print(f"worker {owner}: {why}: claiming nothing more"
+          + (f"; {len(jobs)} job{'s' if len(jobs) != 1 else ''} asked to save a checkpoint at the next step and stop "
+             f"(runs {', '.join(str(j.run_id) for j in jobs)}, at most {stop_seconds:.0f} s; a second signal stops "
+             "at once)" if jobs else ""), flush=True)
+    for job in jobs:
+        job.ask_to_stop()
+    for answerer in [cpu, *(slot.answerer for slot in slots)]:
+        if answerer is not None:
+            answerer.ask_to_stop()
+    for slot in slots:
+        slot.starter.close()
+
+
+def _stop_now(ws: Workspace, owner: str, jobs: list[Job], max_attempts: int) -> None:
+    """Kill the jobs still running; their runs go back to the queue, to resume from their last checkpoint."""
+    for job in jobs:
+        print(f"worker {owner}: killing the job of run {job.run_id}; it resumes from its last checkpoint", flush=True)
+        job.stopping = True
+        kill_tree(job.proc)
+        job.proc.wait()
+        settle(ws, job, max_attempts)
+
+
 def work(ws: Workspace, once: bool = False, lease_seconds: int = 60, idle_sleep: float = 0.5,
-         stop=lambda: False, gpus: list[str] | None = None, poll: float = 1.0, max_attempts: int = MAX_ATTEMPTS) -> int:
+         stop=lambda: False, gpus: list[str] | None = None, poll: float = 1.0, max_attempts: int = MAX_ATTEMPTS,
+         handle_signals: bool = False, stop_seconds: float = STOP_SECONDS) -> int:
     """The loop: settle ended jobs, maintenance, claim into free slots, renew leases. `once` drains the queue
     and returns; `stop()` stops claiming, and the loop returns when its running jobs have ended.
+
+    `handle_signals` (the main thread of a worker process): SIGTERM/SIGINT, or the owner that started this worker
+    gone (backend.jobs.ownership), stop it gracefully: nothing more is claimed, each job is asked to save a
+    checkpoint at its next step and stop (its run queued again), and the loop returns once they have, or after
+    `stop_seconds` (the rest killed, their runs re-queued); a second signal stops at once.
 
     `gpus`: this worker's GPUs, one job slot each (None: CUDA_VISIBLE_DEVICES, else those `nvidia-smi -L`
     lists); none means one slot, the CPU. The worker never imports torch: each job is its own process,
@@ -256,6 +328,7 @@ def work(ws: Workspace, once: bool = False, lease_seconds: int = 60, idle_sleep:
     jobs: list[Job] = []
     done = 0
     answerer: Answerer | None = None  # on the CPU
+    stopping = Stopping(handle_signals)
     try:
         if not once or not _queue_empty(ws):
             for slot in slots:
@@ -265,6 +338,20 @@ def work(ws: Workspace, once: bool = False, lease_seconds: int = 60, idle_sleep:
                 settle(ws, job, max_attempts)
                 jobs.remove(job)
                 done += 1
+            why = stopping.reason()
+            if why and stopping.since is None:
+                stopping.since = time.monotonic()
+                _begin_stop(ws, owner, why, jobs, slots, answerer, stop_seconds)
+            if stopping.since is not None:
+                if stopping.at_once or time.monotonic() - stopping.since > stop_seconds:
+                    _stop_now(ws, owner, jobs, max_attempts)
+                    jobs.clear()
+                if not jobs:
+                    print(f"worker {owner}: stopped {time.monotonic() - stopping.since:.1f} s after it was asked to",
+                          flush=True)
+                    break
+                time.sleep(min(poll, 0.2))
+                continue
             if stop():
                 if not jobs:
                     break
