@@ -1,10 +1,13 @@
-"""COCO detection JSON: images, annotations with [x, y, w, h] boxes, categories."""
+"""COCO detection JSON: images, annotations with [x, y, w, h] boxes, categories. One file per split as Roboflow
+(`train/_annotations.coco.json`), CVAT (`annotations/instances_train.json`) and COCO itself
+(`instances_val2017.json`) write them: the file's name or folder gives its images' split."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 from backend.data.common import Format, Parsed, Problems, RawSample, Upload, load_json
+from backend.data.split import split_in_path, split_named
 
 
 def _coco_files(upload: Upload) -> list[Path]:
@@ -32,7 +35,8 @@ def parse(upload: Upload, problems: Problems) -> Parsed:
     for path in _coco_files(upload):
         where = upload.rel(path)
         doc = load_json(path, upload)
-        cats = {c.get("id"): str(c.get("name")) for c in doc["categories"] if isinstance(c, dict)}
+        cats = {c.get("id"): str(c.get("name")).strip() for c in doc["categories"] if isinstance(c, dict)}
+        split = split_named(path.stem) or split_in_path(where)
         for name in cats.values():
             if name not in classes:
                 classes.append(name)
@@ -43,7 +47,7 @@ def parse(upload: Upload, problems: Problems) -> Parsed:
             if found is None:
                 problems.add(f"{where} names image '{ref}', which is not in the upload")
                 continue
-            by_image[img.get("id")] = RawSample(found, where=where)
+            by_image[img.get("id")] = RawSample(found, where=where, split=split)
         known_ids = {img.get("id") for img in doc["images"]}
         crowd = 0
         for ann in doc["annotations"]:

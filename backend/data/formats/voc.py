@@ -1,4 +1,7 @@
-"""Pascal VOC XML: one <annotation> file per image with <object><bndbox> pixel boxes."""
+"""Pascal VOC XML: one <annotation> file per image with <object><bndbox> pixel boxes, as LabelImg (XML beside the
+image, a Windows <path>), CVAT's Pascal VOC 1.1 (Annotations/, JPEGImages/, ImageSets/Main/<split>.txt, labelmap.txt)
+and Roboflow (train/ valid/ test/ folders) write it. ImageSets/Main/train.txt, val.txt, test.txt give the split;
+labelmap.txt declares the classes (its 'background', used by no box, is dropped like any unused one)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +11,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
 from backend.data.common import Format, Parsed, Problems, RawSample, Upload
+from backend.data.split import split_named
 
 
 def _voc_files(upload: Upload) -> list[Path]:
@@ -19,9 +23,42 @@ def detect(upload: Upload) -> bool:
     return bool(_voc_files(upload))
 
 
+def _image_sets(upload: Upload) -> dict[str, str]:
+    """Image stem -> split, from ImageSets/Main/{train,val,test}.txt (per-class lists 'cat_train.txt' and the union
+    'trainval.txt' say nothing more)."""
+    out: dict[str, str] = {}
+    for p in upload.with_suffix(".txt"):
+        if p.parent.name.lower() == "main" and p.parent.parent.name.lower() == "imagesets":
+            split = split_named(p.stem)
+            for line in upload.text_lines(p) if split else []:
+                out.setdefault(Path(line.split()[0].replace("\\", "/")).stem, split)
+    return out
+
+
+def _labelmap(upload: Upload) -> list[str]:
+    """Class names CVAT's labelmap.txt declares ('name:r,g,b:parts:actions' lines, '#' comments)."""
+    path = next((p for p in upload.files if p.name.lower() == "labelmap.txt"), None)
+    if path is None:
+        return []
+    return [line.split(":")[0].strip() for line in upload.text_lines(path) if not line.startswith("#")]
+
+
+def _find(upload: Upload, ref: str, xml: Path) -> Path | None:
+    """The image an annotation names: its <filename> (a Windows <path> tail, an extension in another case, or none
+    at all as old LabelImg wrote it), else the image beside the XML with the XML's name."""
+    found = upload.find_image(ref, xml.parent) if ref else None
+    if found is not None:
+        return found
+    stems = {Path(ref.replace("\\", "/")).stem.lower() if ref else xml.stem.lower(), xml.stem.lower()}
+    beside = [p for p in upload.images if p.stem.lower() in stems]
+    near = [p for p in beside if p.parent in (xml.parent, xml.parent.parent / "JPEGImages", xml.parent.parent / "images")]
+    return (near or beside)[0] if len(near or beside) == 1 else None
+
+
 def parse(upload: Upload, problems: Problems) -> Parsed:
-    classes: list[str] = []
+    classes: list[str] = _labelmap(upload)
     samples: list[RawSample] = []
+    splits = _image_sets(upload)
     for path in _voc_files(upload):
         where = upload.rel(path)
         try:
@@ -34,12 +71,12 @@ def parse(upload: Upload, problems: Problems) -> Parsed:
         except ParseError as e:
             problems.add(f"{where} is not valid XML ({e})")
             continue
-        ref = (root.findtext("filename") or path.with_suffix(".jpg").name).strip()
-        image = upload.find_image(ref, path.parent) or upload.find_image(path.stem + Path(ref).suffix, path.parent)
+        ref = (root.findtext("filename") or "").strip()
+        image = _find(upload, ref, path)
         if image is None:
-            problems.add(f"{where} names image '{ref}', which is not in the upload")
+            problems.add(f"{where} names image '{ref or path.stem}', which is not in the upload")
             continue
-        sample = RawSample(image, where=where)
+        sample = RawSample(image, where=where, split=splits.get(image.stem) or splits.get(path.stem))
         for obj in root.iter("object"):
             name = (obj.findtext("name") or "").strip()
             bb = obj.find("bndbox")
