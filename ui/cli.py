@@ -59,11 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     ds = sub.add_parser("datasets", help="import, list, show and delete datasets")
     dsub = ds.add_subparsers(dest="datasets_command", metavar="ACTION", required=True)
     imp = dsub.add_parser("import", help="import a zip or files as a dataset")
-    imp.add_argument("paths", nargs="+", metavar="PATH", help="a zip archive, or images and annotation files")
+    imp.add_argument("paths", nargs="+", metavar="PATH",
+                     help="a zip archive, images and annotation files, or hf:NAME[:CONFIG] (a Hugging Face Hub dataset)")
     imp.add_argument("--name", required=True)
     imp.add_argument("--task", choices=list(TASKS), help="default: the format's task")
     imp.add_argument("--format", default="auto", choices=["auto", *FORMATS])
-    imp.add_argument("--val-fraction", type=float, default=0.2, help="share held out for evaluation (default 0.2)")
+    imp.add_argument("--val-fraction", type=float, default=0.2,
+                     help="share held out for evaluation, stratified, when the export has no train/valid/test split "
+                          "of its own (default 0.2)")
     imp.add_argument("--json", action="store_true")
     imp.set_defaults(func=cmd_datasets_import)
     lst = dsub.add_parser("list", help="list datasets")
@@ -135,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="evaluate a run's adapter on its dataset's held-out split")
     ev.add_argument("--run", type=int, required=True)
+    ev.add_argument("--split", choices=["val", "test"],
+                    help="the held-out split to use (default: val, else the export's test)")
     _checkpoint_flag(ev)
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_eval)

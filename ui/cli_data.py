@@ -12,8 +12,9 @@ def cmd_datasets_import(args: argparse.Namespace) -> int:
     from backend.data.catalog import get_dataset
     from backend.data.importer import import_dataset
     ws = _open(args)
-    import_dataset(ws.store, ws.data_dir, [Path(p) for p in args.paths], args.name, task=args.task,
-                   fmt=args.format, val_fraction=args.val_fraction)
+    sources = [p if p.startswith("hf:") else Path(p) for p in args.paths]
+    import_dataset(ws.store, ws.data_dir, sources, args.name, task=args.task, fmt=args.format,
+                   val_fraction=args.val_fraction)
     info = get_dataset(ws.store, args.name, with_samples=False)
     _print(info, args.json, _describe(info))
     return 0
@@ -21,10 +22,11 @@ def cmd_datasets_import(args: argparse.Namespace) -> int:
 
 def _describe(info: dict) -> str:
     c = info["counts"]
+    held = " and ".join(f"{c[k]} {k}" for k in ("val", "test") if c[k]) or "none"
     lines = [f"{info['name']}: {info['task']} ({info['format']}), {c['total']} images "
-             f"({c['train']} train, {c['val']} held out)"]
+             f"({c['train']} train, held out: {held})", f"  {info['split_note']}"]
     for cls, n in info["per_class"].items():
-        lines.append(f"  {cls}: {n['train']} train, {n['val']} val")
+        lines.append(f"  {cls}: " + ", ".join(f"{n[k]} {k}" for k in ("train", "val", "test") if n[k] or k != "test"))
     lines += [f"  note: {w}" for w in info["warnings"]]
     return "\n".join(lines)
 

@@ -126,7 +126,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from backend.jobs.predict import evaluate_run
-    result = evaluate_run(_open(args), args.run, checkpoint=args.checkpoint)
+    result = evaluate_run(_open(args), args.run, checkpoint=args.checkpoint, split=args.split)
     _print(result, args.json, json.dumps(result, indent=2))
     return 0
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from PIL import Image, ImageOps
 from sqlalchemy import select
 
-from backend.data.catalog import get_dataset
+from backend.data.catalog import get_dataset, heldout_split
 from backend.data.config import ImportLimits
 from backend.data.safety import probe_image
 from backend.data.workspace import Workspace
@@ -186,17 +186,22 @@ def answer_request(ws: Workspace, request: dict) -> list[dict]:
     return answers
 
 
-def evaluate_run(ws: Workspace, run_id: int, checkpoint: str = "best") -> dict:
+def evaluate_run(ws: Workspace, run_id: int, checkpoint: str = "best", split: str | None = None) -> dict:
+    """The run's adapter on its dataset's held-out split (val, else test; or the `split` named), the split named in
+    the result."""
     from backend.engine import heldout
     run = get_run(ws.store, run_id)
     dataset = get_dataset(ws.store, dataset_name(ws.store, run))
-    loaded = _run_loaded(ws, run_id, checkpoint=checkpoint)
-    val = [s for s in dataset["samples"] if s["split"] == "val"]
+    if split is None:
+        split, val = heldout_split(dataset)
+    else:
+        val = [s for s in dataset["samples"] if s["split"] == split]
     if not val:
-        raise ValueError(f"dataset '{dataset['name']}' has no held-out images")
+        raise ValueError(f"dataset '{dataset['name']}' has no held-out images" + (f" in '{split}'" if split else ""))
+    loaded = _run_loaded(ws, run_id, checkpoint=checkpoint)
     settings = TrainSettings.from_dict(run.settings)
-    return heldout.evaluate(loaded, ws.data_dir, dataset, val, settings.task_settings(),
-                            settings.max_completion_length, settings.eval_max_examples)
+    return {**heldout.evaluate(loaded, ws.data_dir, dataset, val, settings.task_settings(),
+                               settings.max_completion_length, settings.eval_max_examples), "split": split}
 
 
 def export(ws: Workspace, run_id: int, out: Path, merged: bool = False, checkpoint: str = "best") -> Path:

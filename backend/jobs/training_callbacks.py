@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from backend.data.catalog import heldout_split
 from backend.data.workspace import Workspace
 from backend.engine.grpo import RolloutRecorder
 from backend.engine.processes import GenerateFn, Processes
@@ -105,7 +106,7 @@ class HeldoutEvaluations:
                  settings: TrainSettings, processes: Processes):
         self.ws, self.run_id, self.token, self.loaded, self.dataset = ws, run_id, token, loaded, dataset
         self.settings, self.processes = settings, processes
-        self.val = [s for s in dataset["samples"] if s["split"] == "val"]
+        self.split, self.val = heldout_split(dataset)  # val, else the export's test; never both
         self.interval = eval_interval(settings)
         self.now: Callable[[], object] | None = None
         """The trainer's current weights as a context manager giving a GenerateFn (set once the trainer exists)."""
@@ -137,5 +138,5 @@ class HeldoutEvaluations:
         metric = METRICS[self.dataset["task"]]
         save_heldout_point(self.ws.store, self.run_id, step, metric(records[:curve]), seconds, token=self.token)
         if phase != "during":
-            save_evaluation(self.ws.store, self.run_id, phase, {**metric(records[:full]), "seconds": seconds},
-                            token=self.token)
+            save_evaluation(self.ws.store, self.run_id, phase,
+                            {**metric(records[:full]), "split": self.split, "seconds": seconds}, token=self.token)
