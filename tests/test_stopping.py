@@ -200,3 +200,56 @@ def test_sigterm_on_postgres(pg_ws):
 
 def test_a_killed_worker_on_postgres(pg_ws):
     check_a_job_whose_worker_is_killed_stops_by_itself(pg_ws)
+
+
+def _page(data_dir):
+    from tests.browser import free_port
+    port = free_port()
+    log = open(data_dir.parent / "page.log", "ab")
+    env = {k: v for k, v in os.environ.items() if k != "VRFT_OWNER"}
+    page = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--data-dir", str(data_dir), "--port", str(port)],
+                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    from backend.jobs.background import worker_pid
+    pid = _wait(lambda: worker_pid(data_dir), 120)
+    assert pid, (data_dir.parent / "page.log").read_text()
+    return page, pid
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_the_page_stops_the_worker_it_started(tmp_path, sig):
+    """Ctrl-C on `python app.py` (SIGINT; `docker stop` sends SIGTERM) stops the page and, gracefully, its worker."""
+    data_dir = tmp_path / "data"
+    page, worker = _page(data_dir)
+    try:
+        time.sleep(2)  # the page serving
+        page.send_signal(sig)
+        assert page.wait(60) == 0, (data_dir.parent / "page.log").read_text()
+        assert _wait(lambda: _gone(worker), 5), "the worker outlived the page"
+        assert "asked to stop (SIGTERM)" in (data_dir / "worker.log").read_text()
+    finally:
+        for pid in (page.pid, worker):
+            if not _gone(pid):
+                os.killpg(pid, signal.SIGKILL)
+
+
+def test_a_worker_whose_page_is_killed_stops(tmp_path):
+    data_dir = tmp_path / "data"
+    page, worker = _page(data_dir)
+    try:
+        page.kill()
+        page.wait()
+        started = time.monotonic()
+        assert _wait(lambda: _gone(worker), 30), "the worker outlived the page that started it"
+        assert "its page is gone" in (data_dir / "worker.log").read_text()
+        print(f"page SIGKILLed -> its worker gone in {time.monotonic() - started:.1f} s")
+    finally:
+        if not _gone(worker):
+            os.killpg(worker, signal.SIGKILL)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 from pathlib import Path
 
 from backend.data.workspace import open_workspace
@@ -52,15 +53,25 @@ def serve(data_dir: Path, host: str = "127.0.0.1", port: int = 7860, auth: str |
 
     from ui.app import build_app
 
-    from backend.jobs.background import DemoSetup, ensure_worker
+    from backend.jobs.background import DemoSetup, ensure_worker, stop_started_worker
 
     ws = open_workspace(data_dir)
     demo = DemoSetup(ws)
+    signal.signal(signal.SIGTERM, _interrupt)  # `docker stop`, `systemctl stop`: as Ctrl-C
     worker = ensure_worker(ws.data_dir)
-    app = build_app(ws, demo)
-    print(f"Visual-RFT Studio: http://{host}:{port} (data in {ws.data_dir.resolve()}, worker pid {worker})",
-          flush=True)
-    app.queue(default_concurrency_limit=4).launch(
-        server_name=host, server_port=port, auth=credentials, share=share, max_file_size=MAX_UPLOAD,
-        footer_links=["api"], show_error=False, quiet=True, ssr_mode=False)
+    try:
+        app = build_app(ws, demo)
+        print(f"Visual-RFT Studio: http://{host}:{port} (data in {ws.data_dir.resolve()}, worker pid {worker}); "
+              "Ctrl-C stops the page and the worker it started", flush=True)
+        app.queue(default_concurrency_limit=4).launch(
+            server_name=host, server_port=port, auth=credentials, share=share, max_file_size=MAX_UPLOAD,
+            footer_links=["api"], show_error=False, quiet=True, ssr_mode=False)
+    except KeyboardInterrupt:
+        pass
+    finally:  # the page's own worker stops with it (jobs checkpointed, runs re-queued); one started apart does not
+        stop_started_worker(worker)
     return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
