@@ -160,3 +160,52 @@ def test_uploads_leave_gradio_cache_once_imported_or_refused(tmp_path):
         assert status == "✓ Imported **pets**."
         left = [p.name for p in cache.rglob("*") if p.is_file()]
         assert "pets.zip" not in left and "junk.zip" not in left, left
+
+
+def _login_answer(url: str, user: str, password: str) -> tuple[int, str, str | None]:
+    """(status, detail sentence, Retry-After) of one POST /login."""
+    data = urllib.parse.urlencode({"username": user, "password": password}).encode()
+    try:
+        with urllib.request.urlopen(f"{url}/login", data=data, timeout=10) as r:
+            return r.status, "", None
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}").get("detail", ""), e.headers.get("Retry-After")
+
+
+def test_failed_logins_are_slowed_down_and_say_when_to_retry(tmp_path):
+    """100 wrong passwords used to be answered in 2.7 s. Now, after 3 wrong ones from an address, the next try is
+    refused unheard (429) with a sentence saying when to retry, and each further failure doubles the wait; a correct
+    login (from the start, or once the wait is over) is let in and clears the count."""
+    import time
+    with running_app(tmp_path / "data", "--auth", "ada:s3cret") as (url, _):
+        assert _login_answer(url, "ada", "s3cret")[0] == 200  # a correct login: never slowed
+        assert [_login_answer(url, "ada", f"guess{i}")[0] for i in range(3)] == [400, 400, 400]  # free
+        assert _login_answer(url, "ada", "guess3")[0] == 400  # heard, and now the address waits 1 s
+        status, sentence, retry = _login_answer(url, "ada", "s3cret")  # even the right one, until then
+        assert status == 429 and retry == "1", (status, sentence)
+        assert re.fullmatch(r"Too many failed logins from this address or for this user: try again in 1 second "
+                            r"\(after \d\d:\d\d:\d\d\)\.", sentence), sentence
+        started = time.monotonic()
+        refused = sum(_login_answer(url, "ada", "guess")[0] == 429 for _ in range(50))
+        assert refused >= 49 and time.monotonic() - started < 10  # a script's burst: refused, nothing checked
+        time.sleep(1.1)
+        assert _login_answer(url, "ada", "wrong")[0] == 400  # heard after the wait; the next wait doubles
+        status, sentence, retry = _login_answer(url, "ada", "s3cret")
+        assert status == 429 and retry == "2" and "try again in 2 seconds" in sentence
+        time.sleep(2.1)
+        assert _login_answer(url, "ada", "s3cret")[0] == 200  # the right password after the wait: in, count cleared
+        assert _login_answer(url, "ada", "wrong")[0] == 400
+        assert _login_answer(url, "ada", "s3cret")[0] == 200
+
+
+def test_the_throttle_doubles_up_to_five_minutes_per_address_and_per_user():
+    from ui.login_throttle import MAX_WAIT, Throttle
+    now = [0.0]
+    t = Throttle(clock=lambda: now[0])
+    waits = [t.failed("10.0.0.1", "ada") for _ in range(14)]
+    assert waits == [0, 0, 0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300] and MAX_WAIT == 300
+    assert t.wait("10.0.0.2", "bob") == 0  # another address, another user: not slowed
+    assert t.wait("10.0.0.2", "ada") == 8  # ada's name, from anywhere: 14 failures, 10 free: 1, 2, 4, 8
+    now[0] += 301
+    t.succeeded("10.0.0.1", "ada")
+    assert t.wait("10.0.0.1", "ada") == 0 and t.failed("10.0.0.1", "ada") == 0

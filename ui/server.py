@@ -63,9 +63,14 @@ def serve(data_dir: Path, host: str = "127.0.0.1", port: int = 7860, auth: str |
         app = build_app(ws, demo)
         print(f"Visual-RFT Studio: http://{host}:{port} (data in {ws.data_dir.resolve()}, worker pid {worker}); "
               "Ctrl-C stops the page and the worker it started", flush=True)
+        from starlette.middleware import Middleware
+
+        from ui.login_throttle import LOGIN_NOTE, LoginThrottle
         app.queue(default_concurrency_limit=4).launch(
             server_name=host, server_port=port, auth=credentials, share=share, max_file_size=MAX_UPLOAD,
-            footer_links=["api"], show_error=False, quiet=True, ssr_mode=False)
+            footer_links=["api"], show_error=False, quiet=True, ssr_mode=False,
+            auth_message=LOGIN_NOTE if credentials else None,
+            app_kwargs={"middleware": [Middleware(LoginThrottle)]})  # failed logins slowed down
     except KeyboardInterrupt:
         pass
     finally:  # the page's own worker stops with it (jobs checkpointed, runs re-queued); one started apart does not
