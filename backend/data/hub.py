@@ -33,6 +33,7 @@ def download_hub_dataset(ref: str, dest: Path, cache: Path, max_rows: int | None
     """Load `ref` from the Hub (every split) and save it to `dest` with `save_to_disk`; ImportProblem with one
     sentence when the network, the name or the config fails."""
     name, config = parse_ref(ref)
+    _reachable(name)
     import datasets
     try:
         loaded = datasets.load_dataset(name, config, cache_dir=str(cache))
@@ -44,3 +45,20 @@ def download_hub_dataset(ref: str, dest: Path, cache: Path, max_rows: int | None
         raise ImportProblem(f"the Hugging Face dataset '{name}' holds {rows} rows; the limit is {max_rows} images")
     loaded.save_to_disk(str(dest))
     return dest
+
+
+def _reachable(name: str, timeout: float = 10.0) -> None:
+    """Ask the Hub about `name` once, without the download retries, so that no network or an unknown name is one
+    sentence within seconds (datasets.load_dataset retries for half a minute first)."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+    try:
+        HfApi().dataset_info(name, timeout=timeout)
+    except GatedRepoError:
+        raise ImportProblem(f"the Hugging Face dataset '{name}' is gated: accept its terms on the Hub and log in "
+                            "(huggingface-cli login)") from None
+    except RepositoryNotFoundError:
+        raise ImportProblem(f"there is no Hugging Face dataset named '{name}' (or it is private)") from None
+    except Exception as e:  # noqa: BLE001 - no network, a proxy, a timeout: one sentence
+        raise ImportProblem(f"the Hugging Face dataset '{name}' could not be loaded: the Hub cannot be reached "
+                            f"({type(e).__name__})") from None

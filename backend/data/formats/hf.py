@@ -160,8 +160,8 @@ def parse(upload: Upload, problems: Problems) -> Parsed:
     samples: list[RawSample] = []
     raw_boxes: list[tuple[RawSample, list[list[float]], list[str]]] = []
     task = None
-    taken: set[str] = set()
     for split, where, features, table in _tables(upload):
+        taken: set[str] = set()
         image_col = _image_column(features)
         if image_col is None:
             raise ImportProblem(f"{where} has no image column (a `datasets.Image` feature)")
@@ -184,7 +184,7 @@ def parse(upload: Upload, problems: Problems) -> Parsed:
                 classes.append(name)
         for i, row in enumerate(_rows(table)):
             at = f"{where} row {i}"
-            image = _write_image(row.get(image_col), upload, split, len(samples), taken)
+            image = _write_image(row.get(image_col), upload, split, i, taken)
             if isinstance(image, str):
                 problems.add(f"{at} {image}")
                 continue
