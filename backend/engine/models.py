@@ -53,6 +53,8 @@ def load_processor(model: str, *, min_pixels: int | None = None, max_pixels: int
     import transformers
 
     source, family = resolve_model(model)
+    from backend.engine.hub import ensure_available
+    ensure_available(source, model)  # a hub id that cannot be had: one sentence within seconds, not minutes of retries
     try:
         processor = transformers.AutoProcessor.from_pretrained(source)
     except Exception as e:  # noqa: BLE001 - any loading failure becomes one sentence
