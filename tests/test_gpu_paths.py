@@ -14,7 +14,8 @@ import pytest
 
 from backend.data.demo.dataset import ensure_demo_dataset
 from backend.engine.gpus import (accelerate_config, launch_command, parse_gpus, settings_problem, visible_gpus)
-from backend.engine.settings import TrainSettings, generation_backend, preset, uses_qlora
+from backend.engine.run_plan import plan_run
+from backend.engine.settings import TrainSettings, preset
 from backend.jobs.runs import create_run
 from backend.jobs.run_history import rollouts, run_json
 from tests.conftest import run_cli
@@ -30,12 +31,18 @@ def _tiny(**overrides) -> TrainSettings:
 
 # ------------------------------------------------------------------ the GRPOConfig a job builds
 
+def job_config(settings: TrainSettings, device: str, vllm_available: bool, **plan) -> dict:
+    """The GRPOConfig keywords a job builds on `device`: its run plan first, as training.run_job does (no model
+    shape here: the plan's rule without an estimate)."""
+    from backend.jobs.training import grpo_config_kwargs
+    chosen = plan_run(settings, None, cuda=device == "cuda", vllm_installed=vllm_available, **plan)
+    return grpo_config_kwargs(settings, Path("/tmp/out"), device, chosen, vllm_available)
+
+
 def test_cpu_job_config_is_hf_generate_and_builds():
     from trl import GRPOConfig
-
-    from backend.jobs.training import grpo_config_kwargs
-    kwargs = grpo_config_kwargs(_tiny(), Path("/tmp/out"), "cpu", vllm_available=True)
-    assert "use_vllm" not in kwargs and "use_liger_kernel" not in kwargs
+    kwargs = job_config(_tiny(), "cpu", vllm_available=True)
+    assert "use_vllm" not in kwargs and "use_liger_kernel" not in kwargs and "cache_implementation" not in kwargs
     assert kwargs["use_cpu"] is True and kwargs["bf16"] is False and kwargs["gradient_checkpointing"] is False
     assert kwargs["per_device_train_batch_size"] == 2 and kwargs["max_completion_length"] == 16
     config = GRPOConfig(**kwargs)  # what the job trains with on this machine
@@ -45,10 +52,8 @@ def test_cpu_job_config_is_hf_generate_and_builds():
 @pytest.mark.parametrize("backend", ["auto", "vllm"])
 def test_cuda_job_with_vllm_installed_generates_with_colocated_vllm(backend):
     from trl import GRPOConfig
-
-    from backend.jobs.training import grpo_config_kwargs
     settings = _tiny(generation_backend=backend, vllm_gpu_memory_utilization=0.4, use_liger_kernel=True)
-    kwargs = grpo_config_kwargs(settings, Path("/tmp/out"), "cuda", vllm_available=True)
+    kwargs = job_config(settings, "cuda", vllm_available=True)
     expected = {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.4,
                 "vllm_enable_sleep_mode": True}
     assert {k: kwargs[k] for k in expected} == expected
@@ -58,25 +63,49 @@ def test_cuda_job_with_vllm_installed_generates_with_colocated_vllm(backend):
     assert set(kwargs) <= known  # every key is one of TRL 1.16's GRPOConfig fields
 
 
-def test_auto_is_hf_without_vllm_on_cpu_or_with_qlora():
+def test_vllm_share_comes_from_the_estimate_when_unset():
+    settings = _tiny(generation_backend="vllm")
+    plan = plan_run(settings, "Qwen/Qwen2.5-VL-3B-Instruct", cuda=True, vllm_installed=True, gpu_gib=80)
+    from backend.engine.memory import estimate, job_from_settings, vllm_need_gib
+    need = vllm_need_gib(job_from_settings(settings, "Qwen/Qwen2.5-VL-3B-Instruct", qlora=False,
+                                           generation="vllm", gpu_gib=80))
+    assert need * 1.1 / 80 <= plan.vllm_gpu_memory_utilization <= need * 1.1 / 80 + 0.01
     from backend.jobs.training import grpo_config_kwargs
-    assert "use_vllm" not in grpo_config_kwargs(_tiny(), Path("/o"), "cuda", vllm_available=False)
-    assert "use_vllm" not in grpo_config_kwargs(_tiny(qlora=True), Path("/o"), "cuda", vllm_available=True)
-    assert generation_backend(_tiny(), cuda=False, vllm_installed=True) == "hf"
-    assert generation_backend(_tiny(generation_backend="hf"), cuda=True, vllm_installed=True) == "hf"
+    kwargs = grpo_config_kwargs(settings, Path("/o"), "cuda", plan, vllm_available=True)
+    assert kwargs["vllm_gpu_memory_utilization"] == plan.vllm_gpu_memory_utilization
+    assert plan.estimate_gib == round(estimate(job_from_settings(
+        settings, "Qwen/Qwen2.5-VL-3B-Instruct", qlora=False, generation="vllm", gpu_gib=80)).total_gib, 1)
+
+
+def test_auto_is_hf_without_vllm_on_cpu_or_with_qlora():
+    assert "use_vllm" not in job_config(_tiny(), "cuda", vllm_available=False)
+    assert "use_vllm" not in job_config(_tiny(qlora=True), "cuda", vllm_available=True)
+    assert plan_run(_tiny(), None, cuda=False, vllm_installed=True).backend == "hf"
+    assert plan_run(_tiny(generation_backend="hf"), None, cuda=True, vllm_installed=True).backend == "hf"
 
 
 def test_vllm_trains_a_bf16_base_and_refuses_qlora():
-    from backend.jobs.training import grpo_config_kwargs
-    # QLoRA left to the machine (None): 4-bit on CUDA with HF generate, bf16 LoRA with vLLM or ZeRO-3.
-    assert uses_qlora(_tiny(), cuda=True, backend="hf") is True
-    assert uses_qlora(_tiny(), cuda=True, backend="vllm") is False
-    assert uses_qlora(_tiny(num_gpus=2, distributed="zero3"), cuda=True, backend="hf") is False
-    assert uses_qlora(_tiny(), cuda=False, backend="hf") is False
+    def plan(settings, **kw):
+        return plan_run(settings, None, **{"cuda": True, "vllm_installed": False, **kw})
+    # QLoRA left to the machine (None), no estimate: 4-bit with HF generate, bf16 LoRA with vLLM or ZeRO-3.
+    assert plan(_tiny()).qlora is True
+    assert plan(_tiny(), vllm_installed=True).qlora is False
+    assert plan(_tiny(num_gpus=2, distributed="zero3")).qlora is False
+    assert plan(_tiny(), cuda=False).qlora is False
     with pytest.raises(ValueError, match=r"^generation backend 'vllm' cannot train a 4-bit \(QLoRA\) base"):
-        grpo_config_kwargs(_tiny(generation_backend="vllm", qlora=True), Path("/o"), "cuda", vllm_available=True)
+        job_config(_tiny(generation_backend="vllm", qlora=True), "cuda", vllm_available=True)
     with pytest.raises(ValueError, match=r"^generation backend 'vllm' needs a CUDA GPU and the vllm package"):
-        grpo_config_kwargs(_tiny(generation_backend="vllm"), Path("/o"), "cpu", vllm_available=True)
+        job_config(_tiny(generation_backend="vllm"), "cpu", vllm_available=True)
+
+
+def test_compiled_generation_is_a_static_cache_on_cuda_only():
+    kwargs = job_config(_tiny(compile_generation=True, generation_backend="hf"), "cuda", vllm_available=True)
+    assert kwargs["cache_implementation"] == "static" and "use_vllm" not in kwargs
+    with pytest.raises(ValueError, match=r"^compile_generation compiles HF generate on a CUDA GPU"):
+        job_config(_tiny(compile_generation=True), "cpu", vllm_available=False)
+    with pytest.raises(ValueError, match=r"^compile_generation compiles HF generate on a CUDA GPU"):
+        job_config(_tiny(compile_generation=True, generation_backend="vllm", qlora=False), "cuda",
+                   vllm_available=True)
 
 
 def test_evaluation_without_a_vllm_engine_uses_hf_generate():

@@ -235,6 +235,7 @@ def test_rl_options_from_the_cli_reach_trls_config(tmp_path):
     from backend.data.workspace import open_workspace
     from backend.engine.settings import TrainSettings
     from backend.jobs.runs import get_run
+    from backend.engine.run_plan import RunPlan
     from backend.jobs.training import grpo_config_kwargs
 
     data = tmp_path / "data"
@@ -244,11 +245,13 @@ def test_rl_options_from_the_cli_reach_trls_config(tmp_path):
         "--scale-rewards", "none", "--importance-sampling-level", "sequence", "--top-p", "0.9", "--epsilon", "0.1",
         "--epsilon-high", "0.28", "--mask-truncated-completions", "--max-steps", "7", "--json", data_dir=data).stdout)["id"]
     settings = TrainSettings.from_dict(get_run(open_workspace(data).store, run_id).settings)
-    config = GRPOConfig(**grpo_config_kwargs(settings, tmp_path / "out", "cpu", vllm_available=False))
+    config = GRPOConfig(**grpo_config_kwargs(settings, tmp_path / "out", "cpu", RunPlan("hf", False),
+                                              vllm_available=False))
     assert (config.loss_type, config.scale_rewards, config.importance_sampling_level) == ("dr_grpo", "none", "sequence")
     assert (config.top_p, config.epsilon, config.epsilon_high) == (0.9, 0.1, 0.28)
     assert config.mask_truncated_completions is True and config.max_steps == 7
-    default = GRPOConfig(**grpo_config_kwargs(TrainSettings(), tmp_path / "out", "cpu", vllm_available=False))
+    default = GRPOConfig(**grpo_config_kwargs(TrainSettings(), tmp_path / "out", "cpu", RunPlan("hf", False),
+                                               vllm_available=False))
     assert (default.loss_type, default.scale_rewards, default.importance_sampling_level) == ("dapo", "group", "token")
     bad = run_cli("runs", "create", "--dataset", "demo-shapes", "--model", "demo", "--loss-type", "ppo",
                   data_dir=data, check=False)

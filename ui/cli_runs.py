@@ -30,7 +30,8 @@ def cmd_runs_create(args: argparse.Namespace) -> int:
     ws, settings = _open(args), _settings(args)
     memory = None if args.ignore_memory_estimate else launch_check(ws, args.dataset, args.model, settings)
     run_id = create_run(ws.store, args.dataset, args.model, settings)
-    text = f"queued run {run_id}" + (f"\n  GPU memory estimate: {memory['summary']}" if memory else "")
+    text = f"queued run {run_id}" + (f"\n  on a GPU: {memory['plan']}\n  GPU memory estimate: {memory['summary']}"
+                                     if memory else "")
     _print({"id": run_id, "memory": memory}, args.json, text)
     return 0
 
@@ -50,6 +51,7 @@ def cmd_models_check(args: argparse.Namespace) -> int:
             lines.append(f"  {im['original'][0]}x{im['original'][1]} -> {im['input'][0]}x{im['input'][1]} "
                          f"(frame {im['frame'][0]}x{im['frame'][1]}), {im['visual_tokens']} tokens   e.g. {im['path']}")
     if result["memory"]:
+        lines.append(f"  on a GPU: {result['memory']['plan']}")
         lines.append(f"  GPU memory estimate (largest image): {result['memory']['summary']}")
     base = result["baseline"]
     if base:

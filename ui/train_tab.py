@@ -141,7 +141,7 @@ def check_view(result: dict) -> tuple[list[list], list[tuple[str, str]], str]:
                            f"{result['min_pixels']:,}–{result['max_pixels']:,} pixels; the largest takes "
                            f"{result['largest_visual_tokens']} visual tokens."]
     if result.get("memory"):
-        lines.append(f"**GPU memory estimate:** {result['memory']['summary']}")
+        lines.append(f"**GPU plan:** {result['memory']['plan']}; **memory estimate:** {result['memory']['summary']}")
     base = result.get("baseline")
     if base:
         lines.append(f"**Zero-shot baseline** on {len(base['samples'])} training images: format rate "

@@ -63,7 +63,7 @@ def settings_problem(settings: TrainSettings, gpu_count: int, has=installed) -> 
         return f"generation backend must be one of {', '.join(GENERATION_BACKENDS)}, got '{s.generation_backend}'"
     if s.distributed not in DISTRIBUTED_MODES:
         return f"distributed must be one of {', '.join(DISTRIBUTED_MODES)}, got '{s.distributed}'"
-    if not 0 < s.vllm_gpu_memory_utilization < 1:
+    if s.vllm_gpu_memory_utilization is not None and not 0 < s.vllm_gpu_memory_utilization < 1:
         return f"vllm_gpu_memory_utilization must be between 0 and 1, got {s.vllm_gpu_memory_utilization}"
     if s.generation_backend == "vllm":
         if gpu_count == 0:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from backend.engine.processes import GenerateFn
-from backend.engine.settings import TrainSettings, generation_backend
+from backend.engine.run_plan import RunPlan
+from backend.engine.settings import TrainSettings
 from backend.scoring.advantages import group_stats, weighted_totals
 from backend.scoring.rewards import REWARDS, read_solution
 
@@ -20,22 +21,27 @@ def vllm_installed() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def grpo_config_kwargs(settings: TrainSettings, output_dir: Path, device: str, vllm_available: bool) -> dict:
+def grpo_config_kwargs(settings: TrainSettings, output_dir: Path, device: str, plan: RunPlan,
+                       vllm_available: bool) -> dict:
     """The job's GRPOConfig, as keyword arguments (build_trainer builds `GRPOConfig(**these)`).
 
-    Pure: the device ("cuda" or "cpu") and whether vLLM is installed are arguments, so the CUDA and vLLM
-    mapping is testable on a CPU (GRPOConfig itself refuses bf16 without a GPU, hence a dict). Raises
-    ValueError (one sentence) for what this machine cannot run; `runs create` refuses that earlier.
+    Pure: the device ("cuda" or "cpu"), the run plan (weights and generation engine) and whether vLLM is
+    installed are arguments, so the CUDA and vLLM mapping is testable on a CPU (GRPOConfig itself refuses bf16
+    without a GPU, hence a dict). Raises ValueError (one sentence) for what this machine cannot run; `runs
+    create` refuses that earlier.
     """
     cuda = device == "cuda"
-    backend = generation_backend(settings, cuda, vllm_available)
+    backend = plan.backend
     if backend == "vllm" and not (cuda and vllm_available):
         raise ValueError("generation backend 'vllm' needs a CUDA GPU and the vllm package, and this machine has "
                          + ("no GPU" if not cuda else "no vllm") + "; use 'hf' or 'auto'")
-    if backend == "vllm" and settings.qlora:
+    if backend == "vllm" and plan.qlora:
         raise ValueError("generation backend 'vllm' cannot train a 4-bit (QLoRA) base: TRL cannot load "
                          "LoRA-merged 4-bit weights into vLLM; choose settings without QLoRA or generation "
                          "backend 'hf'")
+    if settings.compile_generation and not (cuda and backend == "hf"):
+        raise ValueError("compile_generation compiles HF generate on a CUDA GPU; turn it off "
+                         + ("on this machine" if not cuda else "with vLLM generating"))
     if settings.use_liger_kernel and not cuda:
         raise ValueError("use_liger_kernel needs a CUDA GPU; turn it off on this machine")
     kwargs = dict(
@@ -58,13 +64,40 @@ def grpo_config_kwargs(settings: TrainSettings, output_dir: Path, device: str, v
         # (TRL issue 4973), hence the bf16 LoRA base. Sleep mode (level 2) frees the engine's memory while the
         # model trains; its weights are pushed again before the next generation.
         kwargs.update(use_vllm=True, vllm_mode="colocate", vllm_enable_sleep_mode=True,
-                      vllm_gpu_memory_utilization=settings.vllm_gpu_memory_utilization,
+                      vllm_gpu_memory_utilization=plan.vllm_gpu_memory_utilization,
                       vllm_max_model_length=VLLM_PROMPT_TOKENS + settings.max_completion_length)
-    # HF generate keeps TRL's dynamic cache: cache_implementation="static" alone is not the measured 4x (that was a
-    # compiled static cache), and TRL 1.16 builds its GenerationConfig with disable_compile=True.
+    if settings.compile_generation:
+        # A static KV cache is what transformers compiles decoding for; TRL 1.16 then builds its GenerationConfig
+        # with disable_compile=True, which allow_compiled_generation lifts once the trainer exists.
+        kwargs["cache_implementation"] = "static"
     if settings.use_liger_kernel:
         kwargs["use_liger_kernel"] = True
     return kwargs
+
+
+def presized(rows: list[dict], folder: Path, input_size_of) -> list[dict]:
+    """`rows` with each image replaced by a copy already at the size the model's processor feeds it
+    (`input_size_of`: original size -> input size). TRL's colocate mode hands vLLM prompt ids expanded by the HF
+    processor together with the raw image, which vLLM preprocesses again; wherever the two resize differently
+    the ids and the image features mis-align (TRL #6401: an M-RoPE shape crash, or silently corrupted
+    prompts). An image already at its input size (multiples of the patch grid, within the pixel limits) is
+    left as it is by both, so they expand it to the same tokens."""
+    from PIL import Image
+    folder.mkdir(parents=True, exist_ok=True)
+    out, done = [], {}
+    for row in rows:
+        src = row["image"]
+        if src not in done:
+            with Image.open(src) as im:
+                size = input_size_of(im.size)
+                if tuple(size) == im.size:
+                    done[src] = src
+                else:
+                    dst = folder / f"{len(done):06d}.png"
+                    im.convert("RGB").resize(tuple(size), Image.BICUBIC).save(dst)
+                    done[src] = str(dst)
+        out.append({**row, "image": done[src]})
+    return out
 
 
 def vllm_resizes_like(processor) -> None:
@@ -170,6 +203,17 @@ def build_trainer(loaded, config_kwargs: dict, rows: list[dict], settings: Train
     train_ds = Dataset.from_list(rows).cast_column("image", Image())
     if backend == "vllm":
         vllm_resizes_like(loaded.processor)
-    return GRPOTrainer(model=loaded.model, processing_class=loaded.processor, args=config, train_dataset=train_ds,
+    trainer = GRPOTrainer(model=loaded.model, processing_class=loaded.processor, args=config, train_dataset=train_ds,
                        reward_funcs=[recorder.wrap(n) for n in settings.rewards], peft_config=peft_config,
                        callbacks=callbacks)
+    if settings.compile_generation:
+        allow_compiled_generation(trainer)
+    return trainer
+
+
+def allow_compiled_generation(trainer) -> None:
+    """Let transformers compile decoding in the trainer's HF generate. TRL 1.16's GRPOTrainer builds its
+    GenerationConfig with `disable_compile=True` (grpo_trainer.py, `GenerationConfig(**generation_kwargs,
+    disable_compile=True)`); with a static cache (GRPOConfig cache_implementation="static") and this flag
+    lifted, transformers compiles the decoding forward on CUDA (`_valid_auto_compile_criteria`)."""
+    trainer.generation_config.disable_compile = False

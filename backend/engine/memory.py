@@ -16,8 +16,13 @@ The estimate adds up separately modelled parts, in GiB:
   layer recomputed with its gradients, plus the completion logits (TRL keeps only those).
   Without it: every layer's activations. LoRA dropout copies each adapter input (and a mask).
 - kv_cache: generation with transformers: the KV cache at full length plus one layer's prefill
-  working set over all prompt tokens. With vLLM (colocated), the share of the card vLLM reserves
-  (gpu_memory_utilization x card size); it holds its own weights and cache there for the run.
+  working set over all prompt tokens. With vLLM (colocated), the share of the card the engine
+  reserves (gpu_memory_utilization x card size), which must hold what the engine needs
+  (`vllm_need_gib`): its own bf16 copy of the whole model, the KV cache of every sequence of a step
+  at full length, and VLLM_OVERHEAD_GIB for its profiling forward, CUDA graphs and the vision
+  encoder's budget. TRL's colocate mode runs the engine with sleep mode (level 2): weights and cache
+  are released while the model trains, so the share is a phase like HF generation, not resident.
+  The vLLM parts are read from how vLLM allocates, not yet measured on a card.
 - vision_activations / vision_attention: the vision encoder over every sequence's image (TRL
   repeats the image per completion), packed patches through its MLP, and its SDPA attention with
   fp32 scores: sequences x heads x visual_tokens^2 x 4 bytes. That is how the measured 4000x3000
@@ -48,6 +53,7 @@ parameter counts computed from them and rounded; approximate, within a few perce
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
@@ -69,6 +75,11 @@ UPCAST_ACTIVATION_BYTES = 3.0
 fp32 while autocast still runs the projections in bf16 (fitted: 3B nf4 against 3B bf16 LoRA)."""
 OVERHEAD_FIXED_GIB = 1.0
 OVERHEAD_SHARE = 0.15
+VLLM_OVERHEAD_GIB = 2.0
+"""vLLM's own working memory inside its share beyond weights and KV cache: the profiling forward over
+max_num_batched_tokens, CUDA graphs, the multimodal encoder's budget (not measured: vLLM's docs and code)."""
+VLLM_HEADROOM = 1.1
+"""A vLLM share chosen from the need (gpu_memory_utilization unset) leaves this factor of room over it."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +101,8 @@ class JobSpec:
     max_completion_length: int = 256
     gradient_checkpointing: bool = True
     generation: Literal["hf", "vllm"] = "hf"
-    vllm_gpu_memory_utilization: float = 0.3
+    vllm_gpu_memory_utilization: float | None = None
+    """vLLM's share of the card; None = what the engine needs (vllm_share), with VLLM_HEADROOM."""
     gpu_gib: float | None = None
     """Card size; needed for vLLM (its reservation is a share of the card)."""
 
@@ -118,15 +130,15 @@ class MemoryEstimate:
     peak_phase: str
     """Which phase sets the peak: 'generation', 'vision encoder' or 'training step'."""
 
-    def fits(self, gpu_gib: float) -> bool:
-        return self.total_gib <= gpu_gib
+    vllm_need_gib: float = 0.0
+    """With vLLM: what the engine needs inside its share (weights, KV cache, its overhead); 0 with HF."""
 
-    def advice(self, gpu_gib: float) -> list[str]:
-        from backend.engine.memory_advice import advice
-        return advice(self.job, gpu_gib)
+    def fits(self, gpu_gib: float) -> bool:
+        """The peak fits the card and, with vLLM, its share holds what the engine needs."""
+        return self.total_gib <= gpu_gib and self.kv_cache_gib >= self.vllm_need_gib
 
     def parts(self) -> dict[str, float]:
-        return {k: v for k, v in asdict(self).items() if k.endswith("_gib")}
+        return {k: v for k, v in asdict(self).items() if k.endswith("_gib") and k != "vllm_need_gib"}
 
     def summary(self) -> str:
         p = self.parts()
@@ -185,10 +197,12 @@ def estimate(job: JobSpec | None = None, /, **fields) -> MemoryEstimate:
 
     # Generation.
     kv_dim = s.kv_heads * s.head_dim
+    vllm_need = 0.0
     if job.generation == "vllm":
         if job.gpu_gib is None:
             raise ValueError("a vLLM estimate needs the card size (gpu_gib): vLLM reserves a share of it")
-        generation = job.vllm_gpu_memory_utilization * job.gpu_gib * GIB
+        vllm_need = vllm_need_gib(job) * GIB
+        generation = vllm_share(job) * job.gpu_gib * GIB
     elif job.generation == "hf":
         cache = 2 * s.layers * kv_dim * a * b * (prompt + job.max_completion_length)
         prefill = b * prompt * a * (3 * s.hidden + s.heads * s.head_dim + 2 * kv_dim + 3 * s.intermediate)
@@ -201,12 +215,9 @@ def estimate(job: JobSpec | None = None, /, **fields) -> MemoryEstimate:
     vision_acts = patches * (4 * s.vision_hidden + s.vision_mlp_matrices * s.vision_intermediate) * a
     vision_attn = b * s.vision_heads * job.visual_tokens ** 2 * 4
 
-    phases = {"training step": acts, "vision encoder": vision_acts + vision_attn}
+    # vLLM sleeps (releasing its share) while the model trains, so its share is a phase like HF generation.
+    phases = {"training step": acts, "vision encoder": vision_acts + vision_attn, "generation": generation}
     resident = weights + lora
-    if job.generation == "vllm":
-        resident += generation
-    else:
-        phases["generation"] = generation
     phase = max(phases, key=phases.get)
     dynamic = resident + phases[phase]
     overhead = OVERHEAD_FIXED_GIB * GIB + OVERHEAD_SHARE * dynamic
@@ -214,7 +225,27 @@ def estimate(job: JobSpec | None = None, /, **fields) -> MemoryEstimate:
         job=job, weights_gib=weights / GIB, lora_optimizer_gib=lora / GIB, activations_gib=acts / GIB,
         kv_cache_gib=generation / GIB, vision_activations_gib=vision_acts / GIB,
         vision_attention_gib=vision_attn / GIB, overhead_gib=overhead / GIB,
-        total_gib=(dynamic + overhead) / GIB, peak_phase=phase)
+        total_gib=(dynamic + overhead) / GIB, peak_phase=phase, vllm_need_gib=vllm_need / GIB)
+
+
+def vllm_need_gib(job: JobSpec) -> float:
+    """What a colocated vLLM engine needs inside its share, in GiB: a bf16 copy of the whole model (vLLM
+    loads the base, TRL pushes the LoRA-merged weights into it), the KV cache of every sequence of a step
+    at full length (prompt + completion), and VLLM_OVERHEAD_GIB."""
+    s = job.model
+    weights = s.total_params_b * 1e9 * 2
+    kv = 2 * s.layers * s.kv_heads * s.head_dim * 2 * job.sequences * (
+        job.prompt_tokens + job.visual_tokens + job.max_completion_length)
+    return (weights + kv) / GIB + VLLM_OVERHEAD_GIB
+
+
+def vllm_share(job: JobSpec) -> float:
+    """The share of the card vLLM reserves: as set, else its need with VLLM_HEADROOM (at most 0.95)."""
+    if job.vllm_gpu_memory_utilization is not None:
+        return job.vllm_gpu_memory_utilization
+    if job.gpu_gib is None:
+        raise ValueError("a vLLM estimate needs the card size (gpu_gib): vLLM reserves a share of it")
+    return min(0.95, round(math.ceil(100 * vllm_need_gib(job) * VLLM_HEADROOM / job.gpu_gib) / 100, 2))
 
 
 def default_max_pixels(model: str | ModelShape) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from backend.engine.memory import JobSpec, MemoryEstimate, estimate
+from backend.engine.memory import JobSpec, MemoryEstimate, estimate, vllm_need_gib
 
 MIN_GENERATIONS = 4
 """GRPO compares completions within a group: fewer than 4 gives little signal."""
@@ -56,6 +56,23 @@ def advice(job: JobSpec | MemoryEstimate, gpu_gib: float) -> list[str]:
                 else f"the estimate becomes {total:.1f} GiB, still over {card}")
 
     out: list[str] = []
+    if job.generation == "vllm":
+        need = vllm_need_gib(job)
+        if job.vllm_gpu_memory_utilization is not None and job.vllm_gpu_memory_utilization * gpu_gib < need:
+            new = replace(job, vllm_gpu_memory_utilization=None)
+            share = estimate(new).kv_cache_gib / gpu_gib
+            out.append(f"vLLM's share ({job.vllm_gpu_memory_utilization:g} of {card}) is smaller than the "
+                       f"{need:.1f} GiB its weights and KV cache need: leave vllm_gpu_memory_utilization unset "
+                       f"(it becomes {share:.2f}) and {outcome(new)}.")
+            job = new
+            if ok(job):
+                return out
+        new = replace(job, generation="hf", qlora=True)
+        out.append(f"Generate with HF instead of vLLM and turn QLoRA on (vLLM's bf16 copy of the model no longer "
+                   f"shares the card): {outcome(new)}.")
+        job = new
+        if ok(job):
+            return out
     if not job.qlora:
         new = replace(job, qlora=True)
         out.append(f"Turn QLoRA on (4-bit base weights): {outcome(new)}.")

@@ -70,7 +70,8 @@ def _reason(e: Exception) -> str:
 
 def load(model: str, *, adapter: str | None = None, qlora: bool | None = None, for_training: bool = False,
          min_pixels: int | None = None, max_pixels: int | None = None) -> Loaded:
-    """Load model + processor. `qlora=None` means 4-bit on CUDA, full precision on CPU. The processor
+    """Load model + processor. `qlora=None` means 4-bit on CUDA, full precision on CPU (QLoRA: 4-bit language
+    model projections, everything else bf16; LoRA: bf16 on CUDA, fp32 on a CPU). The processor
     resizes images within min/max_pixels (None = the family's limits), whatever the folder ships."""
     import torch
     import transformers
@@ -83,11 +84,14 @@ def load(model: str, *, adapter: str | None = None, qlora: bool | None = None, f
     if quantized:
         kwargs["quantization_config"] = transformers.BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16 if device == "cuda" else torch.float32,
+            bnb_4bit_compute_dtype=torch.bfloat16,
             # The vision tower stays in 16-bit: it is small, frozen, and its attention over thousands
-            # of patches is where 4-bit dequantisation would cost most.
-            llm_int8_skip_modules=[family.vision_module, "lm_head"])
-    kwargs["dtype"] = torch.bfloat16 if device == "cuda" else torch.float32
+            # of patches is where 4-bit dequantisation would cost most. transformers matches these with
+            # re.match against full module names ("model.visual.blocks.0.attn.qkv"), so a bare "visual"
+            # matched nothing and the tower was quantised (the GPU measurements' "vision in 4-bit").
+            llm_int8_skip_modules=[rf"(.*\.)?{family.vision_module}\.", "lm_head"])
+    # QLoRA keeps what is not 4-bit (vision tower, embeddings, norms, lm_head) in bf16 on any device.
+    kwargs["dtype"] = torch.bfloat16 if device == "cuda" or quantized else torch.float32
     if device == "cuda":
         # This process's GPU: under `accelerate launch` each process takes the GPU of its LOCAL_RANK.
         import os
@@ -104,15 +108,25 @@ def load(model: str, *, adapter: str | None = None, qlora: bool | None = None, f
         for module in net.modules():
             if isinstance(module, bnb.nn.Linear4bit):
                 module.support_avx512bf16_for_cpu = False
-    if for_training and quantized:  # before any adapter: it casts and freezes the base's weights
-        from peft import prepare_model_for_kbit_training
-        net = prepare_model_for_kbit_training(net, use_gradient_checkpointing=device == "cuda")
+    if for_training and quantized:  # before any adapter
+        freeze_base(net)
     if adapter:  # with for_training, the adapter is the one trained further (a GRPO run after an SFT run)
         from peft import PeftModel
         net = PeftModel.from_pretrained(net, adapter, is_trainable=for_training)
     if not for_training:
         net.eval()
     return Loaded(net, processor, family, device, quantized)
+
+
+def freeze_base(net) -> None:
+    """Freeze a 4-bit base for LoRA training, leaving every weight in the dtype it was loaded in. PEFT's
+    `prepare_model_for_kbit_training` also casts every weight that is not 4-bit (vision tower, embeddings,
+    norms, lm_head) to fp32, which cost the memory QLoRA saves (../shared/gpu-facts.md: 3B QLoRA 18.2 GiB
+    against bf16 LoRA's 17.1). Gradient checkpointing, and the input gradients it needs with a frozen
+    embedding, are switched on by the trainers (GRPOConfig/SFTConfig gradient_checkpointing on CUDA; TRL calls
+    enable_input_require_grads for a PEFT model)."""
+    for param in net.parameters():
+        param.requires_grad = False
 
 
 def lora_config(family: Family, rank: int, alpha: int, dropout: float = 0.05):

@@ -45,40 +45,45 @@ def _images(dataset: dict | None, image_paths: list[Path]) -> list[tuple[str, tu
 
 def memory_line(model: str, settings: TrainSettings, *, visual_tokens: int | None = None,
                 image_size: tuple[int, int] | None = None) -> dict | None:
-    """The training job's GPU memory estimate for the largest image (its visual tokens, or its size
-    resized within the settings' max_pixels), against this machine's GPU when it has one. None when
-    the model's shape is unknown."""
+    """The training job's plan (weights, generation engine) and GPU memory estimate for the largest image (its
+    visual tokens, or its size resized within the settings' max_pixels), against this machine's GPU when it has
+    one (without one, as the job would run on a GPU of unknown size). None when the model's shape is unknown."""
     from backend.engine import memory
     from backend.engine.gpus import installed
+    from backend.engine.memory_advice import advice
     from backend.engine.models import resolve_model
-    from backend.engine.settings import generation_backend, uses_qlora
+    from backend.engine.run_plan import plan_run
     gpu = gpu_gib()
-    backend = generation_backend(settings, gpu is not None, installed("vllm"))
-    if gpu is None:  # vLLM's reservation is a share of a card (and runs create refuses vLLM without one)
-        backend = "hf"
-    as_run = dict(generation=backend, qlora=uses_qlora(settings, True, backend))  # as the job runs on a GPU
-    if backend == "vllm":
-        as_run.update(vllm_gpu_memory_utilization=settings.vllm_gpu_memory_utilization, gpu_gib=gpu)
     try:
-        job = memory.job_from_settings(settings, resolve_model(model)[0], visual_tokens=visual_tokens,
-                                       image_size=image_size, **as_run)
+        source = resolve_model(model)[0]
+    except ValueError:
+        return None
+    plan = plan_run(settings, source, cuda=True, vllm_installed=gpu is not None and installed("vllm"),
+                    gpu_gib=gpu, image_size=image_size, visual_tokens=visual_tokens)
+    # Without a card, vLLM's share cannot be sized (and runs create refuses vLLM there): estimated as HF.
+    as_run = dict(generation=plan.backend if gpu is not None else "hf", qlora=plan.qlora)
+    if as_run["generation"] == "vllm":
+        as_run.update(vllm_gpu_memory_utilization=plan.vllm_gpu_memory_utilization, gpu_gib=gpu)
+    try:
+        job = memory.job_from_settings(settings, source, visual_tokens=visual_tokens, image_size=image_size,
+                                       **as_run)
     except ValueError:
         return None
     est = memory.estimate(job)
     fits = None if gpu is None else est.fits(gpu)
     return {"total_gib": round(est.total_gib, 1), "parts_gib": est.parts(), "visual_tokens": job.visual_tokens,
-            "gpu_gib": gpu, "fits": fits, "advice": est.advice(gpu) if fits is False else [],
-            "summary": est.summary()}
+            "gpu_gib": gpu, "fits": fits, "advice": advice(est, gpu) if fits is False else [],
+            "plan": plan.describe(), "summary": est.summary()}
 
 
 def launch_check(ws, dataset_name: str, model: str, settings: TrainSettings) -> dict | None:
     """Before a run is queued: the estimate with the dataset's largest image. Raises ValueError (the
     reasons and what would make it fit) when it will not fit this machine's GPU."""
+    from backend.engine.run_plan import largest_image
     info = get_dataset(ws.store, dataset_name)
     if not info["samples"]:
         return None
-    largest = max(((s["width"], s["height"]) for s in info["samples"]), key=lambda wh: wh[0] * wh[1])
-    line = memory_line(model, settings, image_size=largest)
+    line = memory_line(model, settings, image_size=largest_image(info))
     if line and line["fits"] is False:
         raise ValueError(f"this run needs about {line['total_gib']} GiB of GPU memory and the GPU has "
                          f"{line['gpu_gib']} GiB. " + " ".join(line["advice"]))

@@ -57,7 +57,8 @@ class TrainSettings:
     rollout_max_completions: int = 20_000
     """Completions stored per run at most; once reached, later steps store none (bounds the database)."""
     qlora: bool | None = None
-    """4-bit NF4 base weights; None = on with CUDA, off on CPU."""
+    """4-bit NF4 base weights (QLoRA) or bf16 (LoRA); None = on a GPU, bf16 where the memory estimate fits the
+    card (it generates faster), else 4-bit; off on a CPU (backend/engine/run_plan.py)."""
     rewards: list[str] = field(default_factory=list)
     """Reward names from backend.scoring.rewards.REWARDS; empty = the task's defaults."""
     reward_weights: list[float] = field(default_factory=list)
@@ -83,11 +84,17 @@ class TrainSettings:
     """How completions are sampled while training (generation dominates a GRPO step). "hf":
     transformers' generate, everywhere. "vllm": a vLLM engine on the training GPU (TRL's colocate
     mode; needs CUDA and the vllm package; the base stays in bf16 with LoRA: TRL cannot push
-    LoRA-merged weights into a 4-bit engine, so QLoRA is refused). "auto": vllm on CUDA when vllm is
-    installed and QLoRA was not asked for, else hf. Held-out evaluation uses the same engine."""
-    vllm_gpu_memory_utilization: float = 0.3
-    """With vLLM: the share of each GPU's memory the engine reserves for its weights and KV cache;
-    training gets the rest (the engine sleeps, releasing it, while the optimiser steps)."""
+    LoRA-merged weights into a 4-bit engine, so QLoRA is refused). "auto": on a GPU the fastest that the
+    memory estimate fits on the card: vLLM with a bf16 base (when vllm is installed), then HF generate from
+    bf16, then HF generate from 4-bit; HF on a CPU. Held-out evaluation uses the same engine."""
+    vllm_gpu_memory_utilization: float | None = None
+    """With vLLM: the share of each GPU's memory the engine reserves for its weights and KV cache
+    (training gets the rest; the engine sleeps, releasing it, while the optimiser steps). None = what
+    the memory estimate says the engine needs (a bf16 copy of the model and a step's KV cache) plus 10 %."""
+    compile_generation: bool = False
+    """HF generate with a static KV cache and torch.compile'd decoding (TRL builds its generation config
+    with compilation disabled; this lifts it). CUDA only. Bare generate on an H100 (3B shape, bf16) went
+    from 181 to 759 new tokens/s; inside a training job with LoRA it is not measured yet, hence off."""
     use_liger_kernel: bool = False
     """Liger's Triton kernels for the training forward (CUDA and the liger-kernel package). Measure
     step time and memory on your card before keeping it on."""
@@ -148,16 +155,20 @@ PRESETS: dict[str, dict] = {
                               "format"],
                      max_completion_length=64, prompts_per_step=4, save_steps=20, rollout_steps=2,
                      eval_max_examples=60, eval_steps=20, eval_during_max_examples=30),
-    # By card size (backend/engine/memory.py), for Qwen2.5-VL-7B under QLoRA; images capped by max_pixels.
+    # By card size, for a 7B model (Qwen2.5-VL-7B); images capped by max_pixels. QLoRA and the generation
+    # engine are left to the run plan (backend/engine/run_plan.py), which takes the fastest the memory estimate
+    # fits on the card: with vLLM installed (requirements-gpu.txt), from the estimate (a 1024x768 photo):
+    #   24 GB: 7B -> QLoRA + HF generate; 3B -> LoRA (bf16) + vLLM
+    #   48 GB: 7B -> LoRA (bf16) + vLLM;  3B -> LoRA (bf16) + vLLM
+    #   80 GB: 7B -> LoRA (bf16) + vLLM;  3B -> LoRA (bf16) + vLLM
+    # (tests/test_run_plan.py checks these lines against plan_run). Without vLLM, bf16 + HF where it fits.
     # LoRA adapters take a larger learning rate than the paper's full fine-tune (1e-6).
-    # 7B QLoRA, 1024x768 photo -> 494 visual tokens (at most 512): about 17.5 GiB of 24.
-    "24 GB GPU": dict(qlora=True, **GPU_COMMON, num_generations=8, prompts_per_step=1, max_completion_length=256,
+    "24 GB GPU": dict(**GPU_COMMON, num_generations=8, prompts_per_step=1, max_completion_length=256,
                       max_pixels=401_408),
-    # 7B QLoRA, 1024x768 photo -> 999 visual tokens (at most 1,024): about 33.3 GiB of 48.
-    "48 GB GPU": dict(qlora=True, **GPU_COMMON, num_generations=8, prompts_per_step=2, max_completion_length=256,
+    "48 GB GPU": dict(**GPU_COMMON, num_generations=8, prompts_per_step=2, max_completion_length=256,
                       max_pixels=802_816),
-    # 7B QLoRA, 1024x768 photo -> 999 visual tokens (at most 1,024), paper's G x prompts x length: about 56.5 GiB of 80.
-    "80 GB GPU": dict(qlora=True, **GPU_COMMON, num_generations=8, prompts_per_step=2, max_completion_length=1024,
+    # The paper's G x prompts x length.
+    "80 GB GPU": dict(**GPU_COMMON, num_generations=8, prompts_per_step=2, max_completion_length=1024,
                       max_pixels=802_816),
 }
 
@@ -195,22 +206,6 @@ def setting_type(name: str) -> type:
     annotation = {f.name: f.type for f in fields(TrainSettings)}[name]
     base = str(annotation).split("|")[0].strip()
     return {"int": int, "float": float, "bool": bool, "str": str}.get(base, list)
-
-
-def generation_backend(settings: TrainSettings, cuda: bool, vllm_installed: bool) -> str:
-    """The backend a job uses, "hf" or "vllm": as set, or for "auto" vLLM on CUDA when it is installed and
-    QLoRA was not asked for (TRL cannot sync a 4-bit base into vLLM)."""
-    if settings.generation_backend == "auto":
-        return "vllm" if cuda and vllm_installed and not settings.qlora else "hf"
-    return settings.generation_backend
-
-
-def uses_qlora(settings: TrainSettings, cuda: bool, backend: str) -> bool:
-    """4-bit base weights: as set, else on CUDA unless vLLM generates or ZeRO-3 shards the weights (both
-    need the bf16 base)."""
-    if settings.qlora is not None:
-        return bool(settings.qlora)
-    return cuda and backend != "vllm" and not (settings.num_gpus > 1 and settings.distributed == "zero3")
 
 
 def preset(name: str, **overrides) -> TrainSettings:

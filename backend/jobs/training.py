@@ -23,7 +23,8 @@ from backend.data.workspace import Workspace, open_workspace
 from backend.engine import grpo, sft
 from backend.engine.grpo import RolloutRecorder, grpo_config_kwargs, vllm_generate  # noqa: F401 - the job's GRPO parts
 from backend.engine.processes import Processes, current_weights, hf_generate
-from backend.engine.settings import TrainSettings, generation_backend, uses_qlora
+from backend.engine.run_plan import largest_image, plan_run
+from backend.engine.settings import TrainSettings
 from backend.jobs.ownership import OWNER_ENV, Lifeline
 from backend.jobs.run_history import latest_checkpoint
 from backend.jobs.runs import LeaseLost, dataset_name, finish_run, get_run
@@ -71,6 +72,14 @@ def train_rows(dataset: dict, data_dir: Path, family: str, settings: TrainSettin
     return rows
 
 
+def gpu_gib() -> float | None:
+    """This process's GPU memory in GiB (under `accelerate launch`, its LOCAL_RANK's); None on a CPU."""
+    import torch
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_properties(int(os.environ.get("LOCAL_RANK", "0"))).total_memory / 1024 ** 3
+
+
 def run_job(ws: Workspace, run_id: int, token: str | None = None, lifeline=None) -> str:
     """Train run `run_id` to the end (or to a cancel); returns the final status. Under `accelerate launch`
     every process runs this; only the main one writes to storage, each write under lease `token` (LeaseLost
@@ -97,13 +106,14 @@ def run_job(ws: Workspace, run_id: int, token: str | None = None, lifeline=None)
 
     is_sft = settings.method == "sft"
     device, vllm_ok = device_name(), grpo.vllm_installed()
-    backend = "hf" if is_sft else generation_backend(settings, device == "cuda", vllm_ok)
+    plan = plan_run(settings, run.model, cuda=device == "cuda", vllm_installed=vllm_ok and not is_sft,
+                    gpu_gib=gpu_gib(), image_size=largest_image(dataset))
+    backend = plan.backend
     config_kwargs = (sft.sft_config_kwargs(settings, output_dir, device) if is_sft  # its sentence before the load
-                     else grpo_config_kwargs(settings, output_dir, device, vllm_ok))
+                     else grpo_config_kwargs(settings, output_dir, device, plan, vllm_ok))
     start, started_at = (chosen_adapter(ws, settings.init_from) if settings.init_from is not None else (None, None))
-    loaded = load(run.model, adapter=str(start) if start else None, for_training=True,
-                  qlora=uses_qlora(settings, device == "cuda", backend), min_pixels=settings.min_pixels,
-                  max_pixels=settings.max_pixels)
+    loaded = load(run.model, adapter=str(start) if start else None, for_training=True, qlora=plan.qlora,
+                  min_pixels=settings.min_pixels, max_pixels=settings.max_pixels)
     heldout = HeldoutEvaluations(ws, run_id, token, loaded, dataset, settings, processes)
     before = heldout.before_needed()
     if before and backend == "hf":
@@ -111,6 +121,8 @@ def run_job(ws: Workspace, run_id: int, token: str | None = None, lifeline=None)
         heldout.evaluate(0, "before", hf_generate(loaded))
 
     rows = train_rows(dataset, ws.data_dir, loaded.family.name, settings, lambda size: loaded.view(size).input)
+    if backend == "vllm":  # vLLM and the HF processor must expand every image to the same tokens (TRL #6401)
+        rows = grpo.presized(rows, run_dir / "presized", lambda size: loaded.view(size).input)
     recorder = None if is_sft else RolloutRecorder(settings)
     callback = make_callback(ws, run_id, settings, recorder, output_dir, token, lifeline)
     lora = None if start else lora_config(loaded.family, settings.lora_rank, settings.lora_alpha)
