@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from ui.cli_common import CliError, _open, _print
@@ -30,6 +31,10 @@ def cmd_runs_create(args: argparse.Namespace) -> int:
     ws, settings = _open(args), _settings(args)
     memory = None if args.ignore_memory_estimate else launch_check(ws, args.dataset, args.model, settings)
     run_id = create_run(ws.store, args.dataset, args.model, settings)
+    from backend.engine.cpu_advice import dataset_cpu_warning
+    warning = dataset_cpu_warning(ws, args.dataset, args.model, settings)
+    if warning:  # queued all the same: a worker with a GPU may take it
+        print(f"warning: {warning}", file=sys.stderr)
     text = f"queued run {run_id}" + (f"\n  on a GPU: {memory['plan']}\n  GPU memory estimate: {memory['summary']}"
                                      if memory else "")
     _print({"id": run_id, "memory": memory}, args.json, text)

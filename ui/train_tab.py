@@ -205,7 +205,9 @@ def create_train_tab(ws: Workspace, on_launched) -> dict:
             run_id = launch(ws, ds, m, p, r, *values)
         except ValueError as e:
             return f"⚠ {e}", *on_launched(None)
-        return f"✓ Queued run {run_id}.", *on_launched(run_id)
+        from backend.engine.cpu_advice import dataset_cpu_warning
+        warning = dataset_cpu_warning(ws, ds, m.strip(), form_settings(ds, m, p, r, *values))
+        return f"✓ Queued run {run_id}." + (f"\n\n⚠ Note: {warning}" if warning else ""), *on_launched(run_id)
 
     def on_refresh(current):
         """The dataset list as storage has it now; the current choice is kept while it exists, else the demo
