@@ -8,8 +8,9 @@ photo-like JPEGs with COCO boxes are imported through the app's importer into a 
 a run is created with the app's own code per configuration and trained for --steps steps by
 `python app.py --data-dir D worker --once`:
 
-    3B x (nf4, bf16), 7B x nf4, each with generation backend "hf" (and "vllm" when vLLM is installed
-    and TrainSettings has a generation_backend setting), G 8, 256 new tokens.
+    3B and 7B x {QLoRA + HF generate, LoRA (bf16) + HF generate, LoRA + HF compiled (static cache,
+    compile_generation), LoRA + vLLM colocated (when vLLM is installed)}, G 8, 256 new tokens; what the
+    run plan's `auto` picks for this card is printed beside them.
 
 Per configuration one line: peak GPU memory (nvidia-smi memory.used sampled every 0.5 s, less what
 was in use before the worker started), s/step (median of the job's step_time metric, step 1 left
@@ -64,7 +65,12 @@ TINY_TEXT = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, nu
                  num_key_value_heads=1, max_window_layers=2)
 TINY_VISION = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4, fullatt_block_indexes=[1])
 
-CONFIGS = [("3B", "nf4"), ("3B", "bf16"), ("7B", "nf4")]
+VARIANTS = [  # (label, quant, backend, compile_generation)
+    ("QLoRA + HF", "nf4", "hf", False),
+    ("LoRA + HF", "bf16", "hf", False),
+    ("LoRA + HF compiled", "bf16", "hf", True),
+    ("LoRA + vLLM", "bf16", "vllm", False),
+]
 PRESET = "Visual-RFT paper"
 CATEGORIES = ["person", "car", "dog", "bicycle"]
 IMAGE_SIZE = (1024, 768)
@@ -236,32 +242,35 @@ def import_photos(ws, folder: Path) -> str:
 # ---------------------------------------------------------------- runs
 
 
-def generation_backend_supported() -> bool:
-    from backend.engine.settings import TrainSettings
-    return "generation_backend" in {f.name for f in dataclasses.fields(TrainSettings)}
-
-
-def backends() -> tuple[list[str], str | None]:
-    """The generation backends to measure, and why vLLM is skipped (None when it is not)."""
-    if not generation_backend_supported():
-        return ["hf"], ("backend.engine.settings.TrainSettings has no generation_backend setting, so every run "
-                        "generates with HF generate")
+def vllm_problem() -> str | None:
+    """Why the vLLM variant is skipped, or None when vLLM is installed."""
     if importlib.util.find_spec("vllm") is None:
-        return ["hf"], "vLLM is not installed (requirements-gpu.txt says why no release fits the pinned torch)"
-    return ["hf", "vllm"], None
+        return "vLLM is not installed (pip install -r requirements.txt -r requirements-gpu.txt)"
+    return None
 
 
-def create(ws, model_dir: Path, quant: str, backend: str, args) -> int:
+def bench_settings(args, quant: str = "nf4", backend: str = "hf", compiled: bool = False):
     from backend.engine.settings import preset
-    from backend.jobs.runs import create_run
     settings = preset(PRESET, max_steps=args.steps, num_generations=args.generations, save_steps=max(args.steps, 50))
     settings.max_completion_length = args.max_new_tokens
     if args.prompts_per_step:
         settings.prompts_per_step = args.prompts_per_step
-    settings.qlora = quant == "nf4"
-    if generation_backend_supported():
-        settings.generation_backend = backend
-    return create_run(ws.store, DATASET, str(model_dir), settings)
+    settings.qlora, settings.generation_backend, settings.compile_generation = quant == "nf4", backend, compiled
+    return settings
+
+
+def create(ws, model_dir: Path, quant: str, backend: str, compiled: bool, args) -> int:
+    from backend.jobs.runs import create_run
+    return create_run(ws.store, DATASET, str(model_dir), bench_settings(args, quant, backend, compiled))
+
+
+def auto_plan(shape: str, args, gpu_gib: float | None) -> str:
+    """What `auto` (qlora and generation backend left open) would run this shape as on this card."""
+    from backend.engine.run_plan import plan_run
+    settings = bench_settings(args)
+    settings.qlora, settings.generation_backend = None, "auto"
+    return plan_run(settings, SHAPES[shape]["published"], cuda=True, vllm_installed=vllm_problem() is None,
+                    gpu_gib=gpu_gib, image_size=IMAGE_SIZE).describe()
 
 
 class MemorySampler(threading.Thread):
@@ -405,37 +414,42 @@ def bench(args) -> int:
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="vrft-gpu-bench-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
     gpu = (os.environ.get("CUDA_VISIBLE_DEVICES") or "0").split(",")[0].strip()
+    card_gib = None
     if not args.dry_run:
         name = subprocess.run(["nvidia-smi", f"--id={gpu}", "--query-gpu=name,memory.total", "--format=csv,noheader"],
                               capture_output=True, text=True).stdout.strip()
         print(f"GPU {gpu}: {name}")
+        from backend.engine.preflight import gpu_gib
+        card_gib = gpu_gib()
     dry = " (dry run: tiny models on the CPU, runs created but not started)" if args.dry_run else ""
     print(f"work dir: {work}{dry}")
     ws = open_workspace(work / "data")
     print(import_photos(ws, work / "photos"))
-    names, skipped = backends()
+    skipped = vllm_problem()
     if skipped:
-        print(f"vllm: skipped: {skipped}")
+        print(f"LoRA + vLLM: skipped: {skipped}")
+    variants = [v for v in VARIANTS if not (skipped and v[2] == "vllm")]
     results, failed = [], False
     for shape in args.shapes:
-        configs = [(shape, q, b) for s, q in CONFIGS if s == shape for b in names]
         model_dir = work / "models" / f"qwen2.5-vl-{shape.lower()}{'-tiny' if args.dry_run else ''}"
         t = time.time()
         try:
             params = build(shape, model_dir, args.dry_run)
         except BenchError as e:
             print(f"{shape}: {e}")
-            results += [entry(shape, q, b, args, error=str(e)) for _, q, b in configs]
+            results += [entry(shape, v, args, error=str(e)) for v in variants]
             failed = True
             continue
         print(f"{shape}: built {params:.2f}B parameters ({SHAPES[shape]['published']} shapes"
               f"{', tiny sizes' if args.dry_run else ''}) in {time.time() - t:.0f} s; {check_processor(model_dir)}")
-        for _, quant, backend in configs:
-            label = f"{shape} {quant:<4} {backend:<4} G={args.generations}"
-            run_id = create(ws, model_dir, quant, backend, args)
+        print(f"{shape}: auto plans {auto_plan(shape, args, card_gib)} on this card")
+        for variant in variants:
+            name, quant, backend, compiled = variant
+            label = f"{shape} {name:<18} G={args.generations}"
+            run_id = create(ws, model_dir, quant, backend, compiled, args)
             if args.dry_run:
                 print(f"{label}: run {run_id} created, queued (dry run: the worker is not started)")
-                results.append(entry(shape, quant, backend, args))
+                results.append(entry(shape, variant, args))
                 continue
             log = work / f"worker-run{run_id}.log"
             try:
@@ -443,14 +457,14 @@ def bench(args) -> int:
                 m = measure(ws, run_id, args.generations)
             except BenchError as e:
                 print(f"{label}: failed: {e} (log: {log})")
-                results.append(entry(shape, quant, backend, args, error=str(e)))
+                results.append(entry(shape, variant, args, error=str(e)))
                 failed = True
                 continue
             gib = round(peak / 1024, 2)
             tps = (f"{m['tokens_per_s']:.0f} completion tokens/s" if m["tokens_per_s"] is not None
                    else f"no {MEAN_LENGTH} metric")
             print(f"{label}: peak {gib:.1f} GiB, {m['s_per_step']:.2f} s/step, {tps} (run {run_id})", flush=True)
-            results.append(entry(shape, quant, backend, args, peak_gib=gib, **m))
+            results.append(entry(shape, variant, args, peak_gib=gib, **m))
         if not args.keep:
             shutil.rmtree(model_dir, ignore_errors=True)  # the next shape needs the disk
     if args.keep or failed:
@@ -462,10 +476,12 @@ def bench(args) -> int:
     return 1 if failed else 0
 
 
-def entry(shape: str, quant: str, backend: str, args, peak_gib=None, s_per_step=None, tokens_per_s=None,
+def entry(shape: str, variant: tuple, args, peak_gib=None, s_per_step=None, tokens_per_s=None,
           error: str | None = None) -> dict:
+    name, quant, backend, compiled = variant
     out = {"model": shape, "quant": quant, "backend": backend, "G": args.generations, "peak_gib": peak_gib,
-           "s_per_step": s_per_step, "tokens_per_s": tokens_per_s}
+           "s_per_step": s_per_step, "tokens_per_s": tokens_per_s, "variant": name, "compiled": compiled,
+           "new_tokens": args.max_new_tokens}
     if error:
         out["error"] = error
     return out
