@@ -196,6 +196,8 @@ def _pixel_flags(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from backend.data.safety import ImportProblem
+    from backend.engine.quiet import silence_known_notices
+    silence_known_notices()  # commands that load a model (check, predict, eval) import bitsandbytes
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

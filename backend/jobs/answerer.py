@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--serves", choices=list(SERVES), default="all")
     p.add_argument("--linger", type=float, default=LINGER_SECONDS)
     args = p.parse_args(argv)
+    from backend.engine.quiet import silence_known_notices
+    silence_known_notices()
     lifeline = Lifeline() if OWNER_ENV in os.environ else None  # started by a worker: stops with it
     ws = open_workspace(Path(args.data_dir))
     serve(ws, args.owner, args.serves, args.linger, lifeline=lifeline)

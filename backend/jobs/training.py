@@ -130,6 +130,9 @@ def run_job(ws: Workspace, run_id: int, token: str | None = None, lifeline=None)
         trainer = sft.build_trainer(loaded, config_kwargs, rows, dataset["task"], [callback], lora)
     else:
         trainer = grpo.build_trainer(loaded, config_kwargs, rows, settings, [callback], recorder, lora, backend)
+    from transformers import PrinterCallback, ProgressCallback
+    for noisy in (PrinterCallback, ProgressCallback):  # a dict of every value per step: the callback's line instead
+        trainer.remove_callback(noisy)
     fast = None if is_sft else vllm_generate(trainer, loaded.processor)
     if before and backend == "vllm":
         say(f"evaluating the {'starting' if start else 'base'} model on {len(heldout.val)} held-out images (vLLM)")
@@ -225,6 +228,8 @@ def output_to(log_path: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     import os
+    from backend.engine.quiet import silence_known_notices
+    silence_known_notices()
     p = argparse.ArgumentParser(description="Run one training job (the worker starts this).")
     p.add_argument("--data-dir", required=True)
     which = p.add_mutually_exclusive_group(required=True)

@@ -16,6 +16,7 @@ from backend.engine.settings import TrainSettings, eval_interval
 from backend.jobs.run_history import (evaluations, record_checkpoint, save_evaluation, save_heldout_point, store_rollouts,
                                       stored_completions, upsert_metrics)
 from backend.jobs.runs import get_run, record_step
+from backend.jobs.step_summary import step_line
 from backend.scoring.evaluation import METRICS
 
 
@@ -58,6 +59,7 @@ def make_callback(ws: Workspace, run_id: int, settings: TrainSettings, recorder:
             values = {k: v for k, v in logs.items() if isinstance(v, (int, float)) and not k.startswith(("total_flos", "train_"))}
             values["step_time"] = self.step_seconds  # without the held-out evaluation at its end
             upsert_metrics(ws.store, run_id, state.global_step, values, token=token)
+            print(step_line(state.global_step, settings.max_steps, values), flush=True)
 
         def on_step_end(self, args, state, control, **kw):
             self.step_seconds = time.time() - self.step_started
