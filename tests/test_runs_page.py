@@ -338,6 +338,34 @@ def test_a_run_without_a_reference_model_shows_no_kl_chart():
     from ui.run_views import CHARTS, chart_updates
     redraw = {"metrics": True, "heldout": True}
     for beta, kl_shown in ((0.0, False), (0.04, True)):
-        run = {"method": "grpo", "settings": {"beta": beta}, "metrics": {}, "heldout": {}}
+        points = {"reward": [[1, 0.5]], "kl": [[1, 0.01]]}
+        run = {"method": "grpo", "settings": {"beta": beta}, "metrics": points, "heldout": {"map": [[0, 0.1]]}}
         visible = {key: u["visible"] for key, u in zip(CHARTS, chart_updates(run, redraw))}
         assert visible["kl"] is kl_shown and visible["reward"] and visible["heldout"]
+
+
+def test_charts_without_points_are_named_not_drawn_as_empty_axes():
+    """An empty plot draws a bare axis labelled 0.000000: a chart shows once it has a point; until then one line
+    names it."""
+    from ui.run_views import CHARTS, chart_updates, empty_charts_note
+    redraw = {"metrics": True, "heldout": True}
+    run = {"method": "grpo", "status": "running", "settings": {"beta": 0.0}, "metrics": {}, "heldout": {}}
+    assert not any(u["visible"] for u in chart_updates(run, redraw))
+    assert empty_charts_note(run) == ("*No points yet:* Reward, Held-out evaluation, Mean completion length, Step "
+                                      "time, Share of groups with one reward for all — each chart appears with its "
+                                      "first point.")
+    run["metrics"] = {"reward": [[1, 0.5]], "step_time": [[1, 3.2]], "completions/mean_length": [[1, 40.0]],
+                      "frac_reward_zero_std": [[1, 0.0]]}
+    run["status"] = "completed"
+    shown = {key for key, u in zip(CHARTS, chart_updates(run, redraw)) if u["visible"]}
+    assert shown == {"reward", "step_time", "completions/mean_length", "frac_reward_zero_std"}
+    assert empty_charts_note(run) == "*No points in this run:* Held-out evaluation."
+
+
+def test_the_latest_step_is_a_short_table_of_its_key_metrics():
+    from ui.run_live import latest_rows
+    series = {"reward": [[1, 0.2], [2, 0.41234]], "rewards/iou/mean": [[2, 0.3]], "kl": [[2, 0.00123]],
+              "grad_norm": [[2, 1.5]], "step_time": [[1, 5.0], [2, 4.12]], "completions/mean_length": [[2, 38.4]]}
+    assert latest_rows(series) == [["step", "2"], ["reward", "0.412"], ["  iou", "0.300"], ["KL", "0.0012"],
+                                   ["completion length", "38 tokens"], ["step time", "4.1 s"]]
+    assert latest_rows({}) == []

@@ -14,13 +14,14 @@ import gradio as gr
 from backend.data.workspace import Workspace
 from backend.jobs.runs import eta_seconds, get_run, run_dict, runs_page
 from backend.jobs.run_history import metrics, run_results, steps_with_rollouts
+from backend.jobs.step_summary import step_rows
 from storage.models import Run
 from ui.rollout_inspector import inspector
-from ui.run_views import (CHARTS, chart_id, chart_updates, compare_frame, download_path, evaluation_rows, heldout_note,
-                          progress_html, signal_note)
+from ui.run_views import (CHARTS, chart_id, chart_updates, compare_frame, download_path, empty_charts_note,
+                          evaluation_rows, heldout_note, progress_html, signal_note)
 
-NAMES = ["picker", "status", *map(chart_id, CHARTS), "heldout", "signal", "evaluation", "summary",
-         "gallery", "cards", "step", "prompt", "compare_heading", "compare", "log", "download", "view"]
+NAMES = ["picker", "status", *map(chart_id, CHARTS), "charts_note", "heldout", "signal", "evaluation", "summary",
+         "gallery", "cards", "step", "prompt", "compare_heading", "compare", "latest", "log", "download", "view"]
 """The live view's outputs, in order (what `live_poll` returns)."""
 LOG_CHARS = 4000
 
@@ -35,13 +36,20 @@ def create_live_view() -> dict:
             for row in (keys[:2], keys[2:4], keys[4:6], keys[6:]):
                 with gr.Row():
                     for key in row:
+                        # Steps are whole numbers: no 1.5 tick on a short run's axis.
                         parts[chart_id(key)] = gr.LinePlot(x="step", y="value", color="series", title=CHARTS[key],
-                                                           height=240, elem_id=chart_id(key))
+                                                           height=240, elem_id=chart_id(key), x_axis_format="d",
+                                                           visible=False)
+            parts["charts_note"] = gr.Markdown(elem_id="charts-note")
             parts["heldout"] = gr.Markdown(elem_id="heldout-note")
             parts["signal"] = gr.Markdown(elem_id="zero-signal-hint")
             parts["evaluation"] = gr.Dataframe(headers=["metric", "before", "after"], interactive=False,
                                                label="Held-out evaluation", elem_id="evaluation")
-            parts["log"] = gr.Textbox(label="Log tail", lines=10, max_lines=10, autoscroll=True, elem_id="log-tail")
+            parts["latest"] = gr.Dataframe(headers=["latest step", ""], interactive=False, elem_id="latest-step",
+                                           label="Latest step")
+            with gr.Accordion("Log (the end of train.log)", open=False, elem_id="log-accordion"):
+                parts["log"] = gr.Textbox(show_label=False, lines=12, max_lines=12, autoscroll=True,
+                                          elem_id="log-tail")
         with gr.Tab("Rollout inspector", id="run-rollouts"):
             with gr.Row():
                 parts["step"] = gr.Slider(0, 1, step=1, label="Step", elem_id="rollout-step", scale=2)
@@ -61,7 +69,7 @@ def create_live_view() -> dict:
 def new_view(run: Run) -> dict:
     """What the page holds of a run before its first poll: nothing."""
     return {"run": run.id, "claim": run.lease_token, "since": None, "metrics": {}, "heldout": None,
-            "evaluation": None, "group": None, "log": None, "compare": None, "download": None}
+            "evaluation": None, "group": None, "log": None, "compare": None, "download": None, "latest": None}
 
 
 def merge_points(series: dict, new: dict, since: int | None) -> tuple[dict, bool]:
@@ -115,21 +123,31 @@ def live_poll(ws: Workspace, run_id, step=None, follow: bool = True, prompt_inde
     log_mark, log = log_update(ws, run, view["log"])
     compare_mark, compared = compare_update(ws, run, view["compare"])
     download_mark = [run.id, run.status, (shown["best"] or {}).get("step")]
+    latest = latest_rows(series)
     held = dict(view, since=since, metrics=series, heldout=shown["heldout"], evaluation=evaluation, group=group,
-                log=log_mark, compare=compare_mark, download=download_mark)
+                log=log_mark, compare=compare_mark, download=download_mark, latest=latest)
     same_id = str(run.id) == str(run_id)
     return (gr.skip() if same_id else gr.update(value=run.id), progress_html(shown, eta_seconds(shown)),
-            *chart_updates(shown, redraw), heldout_note(shown), signal_note(shown),
+            *chart_updates(shown, redraw), empty_charts_note(shown), heldout_note(shown), signal_note(shown),
             gr.skip() if evaluation == view["evaluation"] else evaluation, *inspected[:3], slider, inspected[3],
-            *compared, log,
+            *compared, gr.skip() if latest == view.get("latest") else latest, log,
             gr.skip() if download_mark == view["download"] else download_path(ws, run.id, run.status), held)
 
 
 def no_run(ws: Workspace) -> tuple:
     """The live view without any run."""
     return (gr.update(value=None), "No runs yet: launch one in the Train tab.",
-            *chart_updates({}, {"metrics": True, "heldout": True}), "", "", [], "", [], "", gr.update(),
-            gr.update(choices=[], value=None), *compare_frame(ws, None), "", None, None)
+            *chart_updates({}, {"metrics": True, "heldout": True}), "", "", "", [], "", [], "", gr.update(),
+            gr.update(choices=[], value=None), *compare_frame(ws, None), [], "", None, None)
+
+
+def latest_rows(series: dict) -> list[list]:
+    """The latest step's key metrics, formatted (backend.jobs.step_summary): [[label, value]], the step first."""
+    last = max((points[-1][0] for points in series.values() if points), default=None)
+    if last is None:
+        return []
+    values = {name: points[-1][1] for name, points in series.items() if points and points[-1][0] == last}
+    return [["step", str(last)], *step_rows(values)]
 
 
 def inspector_updates(ws: Workspace, run_id: int, step, follow: bool, prompt_index, held: list | None

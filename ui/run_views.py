@@ -86,21 +86,47 @@ def chart_frame(run: dict, key: str) -> tuple[pd.DataFrame, list[str]]:
     return _frame(run.get("metrics", {}), {key: key}, [key])
 
 
-def chart_updates(run: dict, redraw: dict[str, bool]) -> list:
-    """Each chart's update (CHARTS' order): whether this run's method shows it, and its frame and legend when
-    its data changed (`redraw["heldout"]` for the held-out chart, `redraw["metrics"]` for the others). A run
-    with beta 0 has no reference model, so no KL chart."""
+def shown_charts(run: dict) -> list[str]:
+    """The charts this run's method shows (CHARTS' order). A run with beta 0 has no reference model: no KL chart."""
     shown = SHOWN["sft" if run.get("method") == "sft" else "grpo"]
     if run.get("settings", {}).get("beta", 1) == 0:
         shown = shown - {"kl"}
+    return [key for key in CHARTS if key in shown]
+
+
+def has_points(run: dict, key: str) -> bool:
+    if key == "heldout":
+        return any(run.get("heldout", {}).get(k) for k in HELDOUT_SERIES)
+    metrics = run.get("metrics", {})
+    if key == "reward":
+        return bool(metrics.get("reward")) or any(metrics.get(f"rewards/{name}/mean") for name in REWARDS)
+    return bool(metrics.get(key))
+
+
+def chart_updates(run: dict, redraw: dict[str, bool]) -> list:
+    """Each chart's update (CHARTS' order): shown when this run's method has it and it has a point (an empty
+    plot would draw a bare axis labelled 0.000000: `empty_charts_note` names it instead), and its frame and legend
+    when its data changed (`redraw["heldout"]` for the held-out chart, `redraw["metrics"]` for the others)."""
+    shown = shown_charts(run)
     updates = []
     for key in CHARTS:
-        if key in shown and redraw["heldout" if key == "heldout" else "metrics"]:
+        visible = key in shown and has_points(run, key)
+        if visible and redraw["heldout" if key == "heldout" else "metrics"]:
             frame, legend = chart_frame(run, key)
             updates.append(gr.update(value=frame, colors_in_legend=legend, visible=True))
         else:
-            updates.append(gr.update(visible=key in shown))
+            updates.append(gr.update(visible=visible))
     return updates
+
+
+def empty_charts_note(run: dict) -> str:
+    """The charts the run shows that have no point yet, named in one line instead of drawn empty."""
+    empty = [CHARTS[key].split(" (")[0] for key in shown_charts(run) if not has_points(run, key)]
+    if not run or not empty:
+        return ""
+    when = "yet" if run.get("status") in ("queued", "running") else "in this run"
+    return f"*No points {when}:* {', '.join(empty)}" + (" — each chart appears with its first point." if when == "yet"
+                                                         else ".")
 
 
 def heldout_note(run: dict) -> str:
