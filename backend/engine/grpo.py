@@ -81,7 +81,8 @@ def presized(rows: list[dict], folder: Path, input_size_of) -> list[dict]:
     processor together with the raw image, which vLLM preprocesses again; wherever the two resize differently
     the ids and the image features mis-align (TRL #6401: an M-RoPE shape crash, or silently corrupted
     prompts). An image already at its input size (multiples of the patch grid, within the pixel limits) is
-    left as it is by both, so they expand it to the same tokens."""
+    left as it is by both, so they expand it to the same tokens. Where the processor's rule would resize even
+    that again (limits so close that the resize lands outside them), the original is kept."""
     from PIL import Image
     folder.mkdir(parents=True, exist_ok=True)
     out, done = [], {}
@@ -89,12 +90,12 @@ def presized(rows: list[dict], folder: Path, input_size_of) -> list[dict]:
         src = row["image"]
         if src not in done:
             with Image.open(src) as im:
-                size = input_size_of(im.size)
-                if tuple(size) == im.size:
+                size = tuple(input_size_of(im.size))
+                if size == im.size or tuple(input_size_of(size)) != size:
                     done[src] = src
                 else:
                     dst = folder / f"{len(done):06d}.png"
-                    im.convert("RGB").resize(tuple(size), Image.BICUBIC).save(dst)
+                    im.convert("RGB").resize(size, Image.BICUBIC).save(dst)
                     done[src] = str(dst)
         out.append({**row, "image": done[src]})
     return out
