@@ -8,6 +8,7 @@ import shutil
 import gradio as gr
 import pytest
 
+from backend.data.importer import import_dataset
 from tests import builders
 
 
@@ -56,7 +57,7 @@ def test_a_good_upload_is_imported_then_removed_from_the_cache(ws, tmp_path, cac
     builders.write_coco(tmp_path / "c", builders.detection_samples(4))
     path = _uploaded(cache, builders.zip_dir(tmp_path / "c", tmp_path / "c.zip"), "abc")
     status, picker, *_ = tab["import"]([path], "pets", "auto", 0.0)
-    assert status == "✓ Imported **pets**." and picker["value"] == "pets"
+    assert status == "✓ Imported **pets** (no split in the export: nothing held out)." and picker["value"] == "pets"
     assert list(cache.iterdir()) == []
 
 
@@ -67,7 +68,7 @@ def test_a_refused_name_keeps_the_upload_to_try_again(ws, tmp_path, cache, tab):
     assert status.startswith("⚠ 'no spaces please' is not a valid dataset name")
     assert (cache / "abc" / "c.zip").is_file()
     status, *rest = tab["import"]([path], "pets", "auto", 0.0)
-    assert status == "✓ Imported **pets**." and list(cache.iterdir()) == []
+    assert status.startswith("✓ Imported **pets**") and list(cache.iterdir()) == []
 
 
 def test_a_bug_is_still_a_sentence(ws, tmp_path, cache, tab, monkeypatch):
@@ -93,3 +94,30 @@ def test_files_outside_the_upload_cache_are_never_deleted(tmp_path, cache):
 
 def test_a_dataset_deleted_elsewhere_is_a_sentence_when_picked(ws, tmp_path, tab):
     assert tab["pick"]("gone", "all") == ("⚠ there is no dataset named 'gone'", [], [])
+
+
+def test_the_tab_says_where_the_split_came_from(ws, tmp_path, cache, tab):
+    from tests import exports
+    exports.roboflow_coco(tmp_path / "rf")
+    path = _uploaded(cache, builders.zip_dir(tmp_path / "rf", tmp_path / "rf.zip"), "rf")
+    status, _, summary, rows, *_ = tab["import"]([path], "cells", "auto", 0.2)
+    assert status == "✓ Imported **cells** (split from the export: 6 train / 3 val / 2 test)."
+    assert ("**Split:** split from the export: 6 train / 3 val / 2 test (held-out evaluation uses val; test is kept "
+            "apart)") in summary
+    assert ["RBC", 3, 1, 2, 6] in rows
+
+
+def test_a_hub_name_alone_is_imported(ws, tmp_path, tab, monkeypatch):
+    """What reaches the importer is the hf: name; here a local export stands in for the download."""
+    import ui.data_tab
+    seen = []
+    builders.write_coco(tmp_path / "c", builders.detection_samples(4))
+    local = builders.zip_dir(tmp_path / "c", tmp_path / "c.zip")
+
+    def fake(store, data_dir, sources, name, **kw):
+        seen.append(sources)
+        return import_dataset(store, data_dir, [local], name, val_fraction=kw["val_fraction"])
+    monkeypatch.setattr(ui.data_tab, "import_dataset", fake)
+    status, *_ = tab["import"](None, "cppe", "auto", 0.25, "rishitdagli/cppe-5")
+    assert seen == [["hf:rishitdagli/cppe-5"]]
+    assert status == "✓ Imported **cppe** (no split in the export: 25 % held out, stratified)."

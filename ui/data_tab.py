@@ -53,11 +53,14 @@ def dataset_view(ws: Workspace, name: str | None, split: str = "all") -> tuple[s
         return f"⚠ {e}", [], []
     c = info["counts"]
     unit = "boxes" if info["task"] == "detection" else "images"
+    held = " · ".join(f"{c[k]} {k}" for k in ("val", "test") if c[k]) or "nothing held out"
     md = [f"### {info['name']}",
           f"**{info['task']}** from **{info['format']}** · {c['total']} images · {c['train']} train · "
-          f"{c['val']} held out · {len(info['classes'])} classes (counts below are {unit})"]
+          f"{held} · {len(info['classes'])} classes (counts below are {unit})",
+          f"\n**Split:** {info['split_note']}" + (" (held-out evaluation uses val; test is kept apart)"
+                                                  if c["val"] and c["test"] else "")]
     md += [f"- ⚠ {w}" for w in info["warnings"]]
-    rows = [[cls, n["train"], n["val"], n["train"] + n["val"]] for cls, n in info["per_class"].items()]
+    rows = [[cls, n["train"], n["val"], n["test"], sum(n.values())] for cls, n in info["per_class"].items()]
     gallery = []
     for s in [s for s in info["samples"] if split == "all" or s["split"] == split][:GALLERY_LIMIT]:
         boxes = s.get("boxes") or ([[*s["box"], s["expression"]]] if "box" in s else [])
@@ -71,24 +74,28 @@ def create_data_tab(ws: Workspace) -> dict:
     with gr.Tab("Data", id="data") as tab:
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
-                gr.Markdown("Upload a **zip** (or images with their annotation files): COCO JSON, YOLO, "
-                            "Pascal VOC, Label Studio JSON, one folder per class, CSV `image,label`, or JSONL "
-                            "referring expressions.")
+                gr.Markdown("Upload a **zip** as your labelling tool exported it (or images with their annotation "
+                            "files): COCO JSON, YOLO / Ultralytics `data.yaml`, Pascal VOC, Label Studio JSON, a "
+                            "Hugging Face `datasets` folder, one folder per class, CSV `image,label` or one-hot, or "
+                            "JSONL referring expressions. The export's own train / valid / test split is kept.")
                 files = gr.File(label="Upload", file_count="multiple", elem_id="data-upload",
                                 file_types=[".zip", *sorted(IMAGE_SUFFIXES | ANNOTATION_SUFFIXES)])
+                hub = gr.Textbox(label="…or a Hugging Face Hub dataset", placeholder="hf:NAME or hf:OWNER/NAME:CONFIG",
+                                 elem_id="data-hub")
                 name = gr.Textbox(label="Dataset name", placeholder="my-dataset")
                 task = gr.Dropdown([AUTO, "detection", "classification", "grounding"], value=AUTO, label="Task")
-                val_fraction = gr.Slider(0.0, 0.5, value=0.2, step=0.05, label="Held-out fraction")
+                val_fraction = gr.Slider(0.0, 0.5, value=0.2, step=0.05, label="Held-out fraction",
+                                         info="used only when the export has no train / valid / test split")
                 import_btn = gr.Button("Import", variant="primary")
                 status = gr.Markdown(elem_id="import-status")
             with gr.Column(scale=2):
                 with gr.Row():
                     picker = gr.Dropdown([], label="Dataset", scale=3, allow_custom_value=True)
-                    split = gr.Radio(["all", "train", "val"], value="all", label="Split", scale=2)
+                    split = gr.Radio(["all", "train", "val", "test"], value="all", label="Split", scale=2)
                     delete_btn = gr.Button("Delete", variant="stop", scale=1, size="sm")
                 message = gr.Markdown(elem_id="dataset-message")
                 summary = gr.Markdown(elem_id="dataset-summary")
-                counts = gr.Dataframe(headers=["class", "train", "val", "total"], label="Per class",
+                counts = gr.Dataframe(headers=["class", "train", "val", "test", "total"], label="Per class",
                                       interactive=False)
                 gallery = gr.Gallery(label="Images with their annotations", columns=4, height=560,
                                      object_fit="contain", elem_id="dataset-gallery")
@@ -96,21 +103,25 @@ def create_data_tab(ws: Workspace) -> dict:
     def on_upload(paths):
         return gr.update(value=suggest_task(paths))
 
-    def on_import(paths, ds_name, task_choice, fraction):
-        """Import the upload; every outcome is one sentence. The uploaded files leave gradio's cache once
-        imported or refused (a refused name keeps them, to try again with another)."""
+    def on_import(paths, ds_name, task_choice, fraction, hub_name=None):
+        """Import the upload (or the Hub dataset named); every outcome is one sentence. The uploaded files leave
+        gradio's cache once imported or refused (a refused name keeps them, to try again with another)."""
         unchanged = (gr.update(),) * 5
-        if not paths:
-            return "⚠ Choose a zip or files to upload first.", *unchanged
+        hub_name = (hub_name or "").strip()
+        if hub_name and not hub_name.startswith("hf:"):
+            hub_name = f"hf:{hub_name}"
+        if not paths and not hub_name:
+            return "⚠ Choose a zip or files to upload first, or name a Hugging Face dataset.", *unchanged
         ds_name = (ds_name or "").strip()
         try:
             check_new_name(ws.store, ds_name)
         except ImportProblem as e:
             return f"⚠ {e}", *unchanged
         try:
-            import_dataset(ws.store, ws.data_dir, [Path(p) for p in paths], ds_name,
+            paths = paths or []
+            import_dataset(ws.store, ws.data_dir, [Path(p) for p in paths] + ([hub_name] if hub_name else []), ds_name,
                            task=None if task_choice == AUTO else task_choice, val_fraction=float(fraction),
-                           source_names=[Path(p).name for p in paths])
+                           source_names=[Path(p).name for p in paths] + ([hub_name] if hub_name else []))
         except ValueError as e:  # ImportProblem and every other sentence a person can act on
             return f"⚠ {e}", *(gr.update(),) * 4, None
         except Exception as e:  # noqa: BLE001 - a bug, still shown as a sentence (the traceback goes to the log)
@@ -120,7 +131,8 @@ def create_data_tab(ws: Workspace) -> dict:
         finally:
             discard_uploads(paths)
         md, rows, items = dataset_view(ws, ds_name)
-        return (f"✓ Imported **{ds_name}**.", gr.update(choices=dataset_names(ws.store), value=ds_name),
+        note = get_dataset(ws.store, ds_name, with_samples=False)["split_note"]
+        return (f"✓ Imported **{ds_name}** ({note}).", gr.update(choices=dataset_names(ws.store), value=ds_name),
                 md, rows, items, None)
 
     def on_pick(ds_name, which):
@@ -150,7 +162,7 @@ def create_data_tab(ws: Workspace) -> dict:
         return (gr.update(choices=names, value=current), *dataset_view(ws, current, which))
 
     files.upload(on_upload, files, task, api_visibility="private")
-    imported = import_btn.click(on_import, [files, name, task, val_fraction],
+    imported = import_btn.click(on_import, [files, name, task, val_fraction, hub],
                                 [status, picker, summary, counts, gallery, files], api_name="import_dataset")
     picker.change(on_pick, [picker, split], [summary, counts, gallery], api_visibility="private")
     split.change(on_pick, [picker, split], [summary, counts, gallery], api_visibility="private")
