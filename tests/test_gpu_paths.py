@@ -393,3 +393,20 @@ def test_the_callback_writes_nothing_outside_the_main_process(ws):
 
 
 # The job record (host, boot id, start time) and who may kill its job: tests/test_worker.py.
+
+
+# ------------------------------------------------------------------ answers: the engine training used
+
+def test_answers_come_from_vllm_only_on_cuda_with_vllm_installed(monkeypatch):
+    import importlib.util
+
+    from backend.engine.vllm_answers import ENGINE_ENV, answer_engine, lora_rank_limit
+    has_vllm = importlib.util.find_spec("vllm") is not None
+    assert answer_engine("cpu") == "hf"
+    assert answer_engine("cuda") == ("vllm" if has_vllm else "hf")
+    monkeypatch.setenv(ENGINE_ENV, "hf")
+    assert answer_engine("cuda") == "hf"
+    monkeypatch.setenv(ENGINE_ENV, "fast")
+    with pytest.raises(ValueError, match="^VRFT_ANSWER_ENGINE must be 'auto' or 'hf', not 'fast'$"):
+        answer_engine("cuda")
+    assert [lora_rank_limit(r) for r in (4, 8, 16, 17, 64, 300)] == [8, 8, 16, 32, 64, 320]

@@ -4,8 +4,10 @@ from __future__ import annotations
 import shutil
 import threading
 from contextlib import nullcontext
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Callable
 
 from PIL import Image, ImageOps
 from sqlalchemy import select
@@ -68,6 +70,41 @@ def copy_adapter(source: Path, out: Path) -> Path:
     return out
 
 
+@dataclass
+class Answering:
+    """A model ready to answer: `loaded` says what it sees of an image (family, view), `generate(items,
+    max_new_tokens, base=False)` gives greedy completions, tuned or (base) from its base model."""
+    loaded: Any
+    generate: Callable[..., list[str]]
+
+
+def _answering(model: str, adapter: str | None, min_pixels: int | None = None,
+               max_pixels: int | None = None) -> Answering:
+    """The engine training generates with on this machine (backend.engine.vllm_answers.answer_engine): vLLM
+    on a GPU where it is installed, its base loaded once and the adapter a LoRA request; else transformers."""
+    from backend.engine.models import device_name
+    from backend.engine.vllm_answers import adapter_rank, answer_engine
+    if answer_engine(device_name()) == "vllm":
+        rank = adapter_rank(adapter) if adapter else 8
+        loaded, engine = _vllm_engine(model, min_pixels, max_pixels, rank)
+        return Answering(loaded, lambda items, n, base=False: engine.generate(items, n, None if base else adapter))
+    loaded = _loaded(model, adapter, min_pixels, max_pixels)
+
+    def hf(items, n, base=False):
+        with _base_only(loaded) if base else nullcontext():
+            return generate(loaded, items, max_new_tokens=n)
+    return Answering(loaded, hf)
+
+
+@lru_cache(maxsize=1)
+def _vllm_engine(model: str, min_pixels: int | None, max_pixels: int | None, rank: int):
+    from backend.engine.models import Loaded, load_processor, resolve_model
+    from backend.engine.vllm_answers import VllmAnswers, lora_rank_limit
+    processor, family = load_processor(model, min_pixels=min_pixels, max_pixels=max_pixels)
+    engine = VllmAnswers(resolve_model(model)[0], processor, family.name, max_lora_rank=lora_rank_limit(max(rank, 8)))
+    return Loaded(None, processor, family, "cuda", False), engine
+
+
 @lru_cache(maxsize=2)
 def _loaded(model: str, adapter: str | None, min_pixels: int | None = None, max_pixels: int | None = None):
     from backend.engine.models import load
@@ -79,10 +116,10 @@ _USING = threading.Lock()
 tuned answer uses, and two first requests at once would each load it."""
 
 
-def _run_loaded(ws: Workspace, run_id: int, checkpoint: str = "best", base: bool = False):
-    """The run's base model with its best (or last) adapter on top (a PeftModel), fed images the way it was
-    trained. Its base model's answers come from the same weights with the adapter disabled, so tuned and base
-    side by side load the model once. With `base` and no adapter yet, the base model alone."""
+def _run_answering(ws: Workspace, run_id: int, checkpoint: str = "best", base: bool = False) -> Answering:
+    """The run's base model with its best (or last) adapter, fed images the way it was trained. Its base
+    model's answers come from the same weights without the adapter, so tuned and base side by side load the
+    model once. With `base` and no adapter yet, the base model alone."""
     run = get_run(ws.store, run_id)
     settings = TrainSettings.from_dict(run.settings)
     try:
@@ -91,7 +128,7 @@ def _run_loaded(ws: Workspace, run_id: int, checkpoint: str = "best", base: bool
         if not base:
             raise
         adapter = None
-    return _loaded(run.model, adapter, settings.min_pixels, settings.max_pixels)
+    return _answering(run.model, adapter, settings.min_pixels, settings.max_pixels)
 
 
 def _base_only(loaded):
@@ -129,10 +166,11 @@ def _predict(ws: Workspace, image: Path, run_id: int | None, model: str | None, 
         run = get_run(ws.store, run_id)
         model, task = run.model, run.task
         used = None if base else chosen_adapter(ws, run_id, checkpoint)[1]
-        loaded = _run_loaded(ws, run_id, checkpoint, base)
+        answering = _run_answering(ws, run_id, checkpoint, base)
         max_new_tokens = TrainSettings.from_dict(run.settings).max_completion_length
     else:
-        loaded = _loaded(model, None)
+        answering = _answering(model, None)
+    loaded = answering.loaded
     if task == "detection" and not category:
         raise ValueError("this run detects objects: give a category to detect")
     if task == "grounding" and not question:
@@ -152,8 +190,7 @@ def _predict(ws: Workspace, image: Path, run_id: int | None, model: str | None, 
         prompt, kind = grounding_prompt(question, family, size, view.input), "grounding"
     else:
         prompt, kind = f"{question} {FORMAT_INSTRUCTION}", "classification"
-    with _base_only(loaded) if base else nullcontext():
-        completion = generate(loaded, [(picture, prompt)], max_new_tokens=max_new_tokens)[0]
+    completion = answering.generate([(picture, prompt)], max_new_tokens, base=base)[0]
     sol = {**frame_solution(size, family, view.input), "boxes": []}  # no truth: only the parsing matters
     parsed = parsed_view("detection", completion, sol)  # boxes in pixels, when the answer holds any
     if kind == "classification":
@@ -198,10 +235,11 @@ def evaluate_run(ws: Workspace, run_id: int, checkpoint: str = "best", split: st
         val = [s for s in dataset["samples"] if s["split"] == split]
     if not val:
         raise ValueError(f"dataset '{dataset['name']}' has no held-out images" + (f" in '{split}'" if split else ""))
-    loaded = _run_loaded(ws, run_id, checkpoint=checkpoint)
+    answering = _run_answering(ws, run_id, checkpoint=checkpoint)
     settings = TrainSettings.from_dict(run.settings)
-    return {**heldout.evaluate(loaded, ws.data_dir, dataset, val, settings.task_settings(),
-                               settings.max_completion_length, settings.eval_max_examples), "split": split}
+    return {**heldout.evaluate(answering.loaded, ws.data_dir, dataset, val, settings.task_settings(),
+                               settings.max_completion_length, settings.eval_max_examples,
+                               generate_fn=answering.generate), "split": split}
 
 
 def export(ws: Workspace, run_id: int, out: Path, merged: bool = False, checkpoint: str = "best") -> Path:

@@ -1,0 +1,73 @@
+"""Answers from a vLLM engine, where training generates with vLLM: the Test tab, `predict` and `eval` ask the same
+engine kind the job's held-out evaluation used. The base model is loaded once; a run's adapter is a LoRA request
+on it (so the tuned and the base answer come from one engine), greedy, images fed at the size the HF processor
+gives them (TRL #6401: both engines then expand an image to the same tokens)."""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+ENGINE_ENV = "VRFT_ANSWER_ENGINE"
+"""auto (the default: vLLM on CUDA when it is installed) or hf (transformers' generate everywhere)."""
+ANSWER_GPU_SHARE = 0.5
+"""The share of its GPU an answering engine reserves (an answerer runs on a GPU no job trains on)."""
+MAX_MODEL_TOKENS = 4096 + 1024
+"""Prompt (images capped by max_pixels) plus answer: the context the engine sizes its KV cache for."""
+
+
+def answer_engine(device: str) -> str:
+    """"vllm" or "hf": which engine answers on `device` ("cuda" or "cpu")."""
+    wanted = os.environ.get(ENGINE_ENV, "auto")
+    if wanted not in ("auto", "hf"):
+        raise ValueError(f"{ENGINE_ENV} must be 'auto' or 'hf', not '{wanted}'")
+    return "vllm" if wanted == "auto" and device == "cuda" and importlib.util.find_spec("vllm") else "hf"
+
+
+def lora_rank_limit(rank: int) -> int:
+    """vLLM's max_lora_rank for an adapter of `rank`: the smallest of the values vLLM accepts that holds it."""
+    for allowed in (8, 16, 32, 64, 128, 256, 320, 512):
+        if rank <= allowed:
+            return allowed
+    raise ValueError(f"a LoRA rank of {rank} is more than vLLM serves (512)")
+
+
+def adapter_rank(adapter: str | Path) -> int:
+    import json
+    return int(json.loads((Path(adapter) / "adapter_config.json").read_text())["r"])
+
+
+class VllmAnswers:
+    """One vLLM engine of a base model, answering with or without a run's adapter."""
+
+    def __init__(self, source: str, processor, family: str, max_lora_rank: int = 64):
+        from vllm import LLM
+
+        from backend.engine.model_input import pixel_limits
+        lo, hi = pixel_limits(processor)
+        self.processor, self.family = processor, family
+        self.llm = LLM(model=source, enable_lora=True, max_lora_rank=max_lora_rank, max_loras=2,
+                       limit_mm_per_prompt={"image": 1}, mm_processor_kwargs={"min_pixels": lo, "max_pixels": hi},
+                       gpu_memory_utilization=ANSWER_GPU_SHARE, max_model_len=MAX_MODEL_TOKENS)
+        self.lora_ids: dict[str, int] = {}
+
+    def generate(self, items, max_new_tokens: int, adapter: str | None = None) -> list[str]:
+        """Greedy completions for (image, prompt) pairs, with `adapter` (a PEFT folder) or the base alone."""
+        from vllm import SamplingParams
+        from vllm.lora.request import LoRARequest
+
+        from backend.engine.inference import messages
+        from backend.engine.model_input import image_view
+        prompts = []
+        for im, prompt in items:
+            size = image_view(self.processor, self.family, im.size).input
+            picture = im.convert("RGB") if tuple(size) == im.size else im.convert("RGB").resize(tuple(size))
+            prompts.append({"prompt": self.processor.apply_chat_template(messages(prompt), add_generation_prompt=True),
+                            "multi_modal_data": {"image": picture}})
+        lora = None
+        if adapter is not None:
+            lora_id = self.lora_ids.setdefault(str(adapter), len(self.lora_ids) + 1)
+            lora = LoRARequest(f"adapter-{lora_id}", lora_id, str(adapter))
+        outputs = self.llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=max_new_tokens),
+                                    lora_request=lora, use_tqdm=False)
+        return [o.outputs[0].text for o in outputs]
