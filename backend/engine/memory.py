@@ -47,6 +47,9 @@ prompt per step, a 1024x768 photo = 999 visual tokens, ~128 text tokens assumed)
     the same two with the tower left in 16-bit and upcast (unrecorded which it was): 19.3 (+6%), 30.5 (+5%)
     3B nf4 QLoRA, 4000x3000 (15,301 visual tokens)       out of memory on 80 GB   estimate 157 GiB
     As designed (vision bf16, no upcast): 3B QLoRA 13.4 GiB, 7B QLoRA 21.2 GiB (not yet measured).
+    Why the measured runs had both: the QLoRA skip list named the tower "visual", which transformers'
+    re.match against full names ("model.visual...") never matched, and PEFT's prepare_model_for_kbit_training
+    cast every other weight to fp32. backend/engine/models.py now does neither (tests/test_qlora_dtypes.py).
 
 Model shapes: from the published config.json of each checkpoint (text_config / vision_config),
 parameter counts computed from them and rounded; approximate, within a few percent.
