@@ -207,6 +207,9 @@ def test_settings_problems_are_one_sentence_each():
         "generation backend 'vllm' cannot train a 4-bit (QLoRA) base")
     assert settings_problem(vllm, 1, has_all) is None
     assert settings_problem(_tiny(generation_backend="fast"), 1, has_all).startswith("generation backend must be")
+    assert settings_problem(_tiny(compile_generation=True), 0, has_all) == (
+        "compile_generation compiles HF generate on a CUDA GPU; turn it off here: this machine has none")
+    assert settings_problem(_tiny(compile_generation=True), 1, has_all) is None
     assert settings_problem(_tiny(use_liger_kernel=True), 0, has_all).startswith("use_liger_kernel needs a CUDA GPU")
     assert settings_problem(_tiny(num_gpus=4), 2, has_all) == (
         "this run asks for 4 GPUs and this machine has 2; a worker only takes a run when it has that many GPUs free")

@@ -78,6 +78,9 @@ def settings_problem(settings: TrainSettings, gpu_count: int, has=installed) -> 
     if s.use_liger_kernel and (gpu_count == 0 or not has("liger_kernel")):
         return ("use_liger_kernel needs a CUDA GPU and the liger-kernel package "
                 "(pip install -r requirements-gpu.txt); turn it off here")
+    if s.compile_generation and (gpu_count == 0 or s.generation_backend == "vllm"):
+        return ("compile_generation compiles HF generate on a CUDA GPU; turn it off "
+                + ("here: this machine has none" if gpu_count == 0 else "with generation backend 'vllm'"))
     if s.num_gpus < 1:
         return f"num_gpus must be at least 1, got {s.num_gpus}"
     if s.num_gpus > 1:
