@@ -103,6 +103,17 @@ def has_points(run: dict, key: str) -> bool:
     return bool(metrics.get(key))
 
 
+MIN_STEP_SPAN = 20
+"""The step axis spans at least this many steps: the plot picks about one tick per 40 pixels, so a shorter span
+would get ticks at 1.5, 2.5 (the axis prints whole numbers only, and would repeat them)."""
+
+
+def step_axis(run: dict) -> list[int]:
+    """The x range of a run's charts: from 0 to its last step (at least MIN_STEP_SPAN), so the curves grow across the
+    chart as the run trains, under whole-number ticks."""
+    return [0, max(int(run.get("max_steps") or 0), MIN_STEP_SPAN)]
+
+
 def chart_updates(run: dict, redraw: dict[str, bool]) -> list:
     """Each chart's update (CHARTS' order): shown when this run's method has it and it has a point (an empty
     plot would draw a bare axis labelled 0.000000: `empty_charts_note` names it instead), and its frame and legend
@@ -113,7 +124,7 @@ def chart_updates(run: dict, redraw: dict[str, bool]) -> list:
         visible = key in shown and has_points(run, key)
         if visible and redraw["heldout" if key == "heldout" else "metrics"]:
             frame, legend = chart_frame(run, key)
-            updates.append(gr.update(value=frame, colors_in_legend=legend, visible=True))
+            updates.append(gr.update(value=frame, colors_in_legend=legend, visible=True, x_lim=step_axis(run)))
         else:
             updates.append(gr.update(visible=visible))
     return updates
