@@ -58,6 +58,12 @@ def cmd_models_check(args: argparse.Namespace) -> int:
     if result["memory"]:
         lines.append(f"  on a GPU: {result['memory']['plan']}")
         lines.append(f"  GPU memory estimate (largest image): {result['memory']['summary']}")
+    dense = result.get("dense")
+    if dense:
+        lines.append(f"  boxes per image: {dense['boxes_per_image'][0]}–{dense['boxes_per_image'][1]}; the longest "
+                     f"answer (~{dense['answer_tokens']} tokens, {dense['densest_boxes']} '{dense['densest_class']}') "
+                     f"needs max_completion_length >= {dense['suggested_max_completion_length']} "
+                     f"(set: {dense['max_completion_length']})")
     base = result["baseline"]
     if base:
         lines.append(f"  zero-shot baseline on {len(base['samples'])} training images: format rate "

@@ -16,6 +16,7 @@ from PIL import Image, ImageOps
 from backend.data.catalog import get_dataset
 from backend.data.config import ImportLimits
 from backend.data.safety import probe_image
+from backend.engine.dense_scenes import dense_advice, dense_scenes
 from backend.engine.settings import TrainSettings
 from backend.scoring.draw import PREDICTION, TRUTH, draw_boxes
 from backend.scoring.rewards import REWARDS
@@ -154,7 +155,7 @@ def advice(result: dict) -> list[str]:
     mem = result.get("memory")
     if mem and mem.get("fits") is False:
         out += mem["advice"]
-    return out
+    return out + dense_advice(result.get("dense"))
 
 
 def check(ws, model: str, *, dataset_name: str | None = None, image_paths: list[Path] = (),
@@ -184,7 +185,13 @@ def check(ws, model: str, *, dataset_name: str | None = None, image_paths: list[
     result = {"model": model, "family": family.name, "min_pixels": lo, "max_pixels": hi,
               "images": [{"path": label, **view.to_json()} for label, view in views],
               "largest_visual_tokens": largest,
-              "memory": memory_line(model, settings, visual_tokens=largest), "baseline": None}
+              "memory": memory_line(model, settings, visual_tokens=largest), "baseline": None,
+              "dense": None}
+    if dataset is not None:  # the answer the densest image asks for, in this family's format and this tokenizer's tokens
+        tokenizer = getattr(processor, "tokenizer", processor)
+        result["dense"] = dense_scenes(dataset, family.name, lambda text: len(tokenizer(text)["input_ids"]),
+                                       settings.max_completion_length,
+                                       lambda size: image_view(processor, family.name, size).input)
     if with_baseline:
         out_dir = Path(ws.data_dir) / "checks" / time.strftime("%Y%m%d-%H%M%S")
         result["baseline"] = baseline(ws, loaded, dataset, samples, settings.max_completion_length, out_dir)
