@@ -16,7 +16,7 @@ def test_runs_create_warns_with_the_memory_and_time_of_a_cpu_run(ws):
     proc = run_cli("runs", "create", "--dataset", "demo-shapes", "--model", "Qwen/Qwen2.5-VL-3B-Instruct",
                    "--json", data_dir=ws.data_dir)
     assert re.fullmatch(r"warning: this machine has no GPU, so a worker here would train Qwen/Qwen2\.5-VL-3B-Instruct "
-                        r"\(3\.8B parameters, the demo's 4M\) on the CPU: about \d+ GiB of memory and roughly [\d.]+ "
+                        r"\(3\.8B parameters, against the demo's few million\) on the CPU: about \d+ GiB of memory and roughly [\d.]+ "
                         r"(h|min) per step \([\d.]+ (h|min) for \d+ steps\)\. Train it where a worker has a GPU, or try "
                         r"the walk with the demo model first\.\n", proc.stderr), proc.stderr
     assert '"id": 1' in proc.stdout  # queued all the same: a worker with a GPU may take it

@@ -55,9 +55,8 @@ def cpu_warning(model: str, settings, image_size: tuple[int, int] | None = None,
     if shape.total_params_b < WARN_ABOVE_PARAMS_B:
         return None
     est = cpu_estimate(settings, shape, image_size)
-    demo = model_shape(resolve_model("demo")[0]).total_params_b
     return (f"this machine has no GPU, so a worker here would train {model} ({shape.total_params_b:.1f}B parameters, "
-            f"the demo's {1000 * demo:.0f}M) on the CPU: about {est['memory_gib']:.0f} GiB of memory and roughly "
+            f"against the demo's few million) on the CPU: about {est['memory_gib']:.0f} GiB of memory and roughly "
             f"{_span(est['step_seconds'])} per step ({_span(est['run_seconds'])} for {settings.max_steps} steps). "
             "Train it where a worker has a GPU, or try the walk with the demo model first.")
 
