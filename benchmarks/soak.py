@@ -1,8 +1,9 @@
 """Soak test of the multi-worker path, run by hand (not in CI): workers and jobs killed at random, nothing lost.
 
 A throwaway PostgreSQL server, a shared data dir, `--workers` workers (`app.py worker`, warm standbys), `--runs`
-short demo runs. For `--minutes` a random worker or job is SIGKILLed every few seconds (`--kill-every`);
-workers are restarted as they die. Then the kills stop and the workers drain the queue (at most
+short demo runs. For `--minutes` a random worker is stopped (SIGTERM, a graceful stop: its jobs checkpoint and
+their runs are re-queued; or SIGKILL: its jobs notice and stop by themselves) or a random job is SIGKILLed, every few
+seconds (`--kill-every`); workers are restarted as they end. Then the kills stop and the workers drain the queue (at most
 `--drain-minutes`). At the end it prints: every run completed?, metric steps 1..N exactly once per run, no
 rollout twice, and the counts of kills, re-queues and lost leases; the last line is one JSON object.
 Exit status 0 when every check holds.
@@ -62,12 +63,12 @@ class Workers:
                 log.close()
                 self.started += 1
 
-    def kill_one(self, rng: random.Random) -> bool:
+    def kill_one(self, rng: random.Random, sig: int = signal.SIGKILL) -> bool:
         alive = [p for p in self.procs if p is not None and p.poll() is None]
         if not alive:
             return False
-        os.kill(rng.choice(alive).pid, signal.SIGKILL)  # the worker only: its job lives on, orphaned
-        return True
+        os.kill(rng.choice(alive).pid, sig)  # the worker only: SIGTERM stops it gracefully; after SIGKILL its job
+        return True                          # notices and stops at its next step
 
     def stop(self) -> None:
         for p in self.procs:
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     tmp = Path(tempfile.mkdtemp(prefix="vrft-soak-"))
     data_dir = tmp / "data"
-    kills = {"workers": 0, "jobs": 0}
+    kills = {"workers": 0, "workers_terminated": 0, "jobs": 0}
     with throwaway_server() as server:
         url = new_database(server)
         os.environ["DATABASE_URL"] = url
@@ -185,7 +186,10 @@ def main(argv: list[str] | None = None) -> int:
             while time.time() < chaos_end:
                 workers.keep_alive()
                 if time.time() >= next_kill:
-                    if rng.random() < 0.5:
+                    draw = rng.random()
+                    if draw < 0.25:
+                        kills["workers_terminated"] += workers.kill_one(rng, signal.SIGTERM)
+                    elif draw < 0.5:
                         kills["workers"] += workers.kill_one(rng)
                     else:
                         kills["jobs"] += kill_job(data_dir, rng)
@@ -217,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         logs = list(data_dir.glob("soak-worker-*.log"))
         train_logs = list((data_dir / "runs").glob("*/train.log"))
         figures.update(
-            kills_of_workers=kills["workers"], kills_of_jobs=kills["jobs"], worker_starts=workers.started,
+            kills_of_workers=kills["workers"], sigterms_of_workers=kills["workers_terminated"],
+            kills_of_jobs=kills["jobs"], worker_starts=workers.started,
             lost_leases_stopped_by_worker=count_in_files(logs, "without settling it"),
             jobs_stopped_by_their_fence=count_in_files(train_logs, "stopping: run "),
             chaos_minutes=args.minutes, drain_s=round(drained - started - args.minutes * 60, 1),
@@ -230,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
           + (f" {figures['metric_step_problems']}" if figures["metric_step_problems"] else ""))
     print(f"no rollout twice: {'yes' if figures['no_rollout_twice'] else 'NO'} ({figures['rollouts']} rollouts, "
           f"{figures['rollouts_stored_twice']} stored twice, {figures['rollouts_without_key']} without a key)")
-    print(f"kills: {kills['workers']} workers, {kills['jobs']} jobs; re-queues {figures['requeues']} "
+    print(f"kills: {kills['workers']} workers SIGKILLed, {kills['workers_terminated']} sent SIGTERM, {kills['jobs']} jobs; "
+          f"re-queues {figures['requeues']} "
           f"(claims {figures['claims']}, at most {figures['max_attempts_of_a_run']} attempts of one run); lost leases "
           f"stopped by a worker {figures['lost_leases_stopped_by_worker']}, jobs stopped by their fence "
           f"{figures['jobs_stopped_by_their_fence']}; {figures['wall_s']:.0f} s in all")
