@@ -24,9 +24,16 @@ def _setting_flags(parser: argparse.ArgumentParser) -> None:
             continue
         kind = setting_type(f.name)
         extra: dict = {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": kind}
+        if kind is list:  # comma-separated names
+            extra = {"type": _comma_list, "metavar": "A,B"}
         if f.name in CHOICES:
             extra["choices"] = list(CHOICES[f.name])
         parser.add_argument(flag, dest=f.name, default=None, help=helps.get(f.name, "").replace("%", "%%"), **extra)
+
+
+def _comma_list(text: str) -> list[str]:
+    from backend.scoring.subsets import parse_class_list
+    return parse_class_list(text)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

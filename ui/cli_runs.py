@@ -85,11 +85,13 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
 
 def cmd_runs_show(args: argparse.Namespace) -> int:
     from backend.jobs.run_history import run_json
+    from backend.jobs.runs import training_set_text
     run = run_json(_open(args).store, args.id)
     last = {k: v[-1][1] for k, v in run["metrics"].items() if k in ("reward", "loss", "kl", "completions/mean_length")}
     best = run["best"]
     text = (f"run {run['id']}: {run['method']} {run['status']} at step {run['step']}/{run['max_steps']}, {run['model']} "
             f"on {run['task']}" + (f" (from run {run['init_from']})" if run["init_from"] is not None else "")
+            + f"\n  {training_set_text(run['training_set'])}"
             + f"\n  latest: {json.dumps(last)}\n  evaluation: {json.dumps(run['evaluation'])}"
             + (f"\n  best: {best['metric']} {best['value']:.4f} at step {best['step']}" if best else "")
             + (f"\n  error: {run['error']}" if run["error"] else ""))

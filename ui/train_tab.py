@@ -12,7 +12,8 @@ import gradio as gr
 from backend.data.catalog import dataset_names, get_dataset
 from backend.data.workspace import Workspace
 from backend.engine.preflight import launch_check
-from backend.engine.settings import CHOICES, PRESETS, TrainSettings, preset, setting_help, setting_type
+from backend.engine.settings import (CHOICES, PRESETS, TrainSettings, parse_setting, preset, setting_help,
+                                     setting_type)
 from backend.jobs.runs import create_run
 from backend.scoring.families import KNOWN_MODELS
 from backend.scoring.rewards import REWARDS
@@ -63,6 +64,8 @@ def form_value(key: str, value):
     """A setting as its form input shows it (qlora: auto / on / off)."""
     if key == "qlora":
         return AUTO if value is None else ("on" if value else "off")
+    if setting_type(key) is list:
+        return ", ".join(value or [])
     if setting_type(key) in (int, float) and getattr(TrainSettings, key, None) is None:
         return "" if value is None else str(value)
     return value
@@ -81,7 +84,11 @@ def setting_input(key: str, value, help_text: str | None):
     if kind in (int, float) and getattr(TrainSettings, key, None) is not None:
         return gr.Number(value, label=label, info=info, precision=0 if kind is int else None)
     # Optional numbers and text: empty = the default (a Number would show and send 0).
-    return gr.Textbox("" if value is None else str(value), label=label, info=info, placeholder="default")
+    if kind is list:
+        return gr.Textbox(form_value(key, value), label=label, info=info, placeholder="none",
+                          elem_id=f"setting-{key}")
+    return gr.Textbox("" if value is None else str(value), label=label, info=info, placeholder="default",
+                      elem_id=f"setting-{key}")
 
 
 def form_settings(dataset: str, model: str, preset_name: str, rewards_text: str, *values) -> TrainSettings:
@@ -97,7 +104,7 @@ def form_settings(dataset: str, model: str, preset_name: str, rewards_text: str,
             continue
         kind = setting_type(key)
         try:
-            overrides[key] = (value in (True, "on")) if kind is bool else kind(value)
+            overrides[key] = (value in (True, "on")) if kind is bool else parse_setting(key, value)
         except ValueError:
             raise ValueError(f"{key.replace('_', ' ')} must be a number, got '{value}'") from None
     settings = preset(preset_name, **overrides)

@@ -8,7 +8,7 @@ from typing import Callable
 from PIL import Image
 
 from backend.engine.inference import generate
-from backend.scoring.evaluation import METRICS
+from backend.scoring.evaluation import scoped_metrics
 from backend.scoring.tasks import Example, Size, TaskSettings, detection_prompt, frame_solution, get_task
 
 ALL_CLASSES_UP_TO = 12
@@ -44,12 +44,12 @@ GenerateFn = Callable[[list[tuple[Image.Image, str]], int], list[str]]
 
 def evaluate(loaded, data_dir: Path, dataset: dict, samples: list[dict], settings: TaskSettings,
              max_new_tokens: int, max_examples: int = 300, seed: int = 0,
-             generate_fn: GenerateFn | None = None) -> dict:
-    """The task's held-out metrics (mAP / accuracy / mIoU, and format rate) for `samples`. `generate_fn`
-    replaces HF generate on `loaded` (the training job passes its vLLM engine's, or one sharing the prompts
-    among its processes)."""
-    return METRICS[dataset["task"]](records(loaded, data_dir, dataset, samples, settings, max_new_tokens,
-                                            max_examples, seed, generate_fn))
+             generate_fn: GenerateFn | None = None, novel: list[str] | None = None) -> dict:
+    """The task's held-out metrics (mAP / accuracy / mIoU, and format rate) for `samples`, with the base and the
+    `novel` classes' apart when classes were held out of training. `generate_fn` replaces HF generate on `loaded`
+    (the training job passes its vLLM engine's, or one sharing the prompts among its processes)."""
+    return scoped_metrics(dataset["task"], records(loaded, data_dir, dataset, samples, settings, max_new_tokens,
+                                                   max_examples, seed, generate_fn), novel)
 
 
 def records(loaded, data_dir: Path, dataset: dict, samples: list[dict], settings: TaskSettings,

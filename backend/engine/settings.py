@@ -16,6 +16,20 @@ class TrainSettings:
     train it further, instead of a new LoRA adapter."""
     max_steps: int = 200
     """Optimiser steps."""
+    shots: int | None = None
+    """Train on k images per class, drawn with the run's seed from the training split (detection: k images that
+    hold the class, an image counting for every class it holds; grounding: k images); empty = every training
+    image. The held-out split is never touched."""
+    novel_classes: list[str] = field(default_factory=list)
+    """Classes held out of training entirely (comma-separated), to see whether the model finds classes it never
+    trained on: never in a training prompt (detection keeps their images but never asks about them;
+    classification leaves their images out and their names out of the class list). Held-out evaluation reports
+    base and novel classes apart."""
+    novel_fraction: float = 0.0
+    """Instead of naming them: this share of the classes is held out as novel, drawn with novel_seed when the
+    run is created (the run keeps the names chosen)."""
+    novel_seed: int = 0
+    """The seed that draws novel_fraction's classes (the same classes for every run that keeps it)."""
     num_generations: int = 8
     """Completions sampled per prompt (G); advantages compare them within the group."""
     prompts_per_step: int = 1
@@ -199,6 +213,17 @@ def setting_help() -> dict[str, str]:
             doc = after.value.value if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) else ""
             out[node.target.id] = " ".join(str(doc).split())
     return out
+
+
+def parse_setting(name: str, text: str):
+    """A setting typed as text (a CLI flag, a form box) as its field's type: a list setting is comma-separated."""
+    kind = setting_type(name)
+    if kind is list:
+        from backend.scoring.subsets import parse_class_list
+        return parse_class_list(text)
+    if kind is bool:
+        return text in (True, "on", "true", "True", "1")
+    return kind(text)
 
 
 def setting_type(name: str) -> type:

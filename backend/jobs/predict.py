@@ -239,7 +239,7 @@ def evaluate_run(ws: Workspace, run_id: int, checkpoint: str = "best", split: st
     settings = TrainSettings.from_dict(run.settings)
     return {**heldout.evaluate(answering.loaded, ws.data_dir, dataset, val, settings.task_settings(),
                                settings.max_completion_length, settings.eval_max_examples,
-                               generate_fn=answering.generate), "split": split}
+                               generate_fn=answering.generate, novel=settings.novel_classes), "split": split}
 
 
 def export(ws: Workspace, run_id: int, out: Path, merged: bool = False, checkpoint: str = "best") -> Path:

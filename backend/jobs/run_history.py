@@ -10,8 +10,8 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from backend.jobs.runs import _hold_lease, get_run, now, run_dict
-from backend.scoring.evaluation import MAIN_METRIC
+from backend.jobs.runs import _hold_lease, get_run, now, run_dict, run_training_set
+from backend.scoring.evaluation import MAIN_METRIC, main_value
 from storage import Store, update_where, upsert
 from storage.models import Checkpoint, Evaluation, HeldoutPoint, MetricPoint, Rollout, Run
 
@@ -43,10 +43,13 @@ def evaluations(store: Store, run_id: int) -> dict:
 
 
 def run_json(store: Store, run_id: int, with_metrics: bool = True) -> dict:
-    out = run_dict(get_run(store, run_id))
+    """A run as `runs show --json` prints it; with its metrics, results and training set (run_training_set)."""
+    run = get_run(store, run_id)
+    out = run_dict(run)
     if with_metrics:
         out["metrics"] = metrics(store, run_id)
         out.update(run_results(store, run_id, out["task"]))
+        out["training_set"] = run_training_set(store, run)
     return out
 
 
@@ -189,14 +192,15 @@ def heldout_series(points: list[HeldoutPoint]) -> dict[str, list[list[float]]]:
 
 
 def best_point(store: Store, run_id: int, task: str, points: list[HeldoutPoint] | None = None) -> dict | None:
-    """{"step", "metric", "value"}: the trained step with the best held-out main metric (MAIN_METRIC) among
-    those with a complete checkpoint; the later one on a tie. None before any such evaluation."""
+    """{"step", "metric", "value"}: the trained step with the best held-out main metric (MAIN_METRIC; on the base
+    classes where classes were held out: the novel ones never choose) among those with a complete checkpoint; the
+    later one on a tie. None before any such evaluation."""
     metric = MAIN_METRIC[task]
     points = heldout_points(store, run_id) if points is None else points
     with store.read() as s:
         saved = set(s.scalars(select(Checkpoint.step).where(Checkpoint.run_id == run_id, Checkpoint.complete.is_(True))))
-    scored = [(p.metrics.get(metric), p.step) for p in points if p.step >= 1 and p.step in saved]
-    scored = [(v, step) for v, step in scored if isinstance(v, (int, float))]
+    scored = [(main_value(p.metrics, task), p.step) for p in points if p.step >= 1 and p.step in saved]
+    scored = [(v, step) for v, step in scored if v is not None]
     if not scored:
         return None
     value, step = max(scored)

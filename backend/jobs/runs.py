@@ -69,6 +69,7 @@ def create_run(store: Store, dataset: str, model: str, settings: TrainSettings) 
     check_method(store, model, settings)
     if info["counts"]["train"] == 0:
         raise ValueError(f"dataset '{dataset}' has no training images")
+    check_subset(store, info, settings)
     with store.write() as s:
         if locked(s, Dataset, info["id"]) is None:  # deleted since it was read: no run on a missing dataset
             raise ValueError(f"dataset '{dataset}' was deleted")
@@ -78,6 +79,58 @@ def create_run(store: Store, dataset: str, model: str, settings: TrainSettings) 
         s.flush()
         run.folder = f"runs/{run.id}"
         return run.id
+
+
+def check_subset(store: Store, info: dict, settings: TrainSettings) -> None:
+    """Shots and novel classes: a fraction becomes the classes it draws (kept in the run's settings), then one
+    sentence for what cannot work (shots below 1, an unknown class, every class novel, nothing left to train on)."""
+    from backend.scoring.subsets import check_novel, check_shots, choose_novel, training_samples
+    check_shots(settings.shots)
+    if settings.novel_fraction:
+        if settings.novel_classes:
+            raise ValueError("name the novel classes or give a novel fraction, not both")
+        settings.novel_classes = choose_novel(info["classes"], settings.novel_fraction, settings.novel_seed)
+    check_novel(settings.novel_classes, info["classes"], info["task"])
+    if settings.shots is None and not settings.novel_classes:
+        return
+    samples = get_dataset(store, info["name"])["samples"]
+    chosen = training_samples(samples, info["task"], settings.shots, settings.novel_classes, settings.seed)
+    if not chosen:
+        raise ValueError(f"dataset '{info['name']}' has no training images of a base class to train on")
+
+
+def training_set(dataset: dict, settings: TrainSettings) -> dict:
+    """What a run trains on: {"images", "boxes" (detection), "per_class": images holding each class, "shots",
+    "novel_classes", "of_images": the training split's images}, from the same samples train_rows builds its prompts
+    from (the dataset's samples and the settings decide them: a dataset does not change once imported)."""
+    from backend.scoring.subsets import training_samples, training_summary
+    chosen = training_samples(dataset["samples"], dataset["task"], settings.shots, settings.novel_classes,
+                              settings.seed)
+    return {**training_summary(chosen, dataset["task"]), "shots": settings.shots,
+            "novel_classes": list(settings.novel_classes), "of_images": dataset["counts"]["train"]}
+
+
+def run_training_set(store: Store, run: Run) -> dict | None:
+    """training_set of a run (None once its dataset is deleted)."""
+    try:
+        dataset = get_dataset(store, dataset_name(store, run))
+    except ValueError:
+        return None
+    return training_set(dataset, TrainSettings.from_dict(run.settings))
+
+
+def training_set_text(trained: dict | None) -> str:
+    """'trained on 24 of 80 training images (31 boxes), 2 shots per class; novel (never trained): blue circle'."""
+    if not trained:
+        return "trained on: unknown (its dataset was deleted)"
+    text = f"trained on {trained['images']} of {trained['of_images']} training images"
+    if trained.get("boxes") is not None:
+        text += f" ({trained['boxes']} boxes)"
+    if trained.get("shots") is not None:
+        text += f", {trained['shots']} shot{'s' if trained['shots'] != 1 else ''} per class"
+    if trained.get("novel_classes"):
+        text += f"; novel classes (never trained on): {', '.join(trained['novel_classes'])}"
+    return text
 
 
 def check_method(store: Store, model: str, settings: TrainSettings) -> None:

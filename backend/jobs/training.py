@@ -27,8 +27,9 @@ from backend.engine.run_plan import largest_image, plan_run
 from backend.engine.settings import TrainSettings
 from backend.jobs.ownership import OWNER_ENV, Lifeline
 from backend.jobs.run_history import latest_checkpoint
-from backend.jobs.runs import LeaseLost, dataset_name, finish_run, get_run
+from backend.jobs.runs import LeaseLost, dataset_name, finish_run, get_run, training_set, training_set_text
 from backend.jobs.training_callbacks import HeldoutEvaluations, make_callback
+from backend.scoring.subsets import training_samples
 from backend.scoring.tasks import get_task
 
 EXIT_FAILED = 3
@@ -58,11 +59,11 @@ def train_rows(dataset: dict, data_dir: Path, family: str, settings: TrainSettin
     rng = random.Random(settings.seed)
     task = get_task(dataset["task"])
     rows = []
-    for s in dataset["samples"]:
-        if s["split"] != "train":
-            continue
+    classes = [c for c in dataset["classes"] if c not in settings.novel_classes]  # novel ones: never in a prompt
+    for s in training_samples(dataset["samples"], dataset["task"], settings.shots, settings.novel_classes,
+                              settings.seed):
         input_size = input_size_of((s["width"], s["height"])) if input_size_of else None
-        for e in task.build_examples(s, dataset["classes"], family, settings.task_settings(), rng,
+        for e in task.build_examples(s, classes, family, settings.task_settings(), rng,
                                      synonyms=dataset.get("synonyms", {}), input_size=input_size):
             rows.append({"prompt": [{"role": "user", "content": e.prompt}],
                          "image": str(Path(data_dir) / dataset["folder"] / "images" / s["file"]),
@@ -121,6 +122,7 @@ def run_job(ws: Workspace, run_id: int, token: str | None = None, lifeline=None)
         heldout.evaluate(0, "before", hf_generate(loaded))
 
     rows = train_rows(dataset, ws.data_dir, loaded.family.name, settings, lambda size: loaded.view(size).input)
+    say(f"{training_set_text(training_set(dataset, settings))}: {len(rows)} prompts")
     if backend == "vllm":  # vLLM and the HF processor must expand every image to the same tokens (TRL #6401)
         rows = grpo.presized(rows, run_dir / "presized", lambda size: loaded.view(size).input)
     recorder = None if is_sft else RolloutRecorder(settings)

@@ -17,7 +17,7 @@ from backend.jobs.run_history import (evaluations, record_checkpoint, save_evalu
                                       stored_completions, upsert_metrics)
 from backend.jobs.runs import get_run, record_step
 from backend.jobs.step_summary import step_line
-from backend.scoring.evaluation import METRICS
+from backend.scoring.evaluation import scoped_metrics
 
 
 def stop_reason(ws: Workspace, run_id: int, token: str | None, lifeline) -> str | None:
@@ -137,8 +137,10 @@ class HeldoutEvaluations:
         seconds = time.time() - started
         if not self.processes.main:
             return
-        metric = METRICS[self.dataset["task"]]
-        save_heldout_point(self.ws.store, self.run_id, step, metric(records[:curve]), seconds, token=self.token)
+        task, novel = self.dataset["task"], self.settings.novel_classes
+        save_heldout_point(self.ws.store, self.run_id, step, scoped_metrics(task, records[:curve], novel), seconds,
+                           token=self.token)
         if phase != "during":
             save_evaluation(self.ws.store, self.run_id, phase,
-                            {**metric(records[:full]), "split": self.split, "seconds": seconds}, token=self.token)
+                            {**scoped_metrics(task, records[:full], novel), "split": self.split, "seconds": seconds},
+                            token=self.token)

@@ -13,6 +13,7 @@ from typing import Iterable
 from backend.scoring.geometry import iou, normalise_box
 from backend.scoring.parsing import extract_answer, format_ok, label_matches, parse_detections, parse_label
 from backend.scoring.rewards import prepare_predictions, read_solution, to_pixels
+from backend.scoring.subsets import split_records
 
 
 def _format_rate(records: list[dict]) -> float:
@@ -118,3 +119,20 @@ def grounding_miou(records: list[dict]) -> dict:
 METRICS = {"detection": detection_map, "classification": classification_accuracy, "grounding": grounding_miou}
 MAIN_METRIC = {"detection": "mean_iou", "classification": "accuracy", "grounding": "miou"}
 """Per task, the held-out metric that picks a run's best checkpoint (higher is better)."""
+
+
+def scoped_metrics(task: str, records: list[dict], novel: list[str] | None = None) -> dict:
+    """The task's metrics on every record, and with novel classes (held out of training) the same metrics on the
+    base classes' records ("base") and on the novel ones' ("novel") beside them."""
+    out = METRICS[task](records)
+    if novel:
+        base, new = split_records(records, novel)
+        out["base"], out["novel"] = METRICS[task](base), METRICS[task](new)
+    return out
+
+
+def main_value(metrics: dict, task: str) -> float | None:
+    """The value that picks a run's best checkpoint: the main metric on the base classes where classes were held
+    out (choosing on the novel ones would tune on them), else on every record."""
+    value = (metrics.get("base") or metrics).get(MAIN_METRIC[task])
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
