@@ -43,7 +43,8 @@ def dense_advice(line: dict | None) -> list[str]:
     if not line or line["fits"]:
         return []
     lo, hi = line["boxes_per_image"]
+    boxes = "box" if line["densest_boxes"] == 1 else "boxes"
     return [f"Dense scenes: images hold {lo}–{hi} boxes; '{line['densest_image']}' has {line['densest_boxes']} "
-            f"'{line['densest_class']}' box{'es' if line['densest_boxes'] > 1 else ''}, an answer of about {line['answer_tokens']} tokens before any "
+            f"'{line['densest_class']}' {boxes}, an answer of about {line['answer_tokens']} tokens before any "
             f"reasoning, over max_completion_length {line['max_completion_length']}: answers would be cut off and "
             f"score low. Set max_completion_length to {line['suggested_max_completion_length']} or more."]
