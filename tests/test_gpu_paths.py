@@ -148,7 +148,7 @@ def test_presized_images_are_left_as_they_are_by_the_processor(tmp_path):
         path = tmp_path / f"photo{i}.jpg"
         Image.new("RGB", size, (10 * i, 80, 160)).save(path)
         rows += [{"image": str(path), "n": i}, {"image": str(path), "n": i}]  # two prompts of one image
-    out = grpo.presized(rows, tmp_path / "presized", lambda size: image_view(processor, family.name, size).input)
+    out = grpo.presized(rows, tmp_path / "presized", processor)
     assert [r["n"] for r in out] == [r["n"] for r in rows]
     assert len({r["image"] for r in out}) == 4  # one copy per image, shared by its prompts
     for before, after in zip(rows, out):
@@ -158,8 +158,8 @@ def test_presized_images_are_left_as_they_are_by_the_processor(tmp_path):
             assert fed_size(processor, b) == tuple(want) == fed_size(processor, a)  # the library's resize agrees
     # The demo's processor holds min = max pixels: its resize of an input-sized image moves it again, so the
     # original is kept there (both engines then resize the same original with the same limits).
-    demo, demo_family = load_processor("demo")
-    kept = grpo.presized(rows[:1], tmp_path / "demo", lambda size: image_view(demo, demo_family.name, size).input)
+    demo, _ = load_processor("demo")
+    kept = grpo.presized(rows[:1], tmp_path / "demo", demo)
     assert kept[0]["image"] == rows[0]["image"]
 
 

@@ -75,28 +75,27 @@ def grpo_config_kwargs(settings: TrainSettings, output_dir: Path, device: str, p
     return kwargs
 
 
-def presized(rows: list[dict], folder: Path, input_size_of) -> list[dict]:
-    """`rows` with each image replaced by a copy already at the size the model's processor feeds it
-    (`input_size_of`: original size -> input size). TRL's colocate mode hands vLLM prompt ids expanded by the HF
-    processor together with the raw image, which vLLM preprocesses again; wherever the two resize differently
-    the ids and the image features mis-align (TRL #6401: an M-RoPE shape crash, or silently corrupted
-    prompts). An image already at its input size (multiples of the patch grid, within the pixel limits) is
-    left as it is by both, so they expand it to the same tokens. Where the processor's rule would resize even
-    that again (limits so close that the resize lands outside them), the original is kept."""
+def presized(rows: list[dict], folder: Path, processor) -> list[dict]:
+    """`rows` with each image replaced by a copy already at the size `processor` feeds it
+    (model_input.at_input_size). TRL's colocate mode hands vLLM prompt ids expanded by the HF processor together
+    with the raw image, which vLLM preprocesses again; wherever the two resize differently the ids and the image
+    features mis-align (TRL #6401: an M-RoPE shape crash, or silently corrupted prompts). An image already at
+    its input size is left as it is by both, so they expand it to the same tokens."""
     from PIL import Image
+
+    from backend.engine.model_input import at_input_size
     folder.mkdir(parents=True, exist_ok=True)
     out, done = [], {}
     for row in rows:
         src = row["image"]
         if src not in done:
             with Image.open(src) as im:
-                size = tuple(input_size_of(im.size))
-                if size == im.size or tuple(input_size_of(size)) != size:
+                fed = at_input_size(processor, im)
+                if fed.size == im.size:
                     done[src] = src
                 else:
-                    dst = folder / f"{len(done):06d}.png"
-                    im.convert("RGB").resize(size, Image.BICUBIC).save(dst)
-                    done[src] = str(dst)
+                    done[src] = str(folder / f"{len(done):06d}.png")
+                    fed.save(done[src])
         out.append({**row, "image": done[src]})
     return out
 
@@ -126,13 +125,14 @@ def vllm_generate(trainer, processor) -> GenerateFn | None:
         from vllm import SamplingParams
 
         from backend.engine.inference import messages
+        from backend.engine.model_input import at_input_size
         engine.sync_weights()  # the trained weights (LoRA merged), into an engine whose weights may be asleep
         if not items:
             return []
         if engine.enable_sleep_mode:
             engine.llm.wake_up(tags=["kv_cache"])
         prompts = [{"prompt": processor.apply_chat_template(messages(p), add_generation_prompt=True),
-                    "multi_modal_data": {"image": im.convert("RGB")}} for im, p in items]
+                    "multi_modal_data": {"image": at_input_size(processor, im)}} for im, p in items]
         greedy = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
         outputs = engine.llm.generate(prompts, sampling_params=greedy, use_tqdm=False)
         if engine.enable_sleep_mode:

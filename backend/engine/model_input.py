@@ -40,8 +40,8 @@ def pixel_limits(processor) -> tuple[int, int]:
     return int(get("shortest_edge")), int(get("longest_edge"))
 
 
-def image_view(processor, family: str, original: Sequence[int]) -> ImageView:
-    """What the model of `family`, fed by `processor`, sees of an image of size `original` (w, h)."""
+def input_size(processor, original: Sequence[int]) -> tuple[int, int]:
+    """(w, h) the processor resizes an image of size `original` (w, h) to: the library's own rule."""
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
     ip = _image_processor(processor)
     min_pixels, max_pixels = pixel_limits(processor)
@@ -49,6 +49,24 @@ def image_view(processor, family: str, original: Sequence[int]) -> ImageView:
     if w <= 0 or h <= 0:
         raise ValueError(f"image size must be positive, got {w}x{h}")
     rh, rw = smart_resize(h, w, factor=ip.patch_size * ip.merge_size, min_pixels=min_pixels, max_pixels=max_pixels)
+    return rw, rh
+
+
+def at_input_size(processor, image):
+    """`image` (RGB) already at the size the processor feeds it, so that a second engine preprocessing it (vLLM)
+    resizes it no further and expands it to the same tokens (TRL #6401); the image itself where the processor's
+    rule would move even that size again (limits too close together)."""
+    size = input_size(processor, image.size)
+    if size == image.size or input_size(processor, size) != size:
+        return image.convert("RGB")
+    return image.convert("RGB").resize(size)
+
+
+def image_view(processor, family: str, original: Sequence[int]) -> ImageView:
+    """What the model of `family`, fed by `processor`, sees of an image of size `original` (w, h)."""
+    ip = _image_processor(processor)
+    w, h = int(original[0]), int(original[1])
+    rw, rh = input_size(processor, (w, h))
     fw, fh = model_frame(family, (w, h), (rw, rh))
     tokens = (rh // ip.patch_size) * (rw // ip.patch_size) // (ip.merge_size ** 2)
     return ImageView((w, h), (rw, rh), (int(fw), int(fh)), tokens)

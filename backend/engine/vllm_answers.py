@@ -40,12 +40,12 @@ def adapter_rank(adapter: str | Path) -> int:
 class VllmAnswers:
     """One vLLM engine of a base model, answering with or without a run's adapter."""
 
-    def __init__(self, source: str, processor, family: str, max_lora_rank: int = 64):
+    def __init__(self, source: str, processor, max_lora_rank: int = 64):
         from vllm import LLM
 
         from backend.engine.model_input import pixel_limits
         lo, hi = pixel_limits(processor)
-        self.processor, self.family = processor, family
+        self.processor = processor
         self.llm = LLM(model=source, enable_lora=True, max_lora_rank=max_lora_rank, max_loras=2,
                        limit_mm_per_prompt={"image": 1}, mm_processor_kwargs={"min_pixels": lo, "max_pixels": hi},
                        gpu_memory_utilization=ANSWER_GPU_SHARE, max_model_len=MAX_MODEL_TOKENS)
@@ -57,13 +57,9 @@ class VllmAnswers:
         from vllm.lora.request import LoRARequest
 
         from backend.engine.inference import messages
-        from backend.engine.model_input import image_view
-        prompts = []
-        for im, prompt in items:
-            size = image_view(self.processor, self.family, im.size).input
-            picture = im.convert("RGB") if tuple(size) == im.size else im.convert("RGB").resize(tuple(size))
-            prompts.append({"prompt": self.processor.apply_chat_template(messages(prompt), add_generation_prompt=True),
-                            "multi_modal_data": {"image": picture}})
+        from backend.engine.model_input import at_input_size
+        prompts = [{"prompt": self.processor.apply_chat_template(messages(prompt), add_generation_prompt=True),
+                    "multi_modal_data": {"image": at_input_size(self.processor, im)}} for im, prompt in items]
         lora = None
         if adapter is not None:
             lora_id = self.lora_ids.setdefault(str(adapter), len(self.lora_ids) + 1)

@@ -101,7 +101,7 @@ def _vllm_engine(model: str, min_pixels: int | None, max_pixels: int | None, ran
     from backend.engine.models import Loaded, load_processor, resolve_model
     from backend.engine.vllm_answers import VllmAnswers, lora_rank_limit
     processor, family = load_processor(model, min_pixels=min_pixels, max_pixels=max_pixels)
-    engine = VllmAnswers(resolve_model(model)[0], processor, family.name, max_lora_rank=lora_rank_limit(max(rank, 8)))
+    engine = VllmAnswers(resolve_model(model)[0], processor, max_lora_rank=lora_rank_limit(max(rank, 8)))
     return Loaded(None, processor, family, "cuda", False), engine
 
 
