@@ -149,6 +149,9 @@ def run_job(ws: Workspace, run_id: int, token: str | None = None, lifeline=None)
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     say(f"training {run.model} by {'SFT' if is_sft else 'GRPO'} ({loaded.family.name}, "
         f"{'QLoRA 4-bit' if loaded.quantized else 'LoRA'} on {loaded.device}, generation {backend}"
+        + (f" with {plan.vllm_gpu_memory_utilization:g} of the GPU" if backend == "vllm" else "")
+        + (" compiled" if settings.compile_generation else "")
+        + (f", about {plan.estimate_gib:.1f} GiB estimated" if plan.estimate_gib else "")
         + (f", CUDA_VISIBLE_DEVICES={visible}" if visible is not None else "")
         + (f", {processes.count} processes, {settings.distributed}" if processes.count > 1 else "")
         + f") for {settings.max_steps} steps"
