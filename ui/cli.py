@@ -160,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     cp = sub.add_parser("compare", help="the base model and every completed run on a dataset, side by side")
     cp.add_argument("--dataset", required=True)
+    cp.add_argument("--metric", help="the metric of the data-efficiency plot (default: the task's main one: "
+                                     "mean_iou, accuracy or miou; detection also ap50 and map)")
     cp.add_argument("--json", action="store_true")
     cp.set_defaults(func=cmd_compare)
 

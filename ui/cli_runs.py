@@ -155,7 +155,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from backend.jobs.compare import compare
-    table = compare(_open(args).store, args.dataset)
+    table = compare(_open(args).store, args.dataset, args.metric)
     lines = [f"{table['dataset']} ({table['task']}): the base model and every completed run, held-out metrics after "
              "training (best: the best step's main metric)"]
     for row in table["rows"]:
@@ -165,5 +165,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
         method = row["method"] + (f" after run {row['init_from']}" if row["init_from"] is not None else "")
         best = f"; best {row['best']['value']:.3f} at step {row['best']['step']}" if row["best"] else ""
         lines.append(f"  {who}\t{method}\t{row['steps']} steps\t{row['seconds']:.0f} s\t{shown}{best}")
+    lines += efficiency_text(table)
     _print(table, args.json, "\n".join(lines))
     return 0
+
+
+def efficiency_text(table: dict) -> list[str]:
+    """The data-efficiency table (runs grouped by method and shots, seeds averaged, base / novel classes apart) and
+    its plot as text: each line's points, metric against shots."""
+    from backend.jobs.compare import efficiency_table
+    eff = table["efficiency"]
+    if not eff["groups"]:
+        return []
+    headers, rows = efficiency_table(eff, table["task"])
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    lines = ["", "data efficiency: completed runs by method and shots (mean ± sd over seeds; 'all' = every training "
+             "image, the most any class has)"]
+    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in (headers, *rows)]
+    lines += ["", f"plot: held-out {eff['metric']} against shots (0 = before training), a line per method"]
+    series: dict[str, list] = {}
+    for p in eff["points"]:
+        series.setdefault(p["series"], []).append(p)
+    for name, points in series.items():
+        lines.append(f"  {name}: " + "  ".join(
+            f"{'all' if p['shots'] == eff['all_x'] and p['shots'] else p['shots']}→{p['value']:.3f}" for p in points))
+    return lines

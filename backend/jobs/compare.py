@@ -1,11 +1,16 @@
 """The comparison table for a dataset: the base model, then every completed run on it (SFT, GRPO, GRPO after
-SFT) with its held-out metrics before, after and at its best step, its steps and its training time."""
+SFT) with its held-out metrics before, after and at its best step, its steps and its training time; and its
+data-efficiency view: the runs grouped by method and shots (seeds averaged), base and novel classes apart, with
+the points of one plot (a metric against shots, a line per method)."""
 from __future__ import annotations
 
 from sqlalchemy import func, select
 
 from backend.data.catalog import get_dataset
+from backend.engine.settings import TrainSettings
 from backend.jobs.run_history import best_point, evaluations, heldout_points, metric_total
+from backend.jobs.runs import training_set
+from backend.scoring.evaluation import MAIN_METRIC
 from storage import Store
 from storage.models import Run
 
@@ -24,12 +29,12 @@ def compare_mark(store: Store, dataset_id: int | None) -> list:
     return [count, newest.isoformat() if newest else None]
 
 
-def compare(store: Store, dataset: str) -> dict:
+def compare(store: Store, dataset: str, metric: str | None = None) -> dict:
     """{"dataset", "rows": [{"run", "method", "model", "metrics", "steps", "seconds", ...}, ...]}: a base row
     per base model (its evaluation before training, from the first run that made one from the base), then each
     completed run, oldest first; "metrics" are the run's evaluation after training (the same held-out prompts
     for every run of the dataset), "before" and "best" beside them."""
-    info = get_dataset(store, dataset, with_samples=False)
+    info = get_dataset(store, dataset)
     with store.read() as s:
         runs = list(s.scalars(select(Run).where(Run.dataset_id == info["id"], Run.status == "completed")
                               .order_by(Run.id)))
@@ -44,5 +49,121 @@ def compare(store: Store, dataset: str) -> dict:
         rows.append({"run": run.id, "method": settings.get("method", "grpo"), "model": run.model,
                      "metrics": evaluated.get("after", {}), "steps": run.step,
                      "seconds": round(training_seconds(store, run.id), 1), "init_from": settings.get("init_from"),
-                     "before": evaluated.get("before"), "best": best_point(store, run.id, run.task)})
-    return {"dataset": info["name"], "task": info["task"], "rows": [*bases.values(), *rows]}
+                     "before": evaluated.get("before"), "best": best_point(store, run.id, run.task),
+                     "seed": settings.get("seed", 0), "shots": settings.get("shots"),
+                     "novel_classes": list(settings.get("novel_classes") or []),
+                     "training_set": training_set(info, TrainSettings.from_dict(settings))})
+    table = {"dataset": info["name"], "task": info["task"], "rows": [*bases.values(), *rows]}
+    if metric is not None and metric not in METRICS_SHOWN[info["task"]]:
+        raise ValueError(f"unknown metric '{metric}' for {info['task']} (known: {', '.join(METRICS_SHOWN[info['task']])})")
+    return table | {"efficiency": efficiency(rows, info["task"], all_shots(info), metric)}
+
+
+METRICS_SHOWN = {"detection": ("mean_iou", "ap50", "map"), "classification": ("accuracy",), "grounding": ("miou",)}
+"""The held-out metrics the data-efficiency table shows per task (the main one first)."""
+
+
+def all_shots(dataset: dict) -> int:
+    """Where "every training image" sits on the shots axis: the most training images any class has."""
+    full = training_set(dataset, TrainSettings())
+    return max(full["per_class"].values(), default=full["images"])
+
+
+def method_label(row: dict) -> str:
+    return row["method"].upper() + (" after SFT" if row.get("init_from") is not None else "")
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return sum(values) / len(values) if values else None
+
+
+def _spread(values: list) -> float | None:
+    """The runs' standard deviation (None for fewer than two)."""
+    values = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if len(values) < 2:
+        return None
+    mean = sum(values) / len(values)
+    return (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def scoped(metrics: dict | None, scope: str, name: str):
+    """A metric of an evaluation on every held-out prompt ("all") or on the base / novel classes' ones."""
+    metrics = metrics or {}
+    return (metrics if scope == "all" else metrics.get(scope) or {}).get(name)
+
+
+def efficiency(rows: list[dict], task: str, all_x: int, metric: str | None = None) -> dict:
+    """The runs (compare's rows, base model row excluded) grouped by (method, model, shots, novel classes), seeds
+    averaged: {"metric", "all_x", "groups": [...], "points": [...]}. Each group: its runs and seeds, the images
+    and boxes trained on (mean), and for every shown metric and scope ("all", "base", "novel") the mean and the
+    standard deviation over its runs, after training and at the start. Each point of the plot: {"series" (method,
+    and "base"/"novel" where classes were held out), "shots" (every image: `all_x`), "value": the group's mean
+    `metric` (default: the task's main one)}; a method's line starts at 0 shots from its runs' evaluation before
+    training, where they started from the base model."""
+    metric = metric or MAIN_METRIC[task]
+    keyed: dict[tuple, list[dict]] = {}
+    for r in rows:
+        key = (method_label(r), r["model"], r["shots"], tuple(r["novel_classes"]))
+        keyed.setdefault(key, []).append(r)
+    models = {r["model"] for r in rows}
+    groups, points, starts = [], [], {}
+    for (method, model, shots, novel), members in sorted(keyed.items(), key=lambda kv: (
+            kv[0][0], kv[0][1], kv[0][3], kv[0][2] is None, kv[0][2] or 0)):
+        scopes = ("base", "novel") if novel else ("all",)
+        group = {"method": method, "model": model, "shots": shots, "novel_classes": list(novel),
+                 "runs": [r["run"] for r in members], "seeds": sorted({r["seed"] for r in members}),
+                 "images": _mean([r["training_set"]["images"] for r in members]),
+                 "boxes": _mean([r["training_set"]["boxes"] for r in members]), "after": {}, "before": {}}
+        for scope in ("all", "base", "novel") if novel else ("all",):
+            for name in METRICS_SHOWN[task]:
+                after = [scoped(r["metrics"], scope, name) for r in members]
+                before = [scoped(r["before"], scope, name) for r in members]
+                group["after"][f"{scope} {name}"] = {"mean": _mean(after), "sd": _spread(after), "n": len(after)}
+                group["before"][f"{scope} {name}"] = {"mean": _mean(before), "sd": _spread(before)}
+        groups.append(group)
+        label = method + (f" · {model}" if len(models) > 1 else "") + (f" · novel: {', '.join(novel)}" if novel
+                                                                        and len({k[3] for k in keyed}) > 1 else "")
+        for scope in scopes:
+            series = label + ("" if scope == "all" else f" ({scope} classes)")
+            value = group["after"][f"{scope} {metric}"]["mean"]
+            if value is not None:
+                points.append({"series": series, "shots": all_x if shots is None else shots, "value": value})
+            start = group["before"][f"{scope} {metric}"]["mean"]
+            if start is not None and "after" not in method:
+                starts.setdefault(series, []).append(start)
+    points += [{"series": series, "shots": 0, "value": _mean(values)} for series, values in starts.items()]
+    points.sort(key=lambda p: (p["series"], p["shots"]))
+    return {"metric": metric, "all_x": all_x, "groups": groups, "points": points}
+
+
+def _shown(value: dict) -> str:
+    if value["mean"] is None:
+        return "—"
+    return f"{value['mean']:.3f}" + (f" ± {value['sd']:.3f}" if value.get("sd") is not None else "")
+
+
+def efficiency_table(eff: dict, task: str) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows) of the data-efficiency table, as text: a row per group (method, shots, novel classes),
+    the mean ± sd over its runs (seeds) of each metric, on every prompt and, where classes were held out, on the
+    base and the novel classes apart; the main metric at the start (before training) beside them."""
+    groups = eff["groups"]
+    novel = any(g["novel_classes"] for g in groups)
+    scopes = ("all", "base", "novel") if novel else ("all",)
+    main = MAIN_METRIC[task]
+    several_models = len({g["model"] for g in groups}) > 1
+    headers = ["method", *(["model"] if several_models else []), "shots", "novel classes", "runs", "images",
+               *(["boxes"] if task == "detection" else [])]
+    names = [f"{scope} {m}" for m in METRICS_SHOWN[task] for scope in scopes]
+    starts = [f"{scope} {main}" for scope in scopes]
+    headers += [n.removeprefix("all ") for n in names] + [f"{n.removeprefix('all ')} at start" for n in starts]
+    rows = []
+    for g in groups:
+        row = [g["method"], *([g["model"]] if several_models else []),
+               f"all ({eff['all_x']})" if g["shots"] is None else str(g["shots"]),
+               ", ".join(g["novel_classes"]) or "—", ", ".join(map(str, g["runs"])), f"{g['images']:.0f}",
+               *([f"{g['boxes']:.0f}"] if task == "detection" else [])]
+        none = {"mean": None}
+        row += [_shown(g["after"].get(n, none)) for n in names] + [_shown(g["before"].get(n, none)) for n in starts]
+        rows.append(row)
+    return headers, rows
