@@ -6,8 +6,8 @@ import sys
 
 from backend.data.config import data_dir as resolve_data_dir
 from ui.cli_common import CliError
-from ui.cli_data import (cmd_datasets_delete, cmd_datasets_import, cmd_datasets_list, cmd_datasets_show, cmd_demo,
-                         cmd_score)
+from ui.cli_data import (cmd_datasets_delete, cmd_datasets_export, cmd_datasets_import, cmd_datasets_list,
+                         cmd_datasets_show, cmd_demo, cmd_score)
 from ui.cli_runs import (cmd_compare, cmd_eval, cmd_export, cmd_models_check, cmd_predict, cmd_runs_cancel,
                          cmd_runs_create, cmd_runs_list, cmd_runs_logs, cmd_runs_show, cmd_worker)
 
@@ -44,6 +44,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from backend.data.formats import FORMATS
+    from backend.data.writers import WRITERS
     from backend.engine.settings import GENERATION_BACKENDS, PRESETS
     from backend.scoring.families import FAMILIES
     from backend.scoring.tasks import TASKS
@@ -63,11 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("serve", help="serve the web app (the default)").set_defaults(func=cmd_serve)
 
-    ds = sub.add_parser("datasets", help="import, list, show and delete datasets")
+    ds = sub.add_parser("datasets", help="import, export, list, show and delete datasets")
     dsub = ds.add_subparsers(dest="datasets_command", metavar="ACTION", required=True)
     imp = dsub.add_parser("import", help="import a zip or files as a dataset")
     imp.add_argument("paths", nargs="+", metavar="PATH",
-                     help="a zip archive, images and annotation files, or hf:NAME[:CONFIG] (a Hugging Face Hub dataset)")
+                     help="a zip archive, a folder, images and annotation files, or hf:NAME[:CONFIG] (a Hugging Face "
+                          "Hub dataset)")
     imp.add_argument("--name", required=True)
     imp.add_argument("--task", choices=list(TASKS), help="default: the format's task")
     imp.add_argument("--format", default="auto", choices=["auto", *FORMATS])
@@ -76,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
                           "of its own (default 0.2)")
     imp.add_argument("--json", action="store_true")
     imp.set_defaults(func=cmd_datasets_import)
+    exp = dsub.add_parser("export", help="write a detection dataset as COCO, YOLO, Pascal VOC or Label Studio "
+                                         "pre-annotations (original images, their pixels, the split kept)")
+    exp.add_argument("name")
+    exp.add_argument("--format", required=True, choices=list(WRITERS))
+    exp.add_argument("--out", required=True, metavar="DIR", help="a new or empty folder; a zip when it ends in .zip")
+    exp.add_argument("--json", action="store_true")
+    exp.set_defaults(func=cmd_datasets_export)
     lst = dsub.add_parser("list", help="list datasets")
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(func=cmd_datasets_list)

@@ -31,6 +31,20 @@ def _describe(info: dict) -> str:
     return "\n".join(lines)
 
 
+def cmd_datasets_export(args: argparse.Namespace) -> int:
+    from backend.data.exporter import dataset_export_set, write_export
+    from backend.data.writers import WRITERS
+    ws = _open(args)
+    export_set = dataset_export_set(ws.store, ws.data_dir, args.name)
+    out = write_export(export_set, args.format, Path(args.out))
+    boxes = sum(len(im.boxes) for im in export_set.images)
+    info = {"dataset": args.name, "format": args.format, "out": str(out), "images": len(export_set.images),
+            "boxes": boxes}
+    _print(info, args.json, f"exported {args.name} ({len(export_set.images)} images, {boxes} boxes) to {out}: "
+                            f"{WRITERS[args.format].describe}")
+    return 0
+
+
 def cmd_datasets_list(args: argparse.Namespace) -> int:
     from backend.data.catalog import list_datasets
     rows = list_datasets(_open(args).store)

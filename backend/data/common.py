@@ -1,4 +1,4 @@
-"""What every annotation format produces, and helpers they share."""
+"""What every annotation format produces (reading) and takes (writing), and helpers they share."""
 from __future__ import annotations
 
 import json
@@ -131,3 +131,33 @@ class Format:
     task: str | None
     detect: Callable[[Upload], bool]
     parse: Callable[[Upload, Problems], Parsed]
+
+
+@dataclass
+class ExportImage:
+    """One image as an export writes it: its file (copied byte for byte), the unique name it gets in the export, its
+    split, and boxes in pixels of the upright image `[x1, y1, x2, y2, label]` (a sixth item: the model's confidence,
+    for labels a model gave)."""
+    source: Path
+    name: str
+    split: str
+    width: int
+    height: int
+    boxes: list[list[Any]] = field(default_factory=list)
+
+
+@dataclass
+class ExportSet:
+    """What an export holds: a name (for the files that carry one), the classes in order, the images."""
+    name: str
+    classes: list[str]
+    images: list[ExportImage]
+
+
+@dataclass(frozen=True)
+class Writer:
+    """An annotation format written out: `write(export_set, folder)` lays the export out in an empty folder, the
+    files as that format's tools document them; `describe` says in a phrase what comes out."""
+    name: str
+    describe: str
+    write: Callable[[ExportSet, Path], None]

@@ -94,12 +94,16 @@ def extract_zip(archive: Path, dest: Path, limits: ImportLimits, budget: ByteBud
 
 
 def gather_upload(sources: list[Path], dest: Path, limits: ImportLimits, names: list[str] | None = None) -> None:
-    """Put every uploaded file under `dest`: zips unpacked, loose images and annotation files copied."""
+    """Put every uploaded file under `dest`: zips unpacked, loose images and annotation files copied, a folder (an
+    export written to disk, on the command line) copied with its layout."""
     if not sources:
         raise ImportProblem("nothing was uploaded")
     budget = ByteBudget(limits)
     for i, src in enumerate(sources):
         label = names[i] if names else src.name
+        if src.is_dir() and not src.is_symlink():
+            copy_folder(src, dest / src.name, limits, budget, label)
+            continue
         if not src.is_file():
             raise ImportProblem(f"{label} does not exist or is not a file")
         suffix = Path(label).suffix.lower()
@@ -113,6 +117,25 @@ def gather_upload(sources: list[Path], dest: Path, limits: ImportLimits, names: 
         else:
             raise ImportProblem(f"{label} is neither a zip archive nor an image or annotation file "
                                 f"(accepted: .zip, {', '.join(sorted(IMAGE_SUFFIXES | ANNOTATION_SUFFIXES))})")
+
+
+def copy_folder(folder: Path, dest: Path, limits: ImportLimits, budget: ByteBudget, label: str) -> None:
+    """A folder's files under `dest` with their relative paths, as a zip of it would unpack: links refused, the same
+    limits on entries and bytes."""
+    entries = 0
+    for path in sorted(folder.rglob("*")):
+        rel = PurePosixPath(path.relative_to(folder).as_posix())
+        if path.is_symlink():
+            raise ImportProblem(f"{label} holds a symbolic link '{rel}'; links are not accepted")
+        if path.is_dir() or _is_ignored(rel):
+            continue
+        entries += 1
+        if entries > limits.max_entries:
+            raise ImportProblem(f"{label} holds more than {limits.max_entries} files; the limit is {limits.max_entries}")
+        budget.take(path.stat().st_size, label)
+        target = dest.joinpath(*rel.parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
 
 
 ORIENTATION_TAG = 0x0112

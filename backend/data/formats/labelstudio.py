@@ -1,4 +1,5 @@
-"""Label Studio JSON export: tasks whose rectangle labels are in percent of the original size.
+"""Label Studio JSON export: tasks whose rectangle labels are in percent of the original size. A task file of
+pre-annotations (no `annotations` key, as our own export writes it) is read from each task's first prediction.
 
 Label Studio shows images upright (EXIF orientation applied), so `original_width/height` and the
 percentages describe the upright image. Boxes are kept in pixels of that declared size (the sample's
@@ -16,14 +17,14 @@ from backend.data.common import Format, Parsed, Problems, RawSample, Upload, loa
 
 def _is_ls(doc: object) -> bool:
     return (isinstance(doc, list) and bool(doc) and isinstance(doc[0], dict)
-            and "data" in doc[0] and ("annotations" in doc[0] or "completions" in doc[0]))
+            and "data" in doc[0] and any(k in doc[0] for k in ("annotations", "completions", "predictions")))
 
 
 def _ls_files(upload: Upload) -> list[Path]:
     out = []
     for p in upload.with_suffix(".json"):
         head = p.read_text(encoding="utf-8-sig", errors="replace")[:200_000]
-        if '"data"' in head and ('"annotations"' in head or '"completions"' in head):
+        if '"data"' in head and any(f'"{k}"' in head for k in ("annotations", "completions", "predictions")):
             try:
                 if _is_ls(load_json(p, upload)):
                     out.append(p)
@@ -76,6 +77,8 @@ def parse(upload: Upload, problems: Problems) -> Parsed:
                 continue
             sample = RawSample(image, where=where)
             annotations = [a for a in task.get("annotations", task.get("completions", [])) if not a.get("was_cancelled")]
+            if "annotations" not in task and "completions" not in task:  # pre-annotations only (a task Label Studio
+                annotations = task.get("predictions", [])[:1]  # exports lists its annotations, if none: unlabelled)
             results = annotations[0].get("result", []) if annotations else []
             rotated = 0
             for r in results:

@@ -11,6 +11,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
 from backend.data.common import Format, Parsed, Problems, RawSample, Upload
+from backend.data.safety import IMAGE_SUFFIXES
 from backend.data.split import split_named
 
 
@@ -31,8 +32,15 @@ def _image_sets(upload: Upload) -> dict[str, str]:
         if p.parent.name.lower() == "main" and p.parent.parent.name.lower() == "imagesets":
             split = split_named(p.stem)
             for line in upload.text_lines(p) if split else []:
-                out.setdefault(Path(line.split()[0].replace("\\", "/")).stem, split)
+                out.setdefault(_image_id(line.split()[0]), split)
     return out
+
+
+def _image_id(entry: str) -> str:
+    """An ImageSets line's image id: VOC lists ids ('2008_000123', or 'a.rf.1f2e' with dots of its own); some tools
+    list file names, whose image extension goes."""
+    name = Path(entry.replace("\\", "/")).name
+    return Path(name).stem if Path(name).suffix.lower() in IMAGE_SUFFIXES else name
 
 
 def _labelmap(upload: Upload) -> list[str]:
