@@ -108,10 +108,8 @@ def vllm_resizes_like(processor) -> None:
 
     from trl.generation import vllm_generation
 
-    from backend.engine.model_input import pixel_limits
-    lo, hi = pixel_limits(processor)
-    vllm_generation.LLM = functools.partial(vllm_generation.LLM,
-                                            mm_processor_kwargs={"min_pixels": lo, "max_pixels": hi})
+    from backend.engine.model_input import engine_kwargs
+    vllm_generation.LLM = functools.partial(vllm_generation.LLM, mm_processor_kwargs=engine_kwargs(processor))
 
 
 def vllm_generate(trainer, processor) -> GenerateFn | None:

@@ -1,10 +1,11 @@
 """What the model sees: for a loaded processor and an image, the size it is really resized to, the
 coordinate frame the prompt, rewards, evaluation, predictions and drawings use, and its visual tokens.
 
-The one owner of that answer. It reads the limits the processor really holds and runs the library's
-own resize rule, and `apply_pixel_limits` checks it against the processor's real output
-(`image_grid_thw` x patch size), so a checkpoint folder's own `min_pixels`/`max_pixels` can never
-silently put the model in another frame than the one the rewards score in.
+The one owner of that answer. Each kind of processor (how it turns an image into visual tokens) is one
+`ImageRule` here, recognised from the loaded processor itself: it reads the limits the processor really holds
+and runs the library's own resize/tiling rule, and `apply_pixel_limits` checks it against the processor's real
+output, so a checkpoint folder's own limits can never silently put the model in another frame than the one the
+rewards score in.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ class ImageView:
     frame: tuple[int, int]
     """Width, height of the frame the family's coordinates live in (0..scale, or the input pixels)."""
     visual_tokens: int
-    """Tokens the image takes in the prompt (patches merged merge_size x merge_size)."""
+    """Tokens the image takes in the prompt."""
 
     def to_json(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -33,23 +34,121 @@ def _image_processor(processor):
     return getattr(processor, "image_processor", processor)
 
 
+def _size_get(size, key):
+    return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+
+
+class ImageRule:
+    """How one kind of processor turns an image into what the model sees."""
+
+    def handles(self, ip) -> bool:
+        raise NotImplementedError
+
+    def limits(self, ip) -> tuple[int, int]:
+        """(min_pixels, max_pixels) the processor holds now."""
+        raise NotImplementedError
+
+    def set_limits(self, processor, min_pixels: int, max_pixels: int) -> None:
+        raise NotImplementedError
+
+    def input_size(self, ip, w: int, h: int) -> tuple[int, int]:
+        """(w, h) the image is resized to, by the library's own rule."""
+        raise NotImplementedError
+
+    def visual_tokens(self, processor, w: int, h: int) -> int:
+        raise NotImplementedError
+
+    def fed(self, processor, image) -> tuple[tuple[int, int], int]:
+        """((w, h), visual tokens) from a real processor call, as training and generation make it."""
+        raise NotImplementedError
+
+    def engine_kwargs(self, ip) -> dict:
+        """vLLM's mm_processor_kwargs that make its processor resize like this one."""
+        return {}
+
+
+class DynamicResize(ImageRule):
+    """Qwen2-VL, Qwen2.5-VL, Qwen3-VL: any size, rounded to the patch grid within min/max pixels
+    (`smart_resize`); one token per merge_size x merge_size patches."""
+
+    def handles(self, ip) -> bool:
+        return all(hasattr(ip, a) for a in ("patch_size", "merge_size", "temporal_patch_size"))
+
+    def limits(self, ip):
+        return int(_size_get(ip.size, "shortest_edge")), int(_size_get(ip.size, "longest_edge"))
+
+    def set_limits(self, processor, min_pixels, max_pixels):
+        size = {"shortest_edge": int(min_pixels), "longest_edge": int(max_pixels)}
+        ip = _image_processor(processor)
+        ip.size = type(ip.size)(**size) if not isinstance(ip.size, dict) else size
+        # A published checkpoint's min/max_pixels also reach the tokenizer's init kwargs, which the processor
+        # merges into every call.
+        for holder in (getattr(processor, "tokenizer", None), processor):
+            init_kwargs: dict[str, Any] | None = getattr(holder, "init_kwargs", None)
+            if isinstance(init_kwargs, dict):
+                init_kwargs.pop("min_pixels", None)
+                init_kwargs.pop("max_pixels", None)
+                if "size" in init_kwargs:
+                    init_kwargs["size"] = dict(size)
+
+    def input_size(self, ip, w, h):
+        from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+        lo, hi = self.limits(ip)
+        rh, rw = smart_resize(h, w, factor=ip.patch_size * ip.merge_size, min_pixels=lo, max_pixels=hi)
+        return rw, rh
+
+    def visual_tokens(self, processor, w, h):
+        ip = _image_processor(processor)
+        rw, rh = self.input_size(ip, w, h)
+        return (rh // ip.patch_size) * (rw // ip.patch_size) // (ip.merge_size ** 2)
+
+    def fed(self, processor, image):
+        ip = _image_processor(processor)
+        if processor is ip:
+            out = ip(images=[image], return_tensors="pt")
+        else:
+            token = getattr(processor, "image_token", None) or "<|image_pad|>"
+            out = processor(text=[token], images=[image], return_tensors="pt")
+        _, gh, gw = (int(v) for v in out["image_grid_thw"][0])
+        return (gw * ip.patch_size, gh * ip.patch_size), gh * gw // ip.merge_size ** 2
+
+    def engine_kwargs(self, ip):
+        lo, hi = self.limits(ip)
+        return {"min_pixels": lo, "max_pixels": hi}
+
+
+RULES: list[ImageRule] = [DynamicResize()]
+
+
+def rule(processor) -> ImageRule:
+    """The rule of this processor's kind (one sentence when none fits)."""
+    ip = _image_processor(processor)
+    for r in RULES:
+        if r.handles(ip):
+            return r
+    raise ValueError(f"the image processor {type(ip).__name__} is of no kind this project knows how to size")
+
+
 def pixel_limits(processor) -> tuple[int, int]:
     """(min_pixels, max_pixels) the processor holds now."""
-    size = _image_processor(processor).size
-    get = size.get if isinstance(size, dict) else lambda k: getattr(size, k, None)
-    return int(get("shortest_edge")), int(get("longest_edge"))
+    return rule(processor).limits(_image_processor(processor))
+
+
+def engine_kwargs(processor) -> dict:
+    """What a vLLM engine's processor needs (mm_processor_kwargs) to size images as this one does."""
+    return rule(processor).engine_kwargs(_image_processor(processor))
+
+
+def _positive(original: Sequence[int]) -> tuple[int, int]:
+    w, h = int(original[0]), int(original[1])
+    if w <= 0 or h <= 0:
+        raise ValueError(f"image size must be positive, got {w}x{h}")
+    return w, h
 
 
 def input_size(processor, original: Sequence[int]) -> tuple[int, int]:
     """(w, h) the processor resizes an image of size `original` (w, h) to: the library's own rule."""
-    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
-    ip = _image_processor(processor)
-    min_pixels, max_pixels = pixel_limits(processor)
-    w, h = int(original[0]), int(original[1])
-    if w <= 0 or h <= 0:
-        raise ValueError(f"image size must be positive, got {w}x{h}")
-    rh, rw = smart_resize(h, w, factor=ip.patch_size * ip.merge_size, min_pixels=min_pixels, max_pixels=max_pixels)
-    return rw, rh
+    return rule(processor).input_size(_image_processor(processor), *_positive(original))
 
 
 def at_input_size(processor, image):
@@ -64,24 +163,21 @@ def at_input_size(processor, image):
 
 def image_view(processor, family: str, original: Sequence[int]) -> ImageView:
     """What the model of `family`, fed by `processor`, sees of an image of size `original` (w, h)."""
-    ip = _image_processor(processor)
-    w, h = int(original[0]), int(original[1])
-    rw, rh = input_size(processor, (w, h))
+    w, h = _positive(original)
+    r = rule(processor)
+    rw, rh = r.input_size(_image_processor(processor), w, h)
     fw, fh = model_frame(family, (w, h), (rw, rh))
-    tokens = (rh // ip.patch_size) * (rw // ip.patch_size) // (ip.merge_size ** 2)
-    return ImageView((w, h), (rw, rh), (int(fw), int(fh)), tokens)
+    return ImageView((w, h), (rw, rh), (int(fw), int(fh)), r.visual_tokens(processor, w, h))
+
+
+def fed(processor, image) -> tuple[tuple[int, int], int]:
+    """((w, h), visual tokens) the whole processor call (as training and generation make it) produced."""
+    return rule(processor).fed(processor, image)
 
 
 def fed_size(processor, image) -> tuple[int, int]:
     """(w, h) the whole processor call (as training and generation make it) produced for an image."""
-    ip = _image_processor(processor)
-    if processor is ip:
-        out = ip(images=[image], return_tensors="pt")
-    else:
-        token = getattr(processor, "image_token", None) or "<|image_pad|>"
-        out = processor(text=[token], images=[image], return_tensors="pt")
-    _, gh, gw = (int(v) for v in out["image_grid_thw"][0])
-    return gw * ip.patch_size, gh * ip.patch_size
+    return fed(processor, image)[0]
 
 
 def _probe_sizes(min_pixels: int, max_pixels: int) -> list[tuple[int, int]]:
@@ -95,27 +191,17 @@ def _probe_sizes(min_pixels: int, max_pixels: int) -> list[tuple[int, int]]:
 def apply_pixel_limits(processor, family: str, min_pixels: int, max_pixels: int) -> None:
     """Make the processor resize within [min_pixels, max_pixels] whatever its folder said, and check it.
 
-    A published checkpoint's `min_pixels`/`max_pixels` reach both the image processor and the
-    tokenizer's init kwargs, which the processor merges into every call; both are overridden.
     Raises ValueError (one sentence) if the processor still resizes differently afterwards.
     """
     from PIL import Image
     if not 0 < min_pixels <= max_pixels:
         raise ValueError(f"min_pixels ({min_pixels}) must be positive and at most max_pixels ({max_pixels})")
-    size = {"shortest_edge": int(min_pixels), "longest_edge": int(max_pixels)}
-    ip = _image_processor(processor)
-    ip.size = type(ip.size)(**size) if not isinstance(ip.size, dict) else size
-    for holder in (getattr(processor, "tokenizer", None), processor):
-        init_kwargs: dict[str, Any] | None = getattr(holder, "init_kwargs", None)
-        if isinstance(init_kwargs, dict):
-            init_kwargs.pop("min_pixels", None)
-            init_kwargs.pop("max_pixels", None)
-            if "size" in init_kwargs:
-                init_kwargs["size"] = dict(size)
+    r = rule(processor)
+    r.set_limits(processor, min_pixels, max_pixels)
     for w, h in _probe_sizes(min_pixels, max_pixels):
-        expected = image_view(processor, family, (w, h)).input
-        got = fed_size(processor, Image.new("RGB", (w, h)))
-        if got != expected:
+        view = image_view(processor, family, (w, h))
+        got, tokens = r.fed(processor, Image.new("RGB", (w, h)))
+        if got != view.input or tokens != view.visual_tokens:
             raise ValueError(f"the model's processor ignores the image-size limits {min_pixels}..{max_pixels} "
                              f"pixels (a {w}x{h} image became {got[0]}x{got[1]}, expected "
-                             f"{expected[0]}x{expected[1]}); the coordinate frame would be wrong")
+                             f"{view.input[0]}x{view.input[1]}); the coordinate frame would be wrong")

@@ -43,11 +43,10 @@ class VllmAnswers:
     def __init__(self, source: str, processor, max_lora_rank: int = 64):
         from vllm import LLM
 
-        from backend.engine.model_input import pixel_limits
-        lo, hi = pixel_limits(processor)
+        from backend.engine.model_input import engine_kwargs
         self.processor = processor
         self.llm = LLM(model=source, enable_lora=True, max_lora_rank=max_lora_rank, max_loras=2,
-                       limit_mm_per_prompt={"image": 1}, mm_processor_kwargs={"min_pixels": lo, "max_pixels": hi},
+                       limit_mm_per_prompt={"image": 1}, mm_processor_kwargs=engine_kwargs(processor),
                        gpu_memory_utilization=ANSWER_GPU_SHARE, max_model_len=MAX_MODEL_TOKENS)
         self.lora_ids: dict[str, int] = {}
 
