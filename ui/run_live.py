@@ -21,7 +21,7 @@ from ui.run_views import (CHARTS, chart_id, chart_updates, compare_frame, downlo
                           evaluation_rows, heldout_note, progress_html, signal_note)
 
 NAMES = ["picker", "status", *map(chart_id, CHARTS), "charts_note", "heldout", "signal", "evaluation", "summary",
-         "gallery", "cards", "step", "prompt", "compare_heading", "compare", "latest", "log", "download", "view"]
+         "gallery", "cards", "step", "prompt", "compare_heading", "compare", "efficiency_note", "efficiency", "efficiency_plot", "latest", "log", "download", "view"]
 """The live view's outputs, in order (what `live_poll` returns)."""
 LOG_CHARS = 4000
 
@@ -61,6 +61,12 @@ def create_live_view() -> dict:
             parts["cards"] = gr.HTML(elem_id="rollout-cards")
         with gr.Tab("Compare", id="run-compare"):
             parts["compare_heading"] = gr.Markdown(elem_id="compare-heading")
+            parts["efficiency_note"] = gr.Markdown(elem_id="efficiency-note")
+            parts["efficiency_plot"] = gr.LinePlot(x="shots", y="value", color="series", height=300, x_axis_format="d",
+                                                   title="Held-out metric against shots (a line per method)",
+                                                   elem_id="efficiency-plot", visible=False)
+            parts["efficiency"] = gr.Dataframe(interactive=False, label="By method and shots (seeds averaged)",
+                                               elem_id="efficiency-table")
             parts["compare"] = gr.Dataframe(interactive=False, label="Held-out metrics by run",
                                             elem_id="compare-table")
     return parts
@@ -115,6 +121,9 @@ def live_poll(ws: Workspace, run_id, step=None, follow: bool = True, prompt_inde
         return no_run(ws)
     fresh = not view or [view["run"], view["claim"]] != [run.id, run.lease_token]
     view = new_view(run) if fresh else view
+    if fresh:  # what the run trains on does not change: read once per run chosen
+        from backend.jobs.runs import run_training_set, training_set_text
+        view["trained"] = training_set_text(run_training_set(ws.store, run))
     series, changed, since = read_new_points(ws, view)
     shown = run_dict(run) | {"metrics": series} | run_results(ws.store, run.id, run.task)
     redraw = {"metrics": fresh or changed, "heldout": fresh or shown["heldout"] != view["heldout"]}
@@ -127,6 +136,7 @@ def live_poll(ws: Workspace, run_id, step=None, follow: bool = True, prompt_inde
     held = dict(view, since=since, metrics=series, heldout=shown["heldout"], evaluation=evaluation, group=group,
                 log=log_mark, compare=compare_mark, download=download_mark, latest=latest)
     same_id = str(run.id) == str(run_id)
+    shown["trained"] = view.get("trained")
     return (gr.skip() if same_id else gr.update(value=run.id), progress_html(shown, eta_seconds(shown)),
             *chart_updates(shown, redraw), empty_charts_note(shown), heldout_note(shown), signal_note(shown),
             gr.skip() if evaluation == view["evaluation"] else evaluation, *inspected[:3], slider, inspected[3],
@@ -197,10 +207,11 @@ def log_tail(ws: Workspace, run: Run, chars: int = LOG_CHARS) -> str:
 
 
 def compare_update(ws: Workspace, run: Run, held: list | None) -> tuple[list, tuple]:
-    """(the mark of the run's dataset's completed runs, [heading, table]): built again only when the mark
+    """(the mark of the run's dataset's completed runs, [heading, table, efficiency note, table, plot]): built
+    again only when the mark
     changed (another run of the dataset completed, or another dataset's run was chosen)."""
     from backend.jobs.compare import compare_mark
     mark = [run.dataset_id, *compare_mark(ws.store, run.dataset_id)]
     if mark == held:
-        return mark, (gr.skip(), gr.skip())
+        return mark, tuple(gr.skip() for _ in range(5))
     return mark, compare_frame(ws, run)

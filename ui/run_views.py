@@ -2,6 +2,7 @@
 zero-signal notes, the evaluation table, the Compare view of its dataset and the adapter's download."""
 from __future__ import annotations
 
+import html
 import math
 
 import gradio as gr
@@ -42,8 +43,10 @@ def progress_html(run: dict, eta: float | None) -> str:
     marked = (f" · <b>best</b> {best['metric']} {best['value']:.3f} at step {best['step']}" if best else "")
     method = run["method"].upper() + (f" from run {run['init_from']}" if run.get("init_from") is not None else "")
     colour = {"failed": "#ef4444", "cancelled": "#9ca3af", "completed": "#22c55e"}.get(run["status"], "#f97316")
+    trained = f"<div id='run-trained' style='font-size:0.9em'>{html.escape(run['trained'])}</div>" if run.get(
+        "trained") else ""
     return (f"<div id='run-progress'><b>Run {run['id']}</b> · {method} · {run['status']} · step {run['step']}/"
-            f"{run['max_steps']} · ETA {duration(eta)}{latest}{marked}<div style='background:#e5e7eb;"
+            f"{run['max_steps']} · ETA {duration(eta)}{latest}{marked}{trained}<div style='background:#e5e7eb;"
             f"border-radius:6px;height:12px;margin-top:6px'><div style='width:{pct:.1f}%;background:{colour};"
             "height:12px;border-radius:6px'></div></div></div>")
 
@@ -172,25 +175,31 @@ def signal_note(run: dict) -> str:
 
 def evaluation_rows(evaluation: dict) -> list[list]:
     before, after = evaluation.get("before", {}), evaluation.get("after", {})
-    keys = [k for k in (before or after) if k not in ("per_class", "count", "seconds")]
+    keys = [k for k in (before or after) if k not in ("per_class", "count", "seconds", "base", "novel")]
     fmt = lambda v: "—" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
     rows = [[k, fmt(before.get(k)), fmt(after.get(k))] for k in keys]
+    for scope in ("base", "novel"):  # classes held out of training: each part apart
+        inner = (before or after).get(scope) or {}
+        rows += [[f"{scope} classes: {k}", fmt((before.get(scope) or {}).get(k)), fmt((after.get(scope) or {}).get(k))]
+                 for k in inner if k not in ("per_class", "count", "format_rate")]
     if "seconds" in before or "seconds" in after:
         rows.append(["evaluation time"] + [f"{e['seconds']:.1f} s" if "seconds" in e else "—" for e in (before, after)])
     return rows
 
 
-def compare_frame(ws: Workspace, run: Run | None) -> tuple[str, pd.DataFrame]:
-    """The Compare view for the selected run's dataset: a heading and the table."""
+def compare_frame(ws: Workspace, run: Run | None) -> tuple:
+    """The Compare view for the selected run's dataset: a heading, the table of runs, and the data-efficiency
+    note, table and plot (ui/compare_view.py)."""
     from backend.jobs.compare import compare
     from backend.jobs.runs import dataset_name
+    from ui.compare_view import efficiency_parts
     empty = pd.DataFrame(columns=["run", "method", "steps", "time"])
     if run is None:
-        return "Choose a run: its dataset's comparison appears here.", empty
+        return "Choose a run: its dataset's comparison appears here.", empty, *efficiency_parts(None)
     try:
         table = compare(ws.store, dataset_name(ws.store, run))
     except ValueError as e:
-        return f"⚠ {e}", empty
+        return f"⚠ {e}", empty, *efficiency_parts(None)
     main = MAIN_METRIC[table["task"]]
     extra = [k for k in ("map", "ap50", "iou50", "format_rate") if any(k in r["metrics"] for r in table["rows"])]
     records = []
@@ -200,14 +209,16 @@ def compare_frame(ws: Workspace, run: Run | None) -> tuple[str, pd.DataFrame]:
         records.append({
             "run": "base" if r["run"] is None else str(r["run"]),
             "method": r["method"].upper() + (f" after run {r['init_from']}" if r["init_from"] is not None else ""),
-            "model": r["model"], "steps": r["steps"], "time": duration(r["seconds"]) if r["run"] else "—",
+            "model": r["model"], "shots": "—" if r["run"] is None else (r.get("shots") or "all"),
+            "novel classes": ", ".join(r.get("novel_classes") or []) or "—",
+            "steps": r["steps"], "time": duration(r["seconds"]) if r["run"] else "—",
             main: fmt(r["metrics"].get(main)), f"{main} at start": fmt(before),
             f"best {main} (step)": f"{fmt(best['value'])} ({best['step']})" if best else "—",
             **{k: fmt(r["metrics"].get(k)) for k in extra}})
     heading = (f"**{table['dataset']}** ({table['task']}): the base model and every completed run, on the same "
                f"held-out prompts: each run's model after training, its score at the start, and its best evaluated "
                f"step (on the curve's first prompts). Time: training steps plus evaluations.")
-    return heading, pd.DataFrame(records) if records else empty
+    return heading, pd.DataFrame(records) if records else empty, *efficiency_parts(table)
 
 
 def download_path(ws: Workspace, run_id: int, status: str) -> str | None:
