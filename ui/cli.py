@@ -8,6 +8,7 @@ from backend.data.config import data_dir as resolve_data_dir
 from ui.cli_common import CliError
 from ui.cli_data import (cmd_datasets_delete, cmd_datasets_export, cmd_datasets_import, cmd_datasets_list,
                          cmd_datasets_show, cmd_demo, cmd_score)
+from ui.cli_label import add_label_parser
 from ui.cli_runs import (cmd_compare, cmd_eval, cmd_export, cmd_models_check, cmd_predict, cmd_runs_cancel,
                          cmd_runs_create, cmd_runs_list, cmd_runs_logs, cmd_runs_show, cmd_worker)
 
@@ -151,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     _checkpoint_flag(pr)
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_predict)
+
+    add_label_parser(sub)
 
     ev = sub.add_parser("eval", help="evaluate a run's adapter on its dataset's held-out split")
     ev.add_argument("--run", type=int, required=True)
