@@ -1,4 +1,5 @@
-"""The tables: datasets and their samples; runs with their metrics, rollouts, checkpoints and evaluations."""
+"""The tables: datasets and their samples; runs with their metrics, rollouts, checkpoints and evaluations; the
+Test tab's questions and labelling jobs queued for the worker."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -167,3 +168,41 @@ class PredictionRequest(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class LabelJob(Base):
+    """A batch of unlabelled images for the worker's answerers to label (backend.jobs.label_queue): `source` is
+    backend.jobs.labelling.Source as JSON (a run or a base model, the classes, the minimum confidence). The answerer
+    that holds it (`owner`) beats `heartbeat_at` with each image; a job whose heartbeat stops is taken up again."""
+    __tablename__ = "label_jobs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    # preparing | queued | running | done | failed | cancelled
+    on_cpu: Mapped[bool] = mapped_column(Boolean, default=False)
+    source: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    owner: Mapped[str | None] = mapped_column(String(128))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class LabelItem(Base):
+    """One image of a labelling job: its copy (relative to the data dir), the path a person knows it by, the boxes
+    the model gave ([x1, y1, x2, y2, label, confidence], original pixels; written once: `answered_at` is set with
+    them) and the person's review (accepted | rejected)."""
+    __tablename__ = "label_items"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("label_jobs.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    image: Mapped[str] = mapped_column(String(512))
+    name: Mapped[str] = mapped_column(String(1024))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    boxes: Mapped[list[Any]] = mapped_column(default=list)
+    seconds: Mapped[float | None] = mapped_column(Float)
+    answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    review: Mapped[str | None] = mapped_column(String(16))
+    __table_args__ = (UniqueConstraint("job_id", "position"),)

@@ -1,5 +1,6 @@
 """The prediction process: answers queued Test-tab requests (backend.jobs.prediction_queue) with the models
-it loads and keeps between requests, then ends once nothing has been asked for a while.
+it loads and keeps between requests, labels the images of labelling jobs between them (backend.jobs.label_queue),
+then ends once nothing has been asked for a while.
 
 The worker starts one on a free GPU (a GPU training a run is not free: its requests wait for the run to end)
 and one on the CPU for the requests that asked for it (on a worker without GPUs, the CPU one answers all).
@@ -27,7 +28,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from backend.data.workspace import Workspace, open_workspace
-from backend.jobs import prediction_queue
+from backend.jobs import label_queue, prediction_queue
 from backend.jobs.ownership import OWNER_ENV, Lifeline
 from storage.models import Run
 
@@ -57,6 +58,9 @@ def serve(ws: Workspace, owner: str, serves: str = "all", linger: float = LINGER
             print(f"answerer {owner}: {why}; stopping", flush=True)
             return answered
         job = prediction_queue.claim(ws, owner, cpu)
+        if job is None and _label_some(ws, owner, serves, lifeline):
+            idle_since = time.monotonic()
+            continue
         if job is None:
             if time.monotonic() - idle_since > linger or (serves == "gpu" and _runs_waiting(ws)):
                 return answered
@@ -75,6 +79,23 @@ def serve(ws: Workspace, owner: str, serves: str = "all", linger: float = LINGER
         print(f"answerer {owner}: answered request {job['id']}", flush=True)
 
 
+def _label_some(ws: Workspace, owner: str, serves: str, lifeline) -> bool:
+    """Label images of a waiting labelling job (backend.jobs.label_queue) until it ends, a Test-tab question comes
+    (it goes first; the job goes back to the queue), a GPU answerer has a run waiting, or this answerer must stop.
+    Whether there was a job."""
+    cpu = SERVES[serves]
+    job_id = label_queue.claim(ws, owner, cpu)
+    if job_id is None:
+        return False
+
+    def stop() -> bool:
+        return ((lifeline is not None and lifeline.reason() is not None) or prediction_queue.pending(ws, cpu, False)
+                or (serves == "gpu" and _runs_waiting(ws)))
+    n = label_queue.work(ws, job_id, owner, stop)
+    print(f"answerer {owner}: labelled {n} images of labelling job {job_id}", flush=True)
+    return True
+
+
 @dataclass
 class Answerer:
     """An answerer process the worker started, on `gpu` (a GPU slot's CUDA_VISIBLE_DEVICES) or the CPU."""
@@ -90,6 +111,7 @@ class Answerer:
             return False
         prediction_queue.abandon(ws, self.owner, f"the prediction process ended (exit status {code}) before "
                                                  f"answering; see {LOG} in the data dir")
+        label_queue.release(ws, self.owner)  # its answers are kept; the next answerer labels the rest
         return True
 
     def ask_to_stop(self) -> None:
@@ -109,6 +131,7 @@ class Answerer:
                 self.proc.kill()
                 self.proc.wait()
         prediction_queue.abandon(ws, self.owner, "the worker stopped before answering: ask again")
+        label_queue.release(ws, self.owner)
 
 
 def start_answerer(ws: Workspace, owner: str, serves: str, gpu: str | None, linger: float = LINGER_SECONDS) -> Answerer:

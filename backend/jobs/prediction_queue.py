@@ -73,10 +73,15 @@ def _served_by(cpu: bool | None):
     return True if cpu is None else PredictionRequest.on_cpu.is_(cpu)
 
 
-def pending(ws: Workspace, cpu: bool | None) -> bool:
+def pending(ws: Workspace, cpu: bool | None, labelling: bool = True) -> bool:
+    """Whether a question waits for this kind of answerer, or (with `labelling`) a labelling job does
+    (backend.jobs.label_queue): either starts one."""
+    from backend.jobs import label_queue
     with ws.store.read() as s:
-        return s.scalar(select(PredictionRequest.id).where(PredictionRequest.status == "queued", _served_by(cpu))
-                        .limit(1)) is not None
+        if s.scalar(select(PredictionRequest.id).where(PredictionRequest.status == "queued", _served_by(cpu))
+                    .limit(1)) is not None:
+            return True
+    return labelling and label_queue.pending(ws, cpu)
 
 
 def claim(ws: Workspace, owner: str, cpu: bool | None) -> dict | None:

@@ -1,0 +1,112 @@
+"""Labelling jobs go through the worker: queued, labelled a few images at a time by its answerer, with progress and an
+ETA, cancellable, and taken up again after a crash: every answer already given is kept, none is given twice."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from backend.data.demo.shapes import make_scene
+from backend.jobs import label_queue
+from backend.jobs.labelling import Source
+from backend.jobs.worker import work
+from storage.models import LabelItem, LabelJob
+
+
+def _scenes(folder, n, start=700):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        make_scene(start + i).image.save(folder / f"scene{i}.png")
+    return folder
+
+
+class Crash(BaseException):
+    """The answerer's process dies in the middle of an image (nothing after it runs)."""
+
+
+def _labeller(calls: list, crash_at: int | None = None):
+    def label(ws, image, source):
+        calls.append(image.name)
+        if len(calls) == crash_at:
+            raise Crash()
+        return [[1.0, 2.0, 30.0, 40.0, source.classes[0], 0.9]]
+    return label
+
+
+def test_a_crashed_answerer_loses_no_answer_and_none_is_given_twice(ws, tmp_path):
+    job_id = label_queue.submit(ws, Source(model="demo", classes=["red circle"]), [_scenes(tmp_path / "in", 5)])
+    assert label_queue.progress(ws, job_id)["status"] == "queued"
+    assert label_queue.pending(ws, None)
+
+    first: list = []
+    assert label_queue.claim(ws, "answerer-a", None) == job_id
+    with pytest.raises(Crash):
+        label_queue.work(ws, job_id, "answerer-a", label=_labeller(first, crash_at=3))
+    state = label_queue.progress(ws, job_id)
+    assert (state["status"], state["answered"]) == ("running", 2), "the two answers given are kept"
+    assert label_queue.claim(ws, "answerer-b", None) is None, "its heartbeat is fresh: nobody takes it yet"
+
+    with ws.store.write() as s:  # STALE_SECONDS pass without a heartbeat
+        s.get(LabelJob, job_id).heartbeat_at -= timedelta(seconds=label_queue.STALE_SECONDS + 1)
+    assert label_queue.pending(ws, None)
+    assert label_queue.claim(ws, "answerer-b", None) == job_id
+    second: list = []
+    assert label_queue.work(ws, job_id, "answerer-b", label=_labeller(second)) == 3
+    assert [n[6:] for n in first] == ["scene0.png", "scene1.png", "scene2.png"]
+    assert [n[6:] for n in second] == ["scene2.png", "scene3.png", "scene4.png"], "only the images without an answer"
+    state = label_queue.progress(ws, job_id)
+    assert (state["status"], state["answered"], state["total"], state["eta_seconds"]) == ("done", 5, 5, 0.0)
+    got = label_queue.items(ws, job_id)
+    assert [i["position"] for i in got] == [0, 1, 2, 3, 4]
+    assert all(i["boxes"] == [[1.0, 2.0, 30.0, 40.0, "red circle", 0.9]] for i in got)
+    assert got[0]["name"].endswith("in/scene0.png") and (ws.data_dir / got[0]["image"]).is_file()
+
+    # the first answerer, back from the dead, writes nothing more
+    assert label_queue.work(ws, job_id, "answerer-a", label=_labeller([])) == 0
+
+
+def test_progress_eta_cancel_and_review(ws, tmp_path):
+    job_id = label_queue.submit(ws, Source(model="demo", classes=["red circle"]), [_scenes(tmp_path / "in", 4)])
+    label_queue.claim(ws, "a", None)
+    answered = []
+    assert label_queue.work(ws, job_id, "a", stop=lambda: len(answered) >= 2, label=_labeller(answered)) == 2
+    state = label_queue.progress(ws, job_id)
+    assert state["status"] == "queued", "stopped to let a question through: back in the queue"
+    with ws.store.write() as s:
+        for item in s.query(LabelItem).filter(LabelItem.job_id == job_id, LabelItem.seconds.is_not(None)):
+            item.seconds = 3.0
+    state = label_queue.progress(ws, job_id)
+    assert (state["answered"], state["seconds_per_image"], state["eta_seconds"]) == (2, 3.0, 6.0)
+    assert label_queue.cancel(ws, job_id) == "cancelled"
+    assert label_queue.claim(ws, "b", None) is None and not label_queue.pending(ws, None)
+    assert label_queue.review(ws, job_id, [0], "accepted") == 1
+    assert label_queue.review(ws, job_id, [1, 3], "rejected") == 1, "image 3 has no answer to review"
+    assert [i["review"] for i in label_queue.items(ws, job_id)] == ["accepted", "rejected"]
+    with pytest.raises(ValueError, match="a review is one of accepted, rejected"):
+        label_queue.review(ws, job_id, [0], "maybe")
+
+
+def test_bad_submissions_leave_nothing(ws, tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "broken.png").write_bytes(b"no")
+    with pytest.raises(ValueError, match="broken.png"):
+        label_queue.submit(ws, Source(model="demo", classes=["x"]), [tmp_path / "in"])
+    with pytest.raises(ValueError, match="name the classes"):
+        label_queue.submit(ws, Source(model="demo"), [_scenes(tmp_path / "ok", 1)])
+    with ws.store.read() as s:
+        assert s.query(LabelJob).count() == 0 and s.query(LabelItem).count() == 0
+    assert not list((ws.data_dir / label_queue.FOLDER).glob("*")), "no images copied in"
+
+
+def test_the_worker_labels_a_job_with_the_demo_model(ws, tmp_path):
+    job_id = label_queue.submit(ws, Source(model="demo", classes=["red circle"]), [_scenes(tmp_path / "in", 2)])
+    work(ws, once=True)  # starts an answerer process, which labels the images and ends
+    state = label_queue.progress(ws, job_id)
+    assert (state["status"], state["answered"]) == ("done", 2), state
+    assert state["seconds_per_image"] > 0
+    got = label_queue.items(ws, job_id)
+    assert any(i["boxes"] for i in got), "the warm-started demo model finds shapes"
+    for item in got:
+        for x1, y1, x2, y2, label, conf in item["boxes"]:
+            assert label == "red circle" and 0 <= x1 < x2 <= item["width"] and 0 <= y1 < y2 <= item["height"]
+            assert 0 <= conf <= 1
