@@ -6,6 +6,7 @@ import gradio as gr
 from backend.data.workspace import Workspace
 from ui.api import register_api
 from ui.data_tab import create_data_tab
+from ui.label_tab import create_label_tab
 from ui.playground_tab import create_playground_tab
 from ui.runs_tab import create_runs_tab
 from ui.test_tab import create_test_tab
@@ -29,6 +30,7 @@ def build_app(ws: Workspace, demo=None) -> gr.Blocks:
                 (gr.Tabs(selected="runs"), gr.update(value=run_id)) if run_id else (gr.update(), gr.update())))
             runs = create_runs_tab(ws)
             test = create_test_tab(ws)
+            label = create_label_tab(ws)
             create_playground_tab()
         button, fn, inputs, message = train["launch"]
         button.click(fn, inputs, [message, tabs, runs["picker"]], api_visibility="private")
@@ -36,7 +38,7 @@ def build_app(ws: Workspace, demo=None) -> gr.Blocks:
         # The page holds no state: every load reads datasets and runs back from storage. Each dataset and run
         # list is read again when its tab is selected (ui/*_tab.py), after the actions that change it, and once
         # the demo dataset is ready (the banner empties); the Test tab's run list follows runs finishing.
-        for fn, inputs, outputs in (data["refresh"], train["refresh"], test["refresh"]):
+        for fn, inputs, outputs in (data["refresh"], train["refresh"], test["refresh"], label["refresh"]):
             app.load(fn, inputs, outputs, api_visibility="private")
         quiet = dict(api_visibility="private", show_progress="hidden")  # a list read again does not flash
         for changed in data["changed"]:  # import, delete

@@ -17,7 +17,9 @@ from typing import Callable
 
 from sqlalchemy import and_, func, or_, select
 
+from backend.data.common import ExportImage, ExportSet
 from backend.data.config import ImportLimits
+from backend.data.exporter import export_names
 from backend.data.safety import probe_image
 from backend.data.workspace import Workspace
 from backend.jobs.labelling import Source, collect_images, label_image, resolve
@@ -208,3 +210,17 @@ def jobs(ws: Workspace) -> list[dict]:
     with ws.store.read() as s:
         ids = s.scalars(select(LabelJob.id).order_by(LabelJob.id.desc())).all()
     return [progress(ws, i) for i in ids]
+
+
+def accepted_set(ws: Workspace, job_id: int) -> ExportSet:
+    """The job's accepted images as an export takes them (boxes with their confidences), all as training images."""
+    chosen = [i for i in items(ws, job_id) if i["review"] == "accepted"]
+    if not chosen:
+        raise ValueError("no image is accepted yet: accept the images whose boxes are right first")
+    names = export_names([Path(i["image"]).name.split("_", 1)[1] for i in chosen])
+    images = [ExportImage(ws.data_dir / i["image"], n, "train", i["width"], i["height"], [list(b) for b in i["boxes"]])
+              for i, n in zip(chosen, names)]
+    used = {b[4] for im in images for b in im.boxes}
+    classes = [c for c in dict.fromkeys([*(progress(ws, job_id)["source"].get("classes") or []), *sorted(used)])
+               if c in used]
+    return ExportSet(f"labelling-{job_id}", classes, images)

@@ -1,0 +1,91 @@
+"""The Label tab, driven in Chromium: a tuned demo run labels a folder of new images through the worker; the person
+accepts some, rejects one, adds the accepted ones to a new dataset and exports them as COCO and YOLO; both exports
+import back with the same boxes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from backend.data.catalog import get_dataset
+from backend.data.demo.shapes import make_scene
+from backend.data.importer import import_dataset
+from backend.data.workspace import open_workspace
+from backend.jobs import label_queue
+from tests.browser import browser_page, need_chromium, running_app, screenshot
+from tests.tuned import tuned_demo_run
+
+
+def _pick(page, label: str, option: str) -> None:
+    page.get_by_role("combobox", name=label).click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def _boxes(info: dict) -> dict:
+    return {s["file"].rsplit("/", 1)[-1]:
+            sorted(tuple(b) for b in s["boxes"]) for s in info["samples"]}
+
+
+def test_label_review_add_and_export_through_the_page(tmp_path):
+    need_chromium()
+    data = tmp_path / "data"
+    ws = open_workspace(data)
+    run_id = tuned_demo_run(ws)
+    folder = tmp_path / "unlabelled"
+    folder.mkdir()
+    images = []
+    for i in range(3):
+        images.append(folder / f"new{i}.png")
+        make_scene(800 + i).image.save(images[-1])
+
+    with running_app(data) as (url, _), browser_page(height=1400) as page:
+        page.goto(url)
+        page.get_by_role("tab", name="Label").click()
+        _pick(page, "Tuned run (its best checkpoint)", f"run {run_id} · demo · completed")
+        page.set_input_files("#label-images input[type=file]", [str(p) for p in images])
+        page.get_by_label("Classes").fill("red circle, blue square")
+        page.get_by_role("button", name="Label images").click()
+        page.wait_for_function("document.querySelector('#label-status')?.innerText.includes('done, 3 of 3')",
+                               timeout=240_000)
+        page.locator("#label-gallery img").nth(2).wait_for(timeout=20_000)
+        assert "0 accepted · 0 rejected · 3 to review" in page.locator("#label-counts").inner_text()
+        screenshot(page, "label-1-labelled")
+
+        for button in ("Accept", "Reject", "Accept"):  # each decision moves on to the next image to review
+            before = page.locator("#label-counts").inner_text()
+            page.get_by_role("button", name=button, exact=True).click()
+            page.wait_for_function(f"document.querySelector('#label-counts')?.innerText !== {before!r}")
+        assert "2 accepted · 1 rejected · 0 to review" in page.locator("#label-counts").inner_text()
+        screenshot(page, "label-2-reviewed")
+
+        page.get_by_label("New dataset's name").fill("reviewed")
+        page.get_by_role("button", name="Add accepted to dataset").click()
+        page.get_by_text("Added 2 accepted images to dataset 'reviewed'").wait_for(timeout=30_000)
+
+        exported = {}
+        for fmt in ("coco", "yolo"):
+            page.get_by_label(fmt, exact=True).check()
+            page.get_by_role("button", name="Export accepted").click()
+            page.get_by_text(f"Exported 2 accepted images as {fmt}").wait_for(timeout=30_000)
+            with page.expect_download() as download:
+                page.locator("#label-download a").first.click()
+            exported[fmt] = tmp_path / f"accepted-{fmt}.zip"
+            download.value.save_as(exported[fmt])
+        screenshot(page, "label-3-exported")
+
+    job_id = label_queue.jobs(ws)[0]["id"]
+    items = label_queue.items(ws, job_id)
+    accepted = {Path(i["name"]).name: sorted(tuple([*b[:4], b[4]]) for b in i["boxes"])
+                for i in items if i["review"] == "accepted"}
+    assert len(accepted) == 2 and [i["review"] for i in items] == ["accepted", "rejected", "accepted"]
+    assert any(accepted.values()), "the tuned run found shapes on the accepted images"
+    reviewed = get_dataset(ws.store, "reviewed")
+    assert reviewed["counts"]["train"] == 2 and reviewed["counts"]["total"] == 2
+    assert _boxes(reviewed) == accepted
+    for fmt, archive in exported.items():
+        import_dataset(ws.store, ws.data_dir, [archive], f"back-{fmt}")
+        back = get_dataset(ws.store, f"back-{fmt}")
+        got = {name: [tuple(round(v, 1) if isinstance(v, float) else v for v in b) for b in boxes]
+               for name, boxes in _boxes(back).items()}
+        want = {name: [tuple(round(float(v), 1) if not isinstance(v, str) else v for v in b) for b in boxes]
+                for name, boxes in accepted.items()}
+        assert got == want, fmt
+    ws.store.close()

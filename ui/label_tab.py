@@ -1,0 +1,215 @@
+"""The Label tab: a tuned run (or a base model) labels a batch of unlabelled images through the worker
+(backend.jobs.label_queue); the person reviews the boxes in a gallery, filtered by class and confidence, accepts or
+rejects each image, adds the accepted ones to a dataset as training images and exports them (COCO, YOLO, ...)."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+
+from backend.data.additions import add_to_dataset
+from backend.data.catalog import list_datasets
+from backend.data.exporter import write_export
+from backend.data.workspace import Workspace
+from backend.data.writers import WRITERS
+from backend.jobs import label_queue
+from backend.jobs.labelling import Source, classes_from_text
+from backend.jobs.runs import list_runs
+from backend.scoring.draw import PREDICTION, draw_file
+
+ALL = "all classes"
+NEW = "a new dataset"
+
+
+def run_choices(ws: Workspace) -> list[tuple[str, str]]:
+    return [("base model only", "")] + [
+        (f"run {r['id']} · {r['model']} · {r['status']}", str(r["id"])) for r in list_runs(ws.store)
+        if r["task"] == "detection" and r["status"] in ("completed", "cancelled", "running")]
+
+
+def job_choices(ws: Workspace) -> list[tuple[str, str]]:
+    return [(f"job {j['id']} · {j['answered']}/{j['total']} · {j['status']}", str(j["id"])) for j in label_queue.jobs(ws)]
+
+
+def start(ws: Workspace, run: str | None, model: str, paths: list[str] | None, classes: str, min_conf: float,
+          on_cpu: bool) -> int:
+    """Queue a labelling job for the worker; its id."""
+    if not paths:
+        raise ValueError("upload images or a zip of images to label")
+    source = Source(int(run) if run else None, None if run else (model or "").strip(), classes_from_text(classes),
+                    float(min_conf or 0.0))
+    return label_queue.submit(ws, source, [Path(p) for p in paths], on_cpu=bool(on_cpu))
+
+
+def status_text(state: dict) -> str:
+    line = f"Job {state['id']}: **{state['status']}**, {state['answered']} of {state['total']} images labelled"
+    if state["status"] in ("queued", "running") and state["eta_seconds"] is not None:
+        line += f" · {state['seconds_per_image']:.1f} s an image, about {state['eta_seconds']:.0f} s left"
+    if state["error"]:
+        line += f"\n\n⚠ {state['error']}"
+    return line
+
+
+def counts_text(items: list[dict]) -> str:
+    accepted = sum(i["review"] == "accepted" for i in items)
+    rejected = sum(i["review"] == "rejected" for i in items)
+    return (f"**{accepted} accepted · {rejected} rejected · {len(items) - accepted - rejected} to review** "
+            f"(of {len(items)} labelled)")
+
+
+def shown(items: list[dict], cls: str, min_conf: float) -> list[dict]:
+    """The labelled images the filters let through, each with only the boxes that pass: with a class chosen, images
+    holding a box of it at or above the confidence; with all classes, every image."""
+    out = []
+    for i in items:
+        boxes = [b for b in i["boxes"] if b[5] >= (min_conf or 0.0) and (cls in (None, "", ALL) or b[4] == cls)]
+        if boxes or cls in (None, "", ALL):
+            out.append({**i, "boxes": boxes})
+    return out
+
+
+def gallery_items(ws: Workspace, items: list[dict]) -> list:
+    marks = {"accepted": "accepted", "rejected": "rejected", None: "to review"}
+    return [(draw_file(ws.data_dir / i["image"], [([[*b[:4], f"{b[4]} {b[5]:.2f}"] for b in i["boxes"]],
+                                                   PREDICTION)], max_side=480),
+             f"#{i['position']} · {Path(i['name']).name} · {len(i['boxes'])} boxes · {marks[i['review']]}")
+            for i in items]
+
+
+def create_label_tab(ws: Workspace) -> dict:
+    with gr.Tab("Label", id="label") as tab:
+        with gr.Row():
+            with gr.Column(scale=1):
+                run = gr.Dropdown([], label="Tuned run (its best checkpoint)", elem_id="label-run")
+                model = gr.Textbox("demo", label="…or a base model (when no run is chosen)")
+                files = gr.File(file_count="multiple", label="Unlabelled images, or a zip of them",
+                                elem_id="label-images")
+                classes = gr.Textbox(label="Classes", placeholder="default: the run's dataset's", elem_id="label-classes")
+                min_conf = gr.Slider(0, 1, 0, step=0.05, label="Keep boxes from confidence")
+                on_cpu = gr.Checkbox(False, label="Label on the CPU")
+                go = gr.Button("Label images", variant="primary", elem_id="label-start")
+                job = gr.Dropdown([], label="Labelling job", elem_id="label-job")
+                status = gr.Markdown(elem_id="label-status")
+                cancel = gr.Button("Cancel labelling", size="sm", elem_id="label-cancel")
+            with gr.Column(scale=2):
+                with gr.Row():
+                    cls = gr.Dropdown([ALL], value=ALL, label="Show class", elem_id="label-filter-class")
+                    conf = gr.Slider(0, 1, 0, step=0.05, label="Show boxes from confidence", elem_id="label-filter-conf")
+                counts = gr.Markdown(elem_id="label-counts")
+                gallery = gr.Gallery(label="Predicted boxes (red) with their confidence", columns=3, height=520,
+                                     object_fit="contain", elem_id="label-gallery")
+                with gr.Row():
+                    picked = gr.Dropdown([], label="Image", elem_id="label-picked")
+                    accept = gr.Button("Accept", variant="primary", elem_id="label-accept")
+                    reject = gr.Button("Reject", variant="stop", elem_id="label-reject")
+                with gr.Row():
+                    target = gr.Dropdown([NEW], value=NEW, label="Add accepted images to", elem_id="label-target")
+                    new_name = gr.Textbox(label="New dataset's name", elem_id="label-new-name")
+                    add = gr.Button("Add accepted to dataset", elem_id="label-add")
+                with gr.Row():
+                    fmt = gr.Radio(list(WRITERS), value="coco", label="Export accepted as", elem_id="label-format")
+                    export = gr.Button("Export accepted", elem_id="label-export")
+                message = gr.Markdown(elem_id="label-message")
+                download = gr.File(label="Export", elem_id="label-download")
+        timer = gr.Timer(1.0)
+
+    def view(job_id, c, k, pick=None):
+        """Status, counts, gallery and the image picker of a job, as storage has them."""
+        if not job_id:
+            return "", "", [], gr.update(choices=[], value=None), gr.update()
+        state = label_queue.progress(ws, int(job_id))
+        items = label_queue.items(ws, int(job_id))
+        visible = shown(items, c, k)
+        labels = sorted({b[4] for i in items for b in i["boxes"]})
+        choices = [(f"#{i['position']} {Path(i['name']).name}", str(i["position"])) for i in visible]
+        values = [v for _, v in choices]
+        if pick not in values:
+            pick = next((str(i["position"]) for i in visible if i["review"] is None), values[0] if values else None)
+        return (status_text(state), counts_text(items), gallery_items(ws, visible),
+                gr.update(choices=choices, value=pick), gr.update(choices=[ALL, *labels]))
+
+    outs = [status, counts, gallery, picked, cls]
+
+    def on_go(r, m, f, c, k, cpu):
+        try:
+            job_id = start(ws, r, m, f, c, k, cpu)
+        except ValueError as e:
+            return (gr.update(), f"⚠ {e}")
+        return gr.update(choices=job_choices(ws), value=str(job_id)), ""
+
+    go.click(on_go, [run, model, files, classes, min_conf, on_cpu], [job, message], api_name="label")
+    job.change(view, [job, cls, conf], outs, show_progress="hidden")
+    for control in (cls, conf):
+        control.change(view, [job, cls, conf, picked], outs, show_progress="hidden")
+
+    def on_tick(job_id, c, k, pick):
+        """The job's progress while it labels; the last view once it has ended, then the timer rests."""
+        if not job_id:
+            return (gr.update(),) * len(outs) + (gr.Timer(active=False),)
+        active = label_queue.progress(ws, int(job_id))["status"] in ("queued", "running", "preparing")
+        return (*view(job_id, c, k, pick), gr.Timer(active=active))
+
+    timer.tick(on_tick, [job, cls, conf, picked], [*outs, timer], show_progress="hidden", api_visibility="private")
+    job.change(lambda j: gr.Timer(active=bool(j)), [job], [timer], api_visibility="private")
+
+    def on_cancel(job_id):
+        if job_id:
+            label_queue.cancel(ws, int(job_id))
+        return status_text(label_queue.progress(ws, int(job_id))) if job_id else ""
+
+    cancel.click(on_cancel, [job], [status], api_visibility="private")
+
+    def decide(decision):
+        def fn(job_id, pick, c, k):
+            if job_id and pick is not None:
+                label_queue.review(ws, int(job_id), [int(pick)], decision)
+            return view(job_id, c, k, None)
+        return fn
+
+    accept.click(decide("accepted"), [job, picked, cls, conf], outs, show_progress="hidden")
+    reject.click(decide("rejected"), [job, picked, cls, conf], outs, show_progress="hidden")
+
+    def on_select(evt: gr.SelectData, job_id, c, k):
+        visible = shown(label_queue.items(ws, int(job_id)), c, k) if job_id else []
+        return gr.update(value=str(visible[evt.index]["position"])) if evt.index < len(visible) else gr.update()
+
+    gallery.select(on_select, [job, cls, conf], [picked], show_progress="hidden")
+
+    def on_add(job_id, where, name):
+        try:
+            if not job_id:
+                raise ValueError("choose a labelling job")
+            images = label_queue.accepted_set(ws, int(job_id)).images
+            new = where == NEW
+            target_name = (name or "").strip() if new else where
+            n = add_to_dataset(ws.store, ws.data_dir, target_name, images, new=new)
+        except ValueError as e:
+            return f"⚠ {e}", gr.update()
+        names = [d["name"] for d in list_datasets(ws.store) if d["task"] == "detection"]
+        return (f"Added {n} accepted image{'s' if n != 1 else ''} to dataset '{target_name}' as training images",
+                gr.update(choices=[NEW, *names], value=target_name))
+
+    add.click(on_add, [job, target, new_name], [message, target], api_visibility="private")
+
+    def on_export(job_id, f):
+        try:
+            if not job_id:
+                raise ValueError("choose a labelling job")
+            export_set = label_queue.accepted_set(ws, int(job_id))
+            out = Path(tempfile.mkdtemp(prefix="vrft-export-")) / f"labelling-{job_id}-{f}.zip"
+            write_export(export_set, f, out)
+        except ValueError as e:
+            return f"⚠ {e}", None
+        return f"Exported {len(export_set.images)} accepted images as {f}: {WRITERS[f].describe}", str(out)
+
+    export.click(on_export, [job, fmt], [message, download], api_visibility="private")
+
+    def on_refresh():
+        names = [d["name"] for d in list_datasets(ws.store) if d["task"] == "detection"]
+        return (gr.update(choices=run_choices(ws)), gr.update(choices=job_choices(ws)),
+                gr.update(choices=[NEW, *names]))
+
+    refresh = (on_refresh, [], [run, job, target])
+    tab.select(*refresh, api_visibility="private", show_progress="hidden")
+    return {"refresh": refresh}
