@@ -110,3 +110,29 @@ def test_the_worker_labels_a_job_with_the_demo_model(ws, tmp_path):
         for x1, y1, x2, y2, label, conf in item["boxes"]:
             assert label == "red circle" and 0 <= x1 < x2 <= item["width"] and 0 <= y1 < y2 <= item["height"]
             assert 0 <= conf <= 1
+
+
+def test_accepted_images_join_an_existing_dataset_as_training_images(ws, tmp_path):
+    from backend.data.additions import add_to_dataset
+    from backend.data.catalog import get_dataset
+    from backend.data.demo.dataset import ensure_demo_dataset
+    ensure_demo_dataset(ws.store, ws.data_dir, n=4)
+    before = get_dataset(ws.store, "demo-shapes")
+    job_id = label_queue.submit(ws, Source(model="demo", classes=["purple star"]), [_scenes(tmp_path / "in", 3)])
+    label_queue.claim(ws, "a", None)
+    label_queue.work(ws, job_id, "a", label=_labeller([]))
+    with pytest.raises(ValueError, match="no image is accepted yet"):
+        label_queue.accepted_set(ws, job_id)
+    label_queue.review(ws, job_id, [0, 2], "accepted")
+    label_queue.review(ws, job_id, [1], "rejected")
+    accepted = label_queue.accepted_set(ws, job_id)
+    assert [im.name for im in accepted.images] == ["scene0.png", "scene2.png"] and accepted.classes == ["purple star"]
+    assert add_to_dataset(ws.store, ws.data_dir, "demo-shapes", accepted.images, new=False) == 2
+    after = get_dataset(ws.store, "demo-shapes")
+    assert after["counts"]["train"] == before["counts"]["train"] + 2 and after["counts"]["val"] == before["counts"]["val"]
+    assert after["classes"] == [*before["classes"], "purple star"]
+    added = [s for s in after["samples"] if s["file"].startswith("labelled-")]
+    assert [s["boxes"] for s in added] == [[[1.0, 2.0, 30.0, 40.0, "purple star"]]] * 2, "the confidence is dropped"
+    assert all((ws.data_dir / after["folder"] / "images" / s["file"]).is_file() for s in added)
+    with pytest.raises(ValueError, match="already exists"):
+        add_to_dataset(ws.store, ws.data_dir, "demo-shapes", accepted.images, new=True)
