@@ -20,7 +20,8 @@ def generate(loaded, items: Sequence[tuple[Image.Image, str]], max_new_tokens: i
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
         texts = [proc.apply_chat_template(messages(p), add_generation_prompt=True) for _, p in chunk]
-        enc = proc(text=texts, images=[im.convert("RGB") for im, _ in chunk], return_tensors="pt", padding=True)
+        # One list of images per text: the form every family's processor reads (Gemma 3's and SmolVLM's need it).
+        enc = proc(text=texts, images=[[im.convert("RGB")] for im, _ in chunk], return_tensors="pt", padding=True)
         enc = {k: v.to(loaded.model.device) if hasattr(v, "to") else v for k, v in enc.items()}
         kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, do_sample=do_sample,
                                       pad_token_id=proc.tokenizer.pad_token_id)

@@ -117,7 +117,41 @@ class DynamicResize(ImageRule):
         return {"min_pixels": lo, "max_pixels": hi}
 
 
-RULES: list[ImageRule] = [DynamicResize()]
+class FixedSquare(ImageRule):
+    """Gemma 3: every image stretched to the one size its vision tower was built for (896x896), a fixed
+    number of tokens (`image_seq_length`); pan-and-scan crops (extra images, extra tokens) kept off."""
+
+    def handles(self, ip) -> bool:
+        return hasattr(ip, "do_pan_and_scan")
+
+    def limits(self, ip):
+        w, h = self.input_size(ip, 1, 1)
+        return w * h, w * h
+
+    def set_limits(self, processor, min_pixels, max_pixels):
+        ip = _image_processor(processor)
+        ip.do_pan_and_scan = False
+        w, h = self.input_size(ip, 1, 1)
+        if not min_pixels <= w * h <= max_pixels:
+            raise ValueError(f"this model sees every image as one {w}x{h} square ({w * h} pixels); image-size "
+                             f"limits {min_pixels}..{max_pixels} cannot change that")
+
+    def input_size(self, ip, w, h):
+        return int(_size_get(ip.size, "width")), int(_size_get(ip.size, "height"))
+
+    def visual_tokens(self, processor, w, h):
+        return int(processor.image_seq_length)
+
+    def fed(self, processor, image):
+        out = processor(text=[processor.image_token], images=[image], return_tensors="pt")
+        ph, pw = out["pixel_values"].shape[-2:]
+        return (int(pw), int(ph)), int((out["input_ids"][0] == processor.tokenizer.image_token_id).sum())
+
+    def engine_kwargs(self, ip):
+        return {"do_pan_and_scan": False}
+
+
+RULES: list[ImageRule] = [DynamicResize(), FixedSquare()]
 
 
 def rule(processor) -> ImageRule:

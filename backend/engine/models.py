@@ -7,7 +7,7 @@ from typing import Any
 
 from backend.engine.families import family_of_folder
 from backend.engine.model_input import ImageView, apply_pixel_limits, image_view
-from backend.scoring.families import KNOWN_MODELS, Family, get_family
+from backend.scoring.families import FAMILIES, KNOWN_MODELS, Family, get_family
 
 DEMO_MODEL = "demo"
 DEMO_FOLDER = Path(__file__).resolve().parent / "demo" / "model"
@@ -23,9 +23,9 @@ def resolve_model(model: str) -> tuple[str, Family]:
     if model in KNOWN_MODELS:
         return model, get_family(KNOWN_MODELS[model])
     lowered = model.lower()
-    for key, family in (("qwen3-vl", "qwen3_vl"), ("qwen2.5-vl", "qwen2_5_vl"), ("qwen2-vl", "qwen2_vl")):
-        if key in lowered:
-            return model, get_family(family)
+    for family in FAMILIES.values():
+        if any(hint in lowered for hint in family.id_hints):
+            return model, family
     raise ValueError(f"could not load '{model}': it is neither a local folder nor a known model id "
                      f"(for example {', '.join(list(KNOWN_MODELS)[:3])})")
 

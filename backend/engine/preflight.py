@@ -19,6 +19,7 @@ from backend.data.safety import probe_image
 from backend.engine.dense_scenes import dense_advice, dense_scenes
 from backend.engine.settings import TrainSettings
 from backend.scoring.draw import PREDICTION, TRUTH, draw_boxes
+from backend.scoring.families import get_family
 from backend.scoring.rewards import REWARDS
 from backend.scoring.tasks import get_task
 
@@ -144,6 +145,11 @@ def advice(result: dict) -> list[str]:
     base = result.get("baseline")
     if base:
         accuracy = [n for n in base["means"] if n != "format"]
+        family = get_family(result["family"]) if result.get("family") else None
+        if family and not family.trained_boxes and any(n.startswith(("detection", "grounding")) for n in accuracy):
+            out.append(f"{family.name} was never trained to answer boxes; its boxes here are ours "
+                       f"({family.convention.describe()} of the image as fed), so start with a short warm start "
+                       "with --method sft on these images, then a GRPO run from it with --init-from RUN.")
         if base["format_rate"] == 0:
             out.append("The base model never answers in the expected <think>…</think><answer>…</answer> format: "
                        "GRPO will get no reward signal. Start from an instruction-tuned checkpoint, or warm-start "

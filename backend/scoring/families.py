@@ -42,16 +42,28 @@ class Family:
     lora_targets: tuple[str, ...] = LANGUAGE_LORA_TARGETS
     vision_module: str = "visual"
     """Attribute path of the vision tower (frozen by default; LoRA stays in the language model)."""
+    id_hints: tuple[str, ...] = ()
+    """Lower-case pieces of a hub id that name this family (an id not in hub_models, e.g. a fine-tune)."""
+    trained_boxes: bool = True
+    """False: the base was never taught boxes in its convention (the declared one is ours); the pre-flight's
+    baseline advice then points to an SFT warm start."""
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("qwen2_vl", "qwen2_vl", "Qwen2VLForConditionalGeneration", Convention("normalized", scale=1000),
-           3136, 401408, ("Qwen/Qwen2-VL-2B-Instruct", "Qwen/Qwen2-VL-7B-Instruct")),
+           3136, 401408, ("Qwen/Qwen2-VL-2B-Instruct", "Qwen/Qwen2-VL-7B-Instruct"), id_hints=("qwen2-vl",)),
     # The resized input is a fact of the loaded processor (backend/engine/model_input.py), never a constant here.
     Family("qwen2_5_vl", "qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration", Convention("resized_pixels"),
-           3136, 401408, ("Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct")),
+           3136, 401408, ("Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct"), id_hints=("qwen2.5-vl",)),
     Family("qwen3_vl", "qwen3_vl", "Qwen3VLForConditionalGeneration", Convention("normalized", scale=1000),
-           3136, 401408, ("Qwen/Qwen3-VL-2B-Instruct", "Qwen/Qwen3-VL-4B-Instruct", "Qwen/Qwen3-VL-8B-Instruct")),
+           3136, 401408, ("Qwen/Qwen3-VL-2B-Instruct", "Qwen/Qwen3-VL-4B-Instruct", "Qwen/Qwen3-VL-8B-Instruct"),
+           id_hints=("qwen3-vl",)),
+    # Every image becomes one 896x896 square (its SigLIP tower's fixed size; pan-and-scan crops are kept off),
+    # 256 visual tokens, so the limits are that square. No trained box convention (no location tokens, unlike
+    # PaliGemma): ours is the JSON corners 0-1000 of the image as fed, which the stretch to a square keeps.
+    Family("gemma3", "gemma3", "Gemma3ForConditionalGeneration", Convention("normalized", scale=1000),
+           896 * 896, 896 * 896, ("google/gemma-3-4b-it", "google/gemma-3-12b-it"), vision_module="vision_tower",
+           id_hints=("gemma-3",), trained_boxes=False),
     # The demo is a Qwen3-VL-architecture model, tiny: a 0-100 grid keeps its answers short and is plenty for
     # its 224-px scenes.
     Family("demo", "qwen3_vl", "Qwen3VLForConditionalGeneration", Convention("normalized", scale=100),

@@ -1,7 +1,7 @@
 """Builds tiny models of real architectures, locally and deterministically.
 
 `build_tiny(arch, out)` writes a random-weight model + processor (tests of each family's code
-path). `build_demo(out)` also warm-starts the Qwen3-VL-architecture demo on synthetic shapes until
+path; the non-Qwen architectures come from hub_layouts). `build_demo(out)` also warm-starts the Qwen3-VL-architecture demo on synthetic shapes until
 it answers in the <think>/<answer> format with rough boxes. Rebuild the committed demo with
 `python -m backend.engine.demo.builder --out backend/engine/demo/model`.
 """
@@ -16,6 +16,7 @@ from pathlib import Path
 from backend.data.demo.shapes import SIZE, make_scene
 from backend.engine.demo.examples import (SEED_OFFSET_HELDOUT, corpus, localisation_examples,
                                           warm_start_examples)
+from backend.engine.demo import hub_layouts
 from backend.engine.demo.tokenizer import train_tokenizer
 from backend.engine.families import FAMILY_FILE
 from backend.scoring.coords import to_model_int
@@ -84,6 +85,11 @@ def build_tiny(arch: str, out: Path, seed: int = 0, family: str | None = None,
     import torch
     import transformers
     torch.manual_seed(seed)
+    if arch in hub_layouts.LAYOUTS:  # the other architectures, already in their hub layout
+        model, processor = hub_layouts.build(arch, out, corpus())
+        if family:
+            (Path(out) / FAMILY_FILE).write_text(json.dumps({"family": family}))
+        return model, processor
     tok = train_tokenizer(corpus())
     model = getattr(transformers, ARCH_CLASSES[arch][1])(tiny_config(arch, tok, vision_positions))
     if arch == "qwen3_vl":
@@ -130,6 +136,8 @@ def publish_layout(folder: Path, arch: str) -> Path:
     """Rewrite a saved model folder's processor files the way the published checkpoints lay them out
     (`preprocessor_config.json` with the hub's image-size limits instead of `processor_config.json`),
     so code is tested against what users really download."""
+    if arch in hub_layouts.LAYOUTS:
+        return hub_layouts.publish(folder, arch)
     folder = Path(folder)
     (folder / "processor_config.json").unlink(missing_ok=True)
     (folder / "preprocessor_config.json").write_text(json.dumps(PUBLISHED_PREPROCESSOR[arch], indent=2))

@@ -1,6 +1,8 @@
-"""A byte-level BPE tokenizer trained locally on the demo's own text, digits one per token."""
+"""A byte-level BPE tokenizer trained locally on the demo's own text, digits one per token, with the special
+tokens of the architecture it is built for (Qwen's by default)."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Iterable
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
@@ -19,8 +21,23 @@ CHAT_TEMPLATE = (
 )
 
 
-def train_tokenizer(corpus: Iterable[str], vocab_size: int = 1024):
-    """A transformers fast tokenizer trained on `corpus`, with Qwen's special tokens."""
+@dataclass(frozen=True)
+class Specials:
+    """An architecture's special tokens as its published tokenizer declares them."""
+    tokens: tuple[str, ...]
+    eos: str
+    pad: str
+    chat_template: str
+    bos: str | None = None
+    named: dict[str, str] = field(default_factory=dict)
+    """Model-specific named tokens (`boi_token`, `image_token`, ...) its processor reads off the tokenizer."""
+
+
+QWEN = Specials(tuple(SPECIAL_TOKENS), eos="<|im_end|>", pad="<|endoftext|>", chat_template=CHAT_TEMPLATE)
+
+
+def train_tokenizer(corpus: Iterable[str], vocab_size: int = 1024, specials: Specials = QWEN):
+    """A transformers fast tokenizer trained on `corpus`, with `specials` (Qwen's by default)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -30,11 +47,13 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int = 1024):
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
     ])
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(specials.tokens),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(corpus, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   additional_special_tokens=SPECIAL_TOKENS[1:])
+    named = {"bos_token": specials.bos} if specials.bos else {}
+    others = [t for t in specials.tokens if t not in (specials.pad, specials.bos)]
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=specials.eos, pad_token=specials.pad,
+                                   additional_special_tokens=others, **named, **specials.named)
     fast.add_tokens(EXTRA_TOKENS)
-    fast.chat_template = CHAT_TEMPLATE
+    fast.chat_template = specials.chat_template
     return fast
