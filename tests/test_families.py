@@ -20,7 +20,7 @@ from backend.scoring.rewards import REWARDS
 from backend.scoring.tasks import TaskSettings, get_task
 from tests.conftest import run_job_now
 
-FAMILIES = ["gemma3"]
+FAMILIES = ["gemma3", "smolvlm"]
 PHOTOS = [(1024, 768), (768, 1024), (4000, 3000), (3000, 4000), (640, 427)]
 
 
@@ -44,6 +44,7 @@ def test_what_the_model_sees_is_what_its_processor_feeds(published, arch):
 
 ANSWERS = {  # a box as each family's convention writes it, in the answer format its prompt asks for
     "gemma3": lambda box: f"[{{'Position': {box}, 'Confidence': 0.9}}]",
+    "smolvlm": lambda box: f"[{{'Position': {box}, 'Confidence': 0.9}}]",
 }
 
 

@@ -151,7 +151,51 @@ class FixedSquare(ImageRule):
         return {"do_pan_and_scan": False}
 
 
-RULES: list[ImageRule] = [DynamicResize(), FixedSquare()]
+class LongestEdgeTiles(ImageRule):
+    """SmolVLM: the longest edge resized to `size.longest_edge` (up or down), both sides rounded up to whole
+    tiles of `max_image_size`, the tiles plus the whole image squashed to one tile, `image_seq_len` tokens each.
+    The limits are the tile (min) and the square of the longest edge (max)."""
+
+    def handles(self, ip) -> bool:
+        return hasattr(ip, "do_image_splitting") and hasattr(ip, "max_image_size")
+
+    @staticmethod
+    def _tile(ip) -> int:
+        return int(_size_get(ip.max_image_size, "longest_edge"))
+
+    def limits(self, ip):
+        return self._tile(ip) ** 2, int(_size_get(ip.size, "longest_edge")) ** 2
+
+    def set_limits(self, processor, min_pixels, max_pixels):
+        ip = _image_processor(processor)
+        ip.do_image_splitting = True
+        tile = self._tile(ip)
+        ip.size = {"longest_edge": max(tile, int(max_pixels ** 0.5) // tile * tile)}
+
+    def _patches(self, ip, w, h) -> tuple[int, int, int]:
+        return ip.get_number_of_image_patches(h, w)  # the library's own rule: (tiles + 1 or 0, rows, cols)
+
+    def input_size(self, ip, w, h):
+        n, rows, cols = self._patches(ip, w, h)
+        tile = self._tile(ip)
+        return (cols * tile, rows * tile) if n else (tile, tile)
+
+    def visual_tokens(self, processor, w, h):
+        return processor.image_seq_len * max(1, self._patches(_image_processor(processor), w, h)[0])
+
+    def fed(self, processor, image):
+        ip = _image_processor(processor)
+        tiles = ip(images=[[image]], return_row_col_info=True)
+        rows, cols, tile = int(tiles["rows"][0][0]), int(tiles["cols"][0][0]), int(tiles["pixel_values"].shape[-1])
+        out = processor(text=[processor.image_token], images=[[image]], return_tensors="pt")
+        tokens = int((out["input_ids"][0] == processor.image_token_id).sum())
+        return ((cols * tile, rows * tile) if rows else (tile, tile)), tokens
+
+    def engine_kwargs(self, ip):
+        return {"size": {"longest_edge": int(_size_get(ip.size, "longest_edge"))}}
+
+
+RULES: list[ImageRule] = [DynamicResize(), FixedSquare(), LongestEdgeTiles()]
 
 
 def rule(processor) -> ImageRule:

@@ -64,6 +64,13 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("gemma3", "gemma3", "Gemma3ForConditionalGeneration", Convention("normalized", scale=1000),
            896 * 896, 896 * 896, ("google/gemma-3-4b-it", "google/gemma-3-12b-it"), vision_module="vision_tower",
            id_hints=("gemma-3",), trained_boxes=False),
+    # Tiles of 512 px (2.2B: 384) plus the whole image as one more, 64 (2.2B: 81) tokens each; the longest edge is
+    # resized to sqrt(max_pixels) (1536: 3x3 tiles of a square photo, 640 tokens). No trained box convention:
+    # ours, JSON corners 0-1000 of the image as fed.
+    Family("smolvlm", "smolvlm", "SmolVLMForConditionalGeneration", Convention("normalized", scale=1000),
+           512 * 512, 1536 * 1536, ("HuggingFaceTB/SmolVLM2-256M-Video-Instruct",
+                                    "HuggingFaceTB/SmolVLM2-500M-Video-Instruct", "HuggingFaceTB/SmolVLM2-2.2B-Instruct"),
+           vision_module="vision_model", id_hints=("smolvlm",), trained_boxes=False),
     # The demo is a Qwen3-VL-architecture model, tiny: a 0-100 grid keeps its answers short and is plenty for
     # its 224-px scenes.
     Family("demo", "qwen3_vl", "Qwen3VLForConditionalGeneration", Convention("normalized", scale=100),

@@ -90,6 +90,49 @@ GEMMA3_PREPROCESSOR = {  # google/gemma-3-4b-it's preprocessor_config.json
     "rescale_factor": 0.00392156862745098, "size": {"height": 896, "width": 896}}
 
 
+# HuggingFaceTB/SmolVLM2-*-Instruct's chat template, as published.
+SMOLVLM_CHAT_TEMPLATE = (
+    "<|im_start|>{% for message in messages %}{{message['role'] | capitalize}}"
+    "{% if message['content'][0]['type'] == 'image' %}{{':'}}{% else %}{{': '}}{% endif %}"
+    "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{line['text']}}"
+    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% elif line['type'] == 'video' %}{{ '<video>' }}"
+    "{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+
+SMOLVLM = Specials(("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<end_of_utterance>", "<fake_token_around_image>",
+                    "<image>", "<global-img>", "<video>",
+                    *(f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7))),
+                   eos="<end_of_utterance>", pad="<|im_end|>", bos="<|im_start|>", chat_template=SMOLVLM_CHAT_TEMPLATE,
+                   named={"fake_image_token": "<fake_token_around_image>", "image_token": "<image>",
+                          "global_image_token": "<global-img>", "end_of_utterance_token": "<end_of_utterance>"})
+
+SMOLVLM_PREPROCESSOR = {  # HuggingFaceTB/SmolVLM2-256M-Video-Instruct's preprocessor_config.json (500M's alike)
+    "do_convert_rgb": True, "do_image_splitting": True, "do_normalize": True, "do_pad": True, "do_rescale": True,
+    "do_resize": True, "image_mean": [0.5, 0.5, 0.5], "image_processor_type": "SmolVLMImageProcessor",
+    "image_std": [0.5, 0.5, 0.5], "max_image_size": {"longest_edge": 512}, "processor_class": "SmolVLMProcessor",
+    "resample": 1, "rescale_factor": 0.00392156862745098, "size": {"longest_edge": 2048},
+    "video_sampling": {"fps": 1, "max_frames": 64, "video_size": {"longest_edge": 512}}}
+
+
+def _smolvlm(tok):
+    import transformers
+    # SmolVLM2-256M's shape, shrunk: 512-px tiles of 16-px patches, pixel-shuffled by 4 into 64 tokens a tile.
+    config = transformers.SmolVLMConfig(
+        text_config=dict(model_type="llama", vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                         max_position_embeddings=8192, rope_theta=100000, pad_token_id=tok.pad_token_id),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=512, patch_size=16),
+        scale_factor=4, image_token_id=tok.convert_tokens_to_ids("<image>"), pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=False)
+    image = transformers.SmolVLMImageProcessor(**{k: v for k, v in SMOLVLM_PREPROCESSOR.items() if k not in
+                                                  ("image_processor_type", "processor_class", "video_sampling")})
+    video = transformers.SmolVLMVideoProcessor()
+    processor = transformers.SmolVLMProcessor(image_processor=image, tokenizer=tok, video_processor=video,
+                                              image_seq_len=64, chat_template=tok.chat_template)
+    return transformers.SmolVLMForConditionalGeneration(config), processor, [tok.eos_token_id]
+
+
 @dataclass(frozen=True)
 class Layout:
     specials: Specials
@@ -103,6 +146,9 @@ LAYOUTS: dict[str, Layout] = {
     "gemma3": Layout(GEMMA3, _gemma3, {"preprocessor_config.json": GEMMA3_PREPROCESSOR,
                                        "processor_config.json": {"image_seq_length": 256,
                                                                  "processor_class": "Gemma3Processor"}}),
+    "smolvlm": Layout(SMOLVLM, _smolvlm, {"preprocessor_config.json": SMOLVLM_PREPROCESSOR,
+                                         "processor_config.json": {"image_seq_len": 64,
+                                                                   "processor_class": "SmolVLMProcessor"}}),
 }
 
 
