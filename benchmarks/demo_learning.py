@@ -6,7 +6,12 @@ format rate for: the warm start, after GRPO (the app's own job), and after SFT (
 LoRA, tight boxes) on the same images for the same wall-clock time. The last line is one JSON
 object. Never tune on the held-out images.
 
-    .venv/bin/python benchmarks/demo_learning.py [--seed 0] [--steps 60]
+--shots K trains both on K images per class (the run's seed draws them, as the app does); --novel-classes
+"a,b" holds those classes out of both trainings (never in a prompt: their boxes are dropped, their images
+kept). Each entry then has "base" and "novel": the same metrics on the base and on the novel classes' prompts.
+
+    .venv/bin/python benchmarks/demo_learning.py [--seed 0] [--steps 60] [--shots 2]
+        [--novel-classes "blue circle,blue square,blue triangle"]
 """
 from __future__ import annotations
 
@@ -22,15 +27,25 @@ from backend.engine.demo.examples import detection_answer
 from backend.engine.models import load, lora_config
 from backend.engine.settings import preset
 from backend.jobs import training
-from backend.jobs.runs import create_run
+from backend.jobs.runs import create_run, training_set, training_set_text
 from backend.jobs.run_history import evaluations
+from backend.scoring.subsets import parse_class_list, training_samples
 from backend.scoring.tasks import TaskSettings
 
 
-def summary(metrics: dict, seconds: float) -> dict:
-    return {"mean_iou": round(metrics["mean_iou"], 4), "iou50": round(metrics["iou50"], 4),
+def _metrics(metrics: dict) -> dict:
+    return {"mean_iou": round(metrics["mean_iou"] or 0.0, 4), "iou50": round(metrics["iou50"] or 0.0, 4),
             "format_rate": round(metrics["format_rate"], 4), "map": round(metrics["map"] or 0.0, 4),
-            "seconds": round(seconds, 1)}
+            "ap50": round(metrics["ap50"] or 0.0, 4)}
+
+
+def summary(metrics: dict, seconds: float) -> dict:
+    """An entry of the JSON line: the held-out metrics, and with novel classes "base" and "novel" apart."""
+    out = {**_metrics(metrics), "seconds": round(seconds, 1)}
+    for scope in ("base", "novel"):
+        if scope in metrics:
+            out[scope] = _metrics(metrics[scope])
+    return out
 
 
 def sft(ws, dataset: dict, seconds: float, seed: int, settings) -> dict:
@@ -41,9 +56,8 @@ def sft(ws, dataset: dict, seconds: float, seed: int, settings) -> dict:
 
     loaded = load("demo", for_training=True)
     rows = []
-    for s in dataset["samples"]:
-        if s["split"] != "train":
-            continue
+    # The images GRPO's job trains on (shots drawn with the same seed), novel classes' boxes dropped.
+    for s in training_samples(dataset["samples"], "detection", settings.shots, settings.novel_classes, seed):
         for x1, y1, x2, y2, label in s["boxes"]:
             from backend.scoring.tasks import detection_prompt
             rows.append({"prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text":
@@ -75,20 +89,24 @@ def sft(ws, dataset: dict, seconds: float, seed: int, settings) -> dict:
     loaded.model = trainer.model
     val = [s for s in dataset["samples"] if s["split"] == "val"]
     return summary(heldout.evaluate(loaded, ws.data_dir, dataset, val, TaskSettings(), settings.max_completion_length,
-                                    10_000), elapsed)
+                                    10_000, novel=settings.novel_classes), elapsed)
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None, help="GRPO steps (default: the CPU demo preset's)")
+    p.add_argument("--shots", type=int, default=None, help="training images per class (default: every one)")
+    p.add_argument("--novel-classes", default="", help="comma-separated classes held out of training")
     args = p.parse_args()
     ws = demo_workspace()
     dataset = get_dataset(ws.store, "demo-shapes")
-    settings = preset("CPU demo", seed=args.seed, max_steps=args.steps)
+    settings = preset("CPU demo", seed=args.seed, max_steps=args.steps, shots=args.shots,
+                      novel_classes=parse_class_list(args.novel_classes))
     settings.eval_max_examples = 10_000
 
-    run_id = create_run(ws.store, "demo-shapes", "demo", settings)
+    run_id = create_run(ws.store, "demo-shapes", "demo", settings)  # shots and classes checked: one sentence
+    print(training_set_text(training_set(dataset, settings)), flush=True)
     start = time.time()
     assert training.claim_and_run(ws, run_id, "benchmark") == 0
     total = time.time() - start
@@ -102,8 +120,12 @@ def main() -> None:
     print(f"GRPO ({settings.max_steps} steps, job total {total:.0f} s): {grpo}", flush=True)
     sft_result = sft(ws, dataset, grpo_seconds, args.seed, settings)
     print(f"SFT (same wall-clock): {sft_result}", flush=True)
-    print(json.dumps({"warm_start": warm, "grpo": grpo, "sft": sft_result, "seed": args.seed}))
+    print(json.dumps({"warm_start": warm, "grpo": grpo, "sft": sft_result, "seed": args.seed, "shots": args.shots,
+                      "novel_classes": settings.novel_classes, "steps": settings.max_steps}))
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ValueError as e:  # bad --shots or --novel-classes: one sentence
+        raise SystemExit(f"error: {e}") from None
