@@ -97,6 +97,20 @@ def test_a_few_shot_run_with_novel_classes_from_the_train_form(tmp_path):
         page.wait_for_timeout(2000)
         screenshot(page, "shots-3-compare")
 
+        # gradio_client does what the form does: shots and novel classes, a bad class as one sentence.
+        from gradio_client import Client
+        client = Client(url, verbose=False)
+        try:
+            client.predict("demo-shapes", "demo", "CPU demo", 1, "", "grpo", 2, "pink star", api_name="/create_run")
+            raise AssertionError("an unknown class was queued")
+        except Exception as e:  # noqa: BLE001 - gradio_client's AppError carries the sentence
+            assert "unknown class 'pink star' in the novel classes" in str(e)
+        queued = client.predict("demo-shapes", "demo", "CPU demo", 1, "", "grpo", 3, "red circle",
+                                api_name="/create_run")["id"]
+        client.predict(queued, api_name="/cancel_run")
+        stored = TrainSettings.from_dict(get_run(ws.store, queued).settings)
+        assert (stored.shots, stored.novel_classes) == (3, ["red circle"])
+
     shown = json.loads(run_cli("runs", "show", str(run_id), "--json", data_dir=data).stdout)
     assert shown["training_set"]["images"] == len(images) and shown["training_set"]["shots"] == 2
     after = shown["evaluation"]["after"]

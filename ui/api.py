@@ -12,12 +12,15 @@ from backend.jobs.run_history import run_json
 
 def register_api(ws: Workspace) -> None:
     def create_run(dataset: str, model: str = "demo", preset_name: str = "CPU demo", max_steps: int = 0,
-                   rewards: str = "", method: str = "grpo") -> dict:
-        """Queue a run (method "grpo" or "sft"); rewards as 'name=weight, ...' (empty: the task's defaults).
-        Returns {"id": ...}."""
+                   rewards: str = "", method: str = "grpo", shots: int = 0, novel_classes: str = "") -> dict:
+        """Queue a run (method "grpo" or "sft"); rewards as 'name=weight, ...' (empty: the task's defaults); shots:
+        images per class (0: every training image); novel_classes: 'a, b', held out of training. Returns
+        {"id": ...}."""
+        from backend.scoring.subsets import parse_class_list
         from ui.train_tab import parse_weights
         try:
-            settings = preset(preset_name, max_steps=max_steps or None, method=method or None)
+            settings = preset(preset_name, max_steps=max_steps or None, method=method or None, shots=shots or None,
+                              novel_classes=parse_class_list(novel_classes) or None)
             if rewards.strip():
                 settings.rewards, settings.reward_weights = parse_weights(rewards)
             return {"id": create(ws.store, dataset, model, settings)}
