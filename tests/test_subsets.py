@@ -146,3 +146,18 @@ def test_classification_accuracy_base_and_novel():
                 "completion": f"<think>.</think><answer>{answer}</answer>"}
     out = scoped_metrics("classification", [rec("cat", "cat"), rec("dog", "cat"), rec("dog", "dog")], ["dog"])
     assert (out["accuracy"], out["base"]["accuracy"], out["novel"]["accuracy"]) == pytest.approx((2 / 3, 1.0, 0.5))
+
+
+def test_the_best_checkpoint_is_chosen_on_base_classes_only(ws):
+    """A step that looks best only thanks to the novel classes is not the best one."""
+    from backend.data.demo.dataset import ensure_demo_dataset
+    from backend.engine.settings import preset
+    from backend.jobs.run_history import best_point, record_checkpoint, save_heldout_point
+    from backend.jobs.runs import create_run
+    ensure_demo_dataset(ws.store, ws.data_dir, n=10)
+    run_id = create_run(ws.store, "demo-shapes", "demo", preset("CPU demo", novel_classes=["red circle"]))
+    for step, (everything, base) in {2: (0.6, 0.3), 4: (0.4, 0.5)}.items():
+        save_heldout_point(ws.store, run_id, step, {"mean_iou": everything, "base": {"mean_iou": base},
+                                                    "novel": {"mean_iou": 2 * everything - base}}, 1.0)
+        record_checkpoint(ws.store, run_id, step, f"runs/{run_id}/checkpoints/checkpoint-{step}")
+    assert best_point(ws.store, run_id, "detection") == {"step": 4, "metric": "base classes' mean_iou", "value": 0.5}

@@ -204,4 +204,5 @@ def best_point(store: Store, run_id: int, task: str, points: list[HeldoutPoint] 
     if not scored:
         return None
     value, step = max(scored)
-    return {"step": step, "metric": metric, "value": value}
+    on_base = any("base" in p.metrics for p in points)
+    return {"step": step, "metric": f"base classes' {metric}" if on_base else metric, "value": value}
