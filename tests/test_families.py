@@ -20,7 +20,7 @@ from backend.scoring.rewards import REWARDS
 from backend.scoring.tasks import TaskSettings, get_task
 from tests.conftest import run_job_now
 
-FAMILIES = ["gemma3", "smolvlm"]
+FAMILIES = ["gemma3", "smolvlm", "internvl"]
 PHOTOS = [(1024, 768), (768, 1024), (4000, 3000), (3000, 4000), (640, 427)]
 
 
@@ -45,6 +45,7 @@ def test_what_the_model_sees_is_what_its_processor_feeds(published, arch):
 ANSWERS = {  # a box as each family's convention writes it, in the answer format its prompt asks for
     "gemma3": lambda box: f"[{{'Position': {box}, 'Confidence': 0.9}}]",
     "smolvlm": lambda box: f"[{{'Position': {box}, 'Confidence': 0.9}}]",
+    "internvl": lambda box: f"<ref>block</ref><box>[{box}]</box>",
 }
 
 
@@ -156,3 +157,28 @@ def test_models_check_reports_the_processors_view_and_points_to_sft(published, p
     assert out["largest_visual_tokens"] == max(im["visual_tokens"] for im in out["images"])
     assert len(out["baseline"]["samples"]) == 1
     assert any("--method sft" in a for a in out["advice"]) == (not family.trained_boxes)
+
+
+@pytest.mark.parametrize("arch, written", [
+    ("gemma3", "<answer>[{'Position': [100, 100, 500, 500], 'Confidence': 1.0}, "
+               "{'Position': [625, 625, 938, 958], 'Confidence': 1.0}]</answer>"),
+    ("smolvlm", "<answer>[{'Position': [100, 100, 500, 500], 'Confidence': 1.0}, "
+                "{'Position': [625, 625, 938, 958], 'Confidence': 1.0}]</answer>"),
+    ("internvl", "<answer><ref>cat</ref><box>[[100, 100, 500, 500], [625, 625, 938, 958]]</box></answer>"),
+])
+def test_prompts_and_sft_targets_speak_the_familys_convention(arch, written):
+    """What the prompt asks for is what an SFT run teaches and what the rewards read back as the truth."""
+    from backend.scoring.playground import score
+    from backend.scoring.tasks import detection_prompt, grounding_prompt, target_completion
+    size, boxes = [640, 480], [[64, 48, 320, 240], [400, 300, 600, 460]]
+    text = target_completion("detection", {"image_size": size, "family": arch, "boxes": boxes}, "cat")
+    assert text.endswith(written)
+    prompt = detection_prompt("cat", arch, (640, 480))
+    assert "between 0 and 1000" in prompt
+    assert ("<ref>cat</ref><box>[[x1, y1, x2, y2], ...]</box>" in prompt) == (arch == "internvl")
+    rewards = score("detection", {"boxes": boxes}, text, arch, size)["rewards"]
+    assert rewards["format"] == 1.0 and rewards["detection_confidence"] == 1.0 and rewards["detection_iou"] > 0.95
+    region = target_completion("grounding", {"image_size": size, "family": arch, "box": boxes[0]})
+    assert ("<box>[[100, 100, 500, 500]]</box>" in region) == (arch == "internvl")
+    assert ("<box>" in grounding_prompt("the cat", arch, (640, 480))) == (arch == "internvl")
+    assert score("grounding", {"box": boxes[0]}, region, arch, size)["rewards"]["grounding_iou"] > 0.95

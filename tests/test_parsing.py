@@ -23,6 +23,13 @@ B = (10.0, 20.0, 30.0, 40.0)
     ("```json\n[{\"Position\": [10, 20, 30, 40], \"Confidence\": 0.5}]\n```", [Detection(B, 0.5)]),
     ("[{'Position': [10, 20, 30, 40], 'Confidence': 0.9}, {'Position': [1, 2, 3", [Detection(B, 0.9)]),
     ("The box is [10, 20, 30, 40].", [Detection(B)]),
+    ("<ref>cat</ref><box>[[10, 20, 30, 40]]</box>", [Detection(B, None, "cat")]),          # InternVL's own
+    ("<ref>cat</ref><box>[[10, 20, 30, 40], [1, 2, 3, 4]]</box>",
+     [Detection(B, None, "cat"), Detection((1.0, 2.0, 3.0, 4.0), None, "cat")]),
+    ("<ref>cat</ref><box>[[10, 20, 30, 40]]</box> <ref>dog</ref><box>[[1, 2, 3, 4]]</box>",
+     [Detection(B, None, "cat"), Detection((1.0, 2.0, 3.0, 4.0), None, "dog")]),
+    ("<box>[[10, 20, 30, 40], [1, 2", [Detection(B)]),                                    # cut off mid-box
+    ("<ref>cat</ref><box></box>", None),
     ("No Objects", []),
     ("[]", []),
     ("'No objects.'", []),

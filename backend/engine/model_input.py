@@ -195,7 +195,72 @@ class LongestEdgeTiles(ImageRule):
         return {"size": {"longest_edge": int(_size_get(ip.size, "longest_edge"))}}
 
 
-RULES: list[ImageRule] = [DynamicResize(), FixedSquare(), LongestEdgeTiles()]
+class AspectGridTiles(ImageRule):
+    """InternVL (GotOcr2's image processor): the image stretched onto the grid of `size` tiles closest to its
+    aspect ratio with min..max_patches tiles (`get_optimal_tiled_canvas`), plus a thumbnail when there are
+    several, `image_seq_length` tokens each. The limits are min/max_patches x the tile's area."""
+
+    def handles(self, ip) -> bool:
+        return hasattr(ip, "crop_to_patches") and hasattr(ip, "max_patches")
+
+    @staticmethod
+    def _tile(ip) -> tuple[int, int]:
+        return int(_size_get(ip.size, "width")), int(_size_get(ip.size, "height"))
+
+    def limits(self, ip):
+        tw, th = self._tile(ip)
+        return ip.min_patches * tw * th, ip.max_patches * tw * th
+
+    def set_limits(self, processor, min_pixels, max_pixels):
+        ip = _image_processor(processor)
+        tw, th = self._tile(ip)
+        ip.crop_to_patches = True
+        ip.min_patches = max(1, min_pixels // (tw * th))
+        ip.max_patches = max(ip.min_patches, max_pixels // (tw * th))
+
+    def input_size(self, ip, w, h):
+        from transformers.models.got_ocr2.image_processing_got_ocr2 import get_optimal_tiled_canvas
+        tw, th = self._tile(ip)
+        cols, rows = get_optimal_tiled_canvas((h, w), (th, tw), ip.min_patches, ip.max_patches)
+        return cols * tw, rows * th
+
+    def visual_tokens(self, processor, w, h):
+        return processor.image_seq_length * _image_processor(processor).get_number_of_image_patches(h, w)
+
+    def fed(self, processor, image):
+        """The processor's output holds its tiles, not their grid: the canvas is read back from the tiles and the
+        thumbnail (which of the grids of that many tiles reassembles the thumbnail), the tokens counted. The tiling
+        depends on the size alone, so a gradient of the image's size is fed: it tells every grid apart."""
+        import numpy as np
+        import torch
+        from PIL import Image
+        w, h = image.size
+        ramp = np.zeros((h, w, 3), dtype=np.uint8)
+        ramp[..., 0] = np.linspace(0, 255, w, dtype=np.uint8)[None, :]
+        ramp[..., 1] = np.linspace(0, 255, h, dtype=np.uint8)[:, None]
+        out = processor(text=[processor.image_token], images=[Image.fromarray(ramp)], return_tensors="pt")
+        tokens = int((out["input_ids"][0] == processor.image_token_id).sum())
+        tiles = out["pixel_values"]  # (tiles [+ thumbnail], 3, th, tw)
+        th, tw = tiles.shape[-2:]
+        if len(tiles) == 1:
+            return (int(tw), int(th)), tokens
+        grid, thumb = tiles[:-1], tiles[-1:]
+        best, best_err = None, float("inf")
+        for cols in range(1, len(grid) + 1):
+            if len(grid) % cols:
+                continue
+            rows = len(grid) // cols
+            canvas = grid.reshape(rows, cols, 3, th, tw).permute(2, 0, 3, 1, 4).reshape(1, 3, rows * th, cols * tw)
+            err = float((torch.nn.functional.interpolate(canvas, size=(th, tw), mode="area") - thumb).abs().mean())
+            if err < best_err:
+                best, best_err = (cols * int(tw), rows * int(th)), err
+        return best, tokens
+
+    def engine_kwargs(self, ip):
+        return {"min_dynamic_patch": ip.min_patches, "max_dynamic_patch": ip.max_patches}
+
+
+RULES: list[ImageRule] = [DynamicResize(), FixedSquare(), LongestEdgeTiles(), AspectGridTiles()]
 
 
 def rule(processor) -> ImageRule:

@@ -81,6 +81,11 @@ MODEL_SHAPES: dict[str, ModelShape] = {s.name: s for s in (
 )}
 
 
+def _side(size) -> int:
+    """A patch size written as one side or as [height, width] (InternVL's config)."""
+    return int(size[0]) if isinstance(size, (list, tuple)) else int(size)
+
+
 def shape_from_config(config: dict, name: str) -> ModelShape:
     """The shape of a Qwen2/2.5/3-VL model from its config.json (a local folder: nothing to download).
     Parameter counts are summed from the layer sizes (biases and norms left out)."""
@@ -100,7 +105,7 @@ def shape_from_config(config: dict, name: str) -> ModelShape:
     return ModelShape(name, language / 1e9, vision_params / 1e9, hidden=h, layers=layers, intermediate=inter,
                       heads=heads, kv_heads=kv, head_dim=head_dim, vocab=vocab, tied_embeddings=tied,
                       vision_hidden=vh, vision_intermediate=vi, vision_heads=vision.get("num_heads", 16),
-                      vision_mlp_matrices=matrices, patch=vision.get("patch_size", 14),
+                      vision_mlp_matrices=matrices, patch=_side(vision.get("patch_size", 14)),
                       merge=vision.get("spatial_merge_size", 2))
 
 

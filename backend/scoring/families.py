@@ -14,6 +14,9 @@ class Convention:
     """How a model family writes box coordinates."""
     kind: Literal["normalized", "resized_pixels"]
     scale: int = 1000          # normalized: coordinates run 0..scale on both axes
+    answer: Literal["json", "ref_box"] = "json"
+    """How boxes are written: json = [{'Position': [x1, y1, x2, y2], 'Confidence': c}, ...] (the Visual-RFT
+    reference's); ref_box = <ref>label</ref><box>[[x1, y1, x2, y2], ...]</box> (InternVL's grounding format)."""
 
     def describe(self) -> str:
         if self.kind == "normalized":
@@ -71,6 +74,14 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            512 * 512, 1536 * 1536, ("HuggingFaceTB/SmolVLM2-256M-Video-Instruct",
                                     "HuggingFaceTB/SmolVLM2-500M-Video-Instruct", "HuggingFaceTB/SmolVLM2-2.2B-Instruct"),
            vision_module="vision_model", id_hints=("smolvlm",), trained_boxes=False),
+    # InternVL 3.5 in transformers' own layout (-HF checkpoints): tiles of 448 px on the grid closest to the image's
+    # aspect ratio (min..max_patches = min..max_pixels / 448^2) plus a thumbnail when there are several, 256 tokens
+    # each. Four tiles at most (a 4:3 photo: 2x2 + thumbnail = 1280 tokens; the checkpoints ship 12, 3328 tokens).
+    # Its trained convention: <ref>label</ref><box>[[x1, y1, x2, y2]]</box>, 0-1000 on each axis.
+    Family("internvl", "internvl", "InternVLForConditionalGeneration",
+           Convention("normalized", scale=1000, answer="ref_box"), 448 * 448, 4 * 448 * 448,
+           ("OpenGVLab/InternVL3_5-1B-HF", "OpenGVLab/InternVL3_5-2B-HF", "OpenGVLab/InternVL3_5-4B-HF",
+            "OpenGVLab/InternVL3_5-8B-HF"), vision_module="vision_tower", id_hints=("internvl",)),
     # The demo is a Qwen3-VL-architecture model, tiny: a 0-100 grid keeps its answers short and is plenty for
     # its 224-px scenes.
     Family("demo", "qwen3_vl", "Qwen3VLForConditionalGeneration", Convention("normalized", scale=100),

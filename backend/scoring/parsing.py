@@ -18,6 +18,7 @@ _NUM = r"-?\d+(?:\.\d+)?"
 _PAIR = re.compile(rf"\(\s*({_NUM})\s*,\s*({_NUM})\s*\)\s*,?\s*(?:to\s*)?\(\s*({_NUM})\s*,\s*({_NUM})\s*\)")
 _QUAD = re.compile(rf"\[\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*\]")
 _OBJECT = re.compile(r"\{[^{}]*\}")
+_REF_BOX = re.compile(r"(?:<ref>(.*?)</ref>\s*)?<box>(.*?)(?:</box>|$)", re.DOTALL)
 _EMPTY_ANSWERS = {"noobjects", "noobject", "none", "nothing", "[]", "noobjectsfound", "noneobjects"}
 _BOX_KEYS = ("position", "bbox_2d", "bbox", "box", "pos", "coordinates")
 _CONF_KEYS = ("confidence", "score", "conf")
@@ -158,7 +159,7 @@ def parse_detections(answer: str | None) -> list[Detection] | None:
     """Boxes from an answer. [] for an explicit empty answer, None when nothing can be read.
 
     Accepts JSON or Python-literal lists of {'Position': [...], 'Confidence': c} (and the
-    bbox_2d / bbox / box spellings), bare [x1, y1, x2, y2] lists, (x1,y1),(x2,y2) pairs,
+    bbox_2d / bbox / box spellings), InternVL's <ref>label</ref><box>[[x1, y1, x2, y2]]</box>, bare [x1, y1, x2, y2] lists, (x1,y1),(x2,y2) pairs,
     code fences, and lists truncated mid-way (the complete items are kept).
     """
     if answer is None:
@@ -168,6 +169,9 @@ def parse_detections(answer: str | None) -> list[Detection] | None:
         return None
     if is_empty_answer(body):
         return []
+    tagged = _ref_boxes(body)
+    if tagged is not None:
+        return tagged
     whole = _from_literal(_literal(body))
     if whole is not None:
         return whole
@@ -180,6 +184,19 @@ def parse_detections(answer: str | None) -> list[Detection] | None:
         return pairs
     quads = [Detection(tuple(float(g) for g in m.groups())) for m in _QUAD.finditer(body)]  # type: ignore[arg-type]
     return quads or None
+
+
+def _ref_boxes(body: str) -> list[Detection] | None:
+    """InternVL's <ref>label</ref><box>[[x1, y1, x2, y2], ...]</box> (the label optional, a cut-off last box
+    salvaged as complete 4-number lists); None when the answer has no <box>."""
+    found: list[Detection] = []
+    for m in _REF_BOX.finditer(body):
+        label = m.group(1).strip() if m.group(1) else None
+        dets = _from_literal(_literal(m.group(2).strip()))
+        if dets is None:
+            dets = [Detection(tuple(float(g) for g in q.groups())) for q in _QUAD.finditer(m.group(2))]  # type: ignore[arg-type]
+        found += [Detection(d.box, d.confidence, label) for d in dets]
+    return found if found else None
 
 
 def parse_label(answer: str | None) -> str | None:

@@ -47,8 +47,18 @@ def _coordinate_phrase(family: str | None, image_size: Size, input_size: Size | 
     return f"integer pixel coordinates of the {int(w)}x{int(h)} image"
 
 
+def _ref_box(family: str | None) -> bool:
+    return family is not None and convention(family).answer == "ref_box"
+
+
 def detection_prompt(category: str, family: str | None, image_size: Size, input_size: Size | None = None) -> str:
     """`input_size`: what the model's processor resizes the image to (backend/engine/model_input.py)."""
+    if _ref_box(family):
+        return (f"Detect all objects belonging to the category '{category}' in the image, and provide their "
+                f"bounding boxes ({_coordinate_phrase(family, image_size, input_size)}). If no object belonging to "
+                f"the category '{category}' is in the image, return 'No Objects'. {FORMAT_INSTRUCTION} The output "
+                f"answer format should be as follows: <think> ... </think> <answer><ref>{category}</ref>"
+                "<box>[[x1, y1, x2, y2], ...]</box></answer> Please strictly follow the format.")
     return (f"Detect all objects belonging to the category '{category}' in the image, and provide the "
             f"bounding boxes ({_coordinate_phrase(family, image_size, input_size)}) and confidence (between 0 and 1, "
             f"with two decimal places). If no object belonging to the category '{category}' is in the image, "
@@ -66,6 +76,11 @@ def classification_prompt(classes: list[str] | None, object_kind: str) -> str:
 
 
 def grounding_prompt(expression: str, family: str | None, image_size: Size, input_size: Size | None = None) -> str:
+    if _ref_box(family):
+        return (f"Please provide the bounding box of the region this sentence describes: '{expression}'. "
+                f"Give the box ({_coordinate_phrase(family, image_size, input_size)}). {FORMAT_INSTRUCTION} The "
+                "output answer format should be as follows: <think> ... </think> "
+                "<answer><box>[[x1, y1, x2, y2]]</box></answer> Please strictly follow the format.")
     return (f"Please provide the bounding box of the region this sentence describes: '{expression}'. "
             f"Give the box as [x1, y1, x2, y2] ({_coordinate_phrase(family, image_size, input_size)}). "
             f"{FORMAT_INSTRUCTION} The output answer format should be as follows: "
@@ -124,10 +139,14 @@ def target_completion(task: str, solution: dict, category: str | None = None) ->
     size, family, input_size = solution["image_size"], solution.get("family"), solution.get("input_size")
     if task == "grounding":
         box = to_model_int(solution["box"], family, size, input_size)
-        return f"<think>The described region is at {box}.</think><answer>{box}</answer>"
+        answer = f"<box>[{box}]</box>" if _ref_box(family) else str(box)
+        return f"<think>The described region is at {box}.</think><answer>{answer}</answer>"
     boxes = [to_model_int(b, family, size, input_size) for b in solution["boxes"]]
     if not boxes:
         return f"<think>There is no {category} in the image.</think><answer>No Objects</answer>"
+    if _ref_box(family):
+        noun = f"one {category}" if len(boxes) == 1 else f"{len(boxes)} objects of the category '{category}'"
+        return f"<think>The image shows {noun}.</think><answer><ref>{category}</ref><box>{boxes}</box></answer>"
     items = ", ".join(f"{{'Position': {b}, 'Confidence': 1.0}}" for b in boxes)
     noun = f"one {category}" if len(boxes) == 1 else f"{len(boxes)} objects of the category '{category}'"
     return f"<think>The image shows {noun}.</think><answer>[{items}]</answer>"

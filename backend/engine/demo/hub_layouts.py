@@ -133,6 +133,50 @@ def _smolvlm(tok):
     return transformers.SmolVLMForConditionalGeneration(config), processor, [tok.eos_token_id]
 
 
+# The chat template of transformers' InternVL layout (OpenGVLab/InternVL3-*-hf, InternVL3_5-*-HF): Qwen's turns,
+# an image as <IMG_CONTEXT> on its own line (the processor expands it to <img>, the tiles' tokens, </img>).
+INTERNVL_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n'}}{% if message['content'] is string %}"
+    "{{ message['content'] }}{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' %}"
+    "{{ '<IMG_CONTEXT>\n' }}{% elif content['type'] == 'video' %}{{ '<video>\n' }}{% elif content['type'] == 'text' %}"
+    "{{ content['text'] }}{% endif %}{% endfor %}{% endif %}{{'<|im_end|>\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{'<|im_start|>assistant\n' }}{% endif %}"
+)
+
+INTERNVL = Specials(("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>",
+                     "<ref>", "</ref>", "<box>", "</box>"),
+                    eos="<|im_end|>", pad="<|endoftext|>", chat_template=INTERNVL_CHAT_TEMPLATE,
+                    named={"start_image_token": "<img>", "end_image_token": "</img>",
+                           "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"})
+
+INTERNVL_PREPROCESSOR = {  # OpenGVLab/InternVL3_5-1B-HF's preprocessor_config.json
+    "crop_size": None, "crop_to_patches": True, "data_format": "channels_first", "default_to_square": True,
+    "do_center_crop": None, "do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True,
+    "image_mean": [0.485, 0.456, 0.406], "image_processor_type": "GotOcr2ImageProcessorFast",
+    "image_std": [0.229, 0.224, 0.225], "max_patches": 12, "min_patches": 1, "processor_class": "InternVLProcessor",
+    "resample": 3, "rescale_factor": 0.00392156862745098, "size": {"height": 448, "width": 448}}
+
+
+def _internvl(tok):
+    import transformers
+    # InternVL3.5-1B-HF's shape, shrunk: an InternViT of 448-px tiles with 14-px patches, pixel-shuffled by 0.5
+    # into 256 tokens a tile, feeding a Qwen3 language model.
+    config = transformers.InternVLConfig(
+        text_config=dict(model_type="qwen3", vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
+                         max_position_embeddings=8192, pad_token_id=tok.pad_token_id, tie_word_embeddings=True),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=[448, 448], patch_size=[14, 14]),
+        image_token_id=tok.convert_tokens_to_ids("<IMG_CONTEXT>"), image_seq_length=256, downsample_ratio=0.5,
+        tie_word_embeddings=True)
+    image = transformers.GotOcr2ImageProcessor(**{k: v for k, v in INTERNVL_PREPROCESSOR.items() if v is not None and
+                                                  k not in ("image_processor_type", "processor_class")})
+    video = transformers.InternVLVideoProcessor()
+    processor = transformers.InternVLProcessor(image_processor=image, tokenizer=tok, video_processor=video,
+                                               image_seq_length=256, chat_template=tok.chat_template)
+    return transformers.InternVLForConditionalGeneration(config), processor, [tok.eos_token_id]
+
+
 @dataclass(frozen=True)
 class Layout:
     specials: Specials
@@ -149,6 +193,9 @@ LAYOUTS: dict[str, Layout] = {
     "smolvlm": Layout(SMOLVLM, _smolvlm, {"preprocessor_config.json": SMOLVLM_PREPROCESSOR,
                                          "processor_config.json": {"image_seq_len": 64,
                                                                    "processor_class": "SmolVLMProcessor"}}),
+    "internvl": Layout(INTERNVL, _internvl, {"preprocessor_config.json": INTERNVL_PREPROCESSOR,
+                                             "processor_config.json": {"image_seq_length": 256,
+                                                                       "processor_class": "InternVLProcessor"}}),
 }
 
 
