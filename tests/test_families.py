@@ -134,6 +134,18 @@ def test_jobs_train_evaluate_and_predict(published, photos, arch, method):
     assert out["family"] == arch and out["view"]["input"] == list(size)
     assert out["view"]["visual_tokens"] == tokens and out["view"]["frame"] == [1000, 1000]
     assert "between 0 and 1000" in out["prompt"]
+    if method == "sft":  # the merged export is a plain model of the family, its processor seeing as the run's did
+        from backend.jobs.predict import export
+        merged = export(ws, run_id, Path(ws.data_dir) / f"merged-{arch}", merged=True)
+        again, family = load_processor(str(merged))
+        assert family.name == arch and list(image_view(again, arch, size).input) == out["view"]["input"] == list(size)
+
+
+def test_an_unknown_architecture_is_one_sentence_naming_the_supported_ones(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llava_next"}))
+    with pytest.raises(ValueError, match=r"model type 'llava_next' is not supported \(supported: .*gemma3.*internvl"
+                                         r".*smolvlm"):
+        resolve_model(str(tmp_path))
 
 
 def test_the_baseline_advice_points_families_without_a_box_convention_to_sft():
