@@ -194,3 +194,26 @@ def test_prompts_and_sft_targets_speak_the_familys_convention(arch, written):
     assert ("<box>[[100, 100, 500, 500]]</box>" in region) == (arch == "internvl")
     assert ("<box>" in grounding_prompt("the cat", arch, (640, 480))) == (arch == "internvl")
     assert score("grounding", {"box": boxes[0]}, region, arch, size)["rewards"]["grounding_iou"] > 0.95
+
+
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_qlora_keeps_the_vision_tower_and_projector_out_of_4bit(published, arch):
+    """transformers matches llm_int8_skip_modules against full module names: the family's tower and projector
+    stay in 16 bits, every language projection LoRA trains is 4-bit, and LoRA reaches none of the vision side."""
+    import bitsandbytes as bnb
+    import torch
+
+    from backend.engine.models import load, lora_config
+    family = get_family(arch)
+    net = load(str(published[arch]), qlora=True, for_training=True).model
+    linear = {n: m for n, m in net.named_modules() if isinstance(m, torch.nn.Linear)}
+    vision_side = [n for n in linear if f".{family.vision_module}." in n or f".{family.projector}." in n]
+    language = [n for n in linear if n.endswith(("q_proj", "down_proj")) and n not in vision_side]
+    assert language and all(isinstance(linear[n], bnb.nn.Linear4bit) for n in language)
+    assert all(not isinstance(linear[n], bnb.nn.Linear4bit) for n in vision_side)
+    if arch != "gemma3":  # Gemma 3's projector is a plain weight and a norm, no Linear
+        assert any(f".{family.projector}." in n for n in vision_side)
+    from peft import get_peft_model
+    tuned = get_peft_model(net, lora_config(family, 4, 8))
+    adapted = [n for n, _ in tuned.named_modules() if n.endswith(".lora_A")]
+    assert adapted and not any(family.vision_module in n or family.projector in n for n in adapted)

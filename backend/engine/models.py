@@ -89,8 +89,9 @@ def load(model: str, *, adapter: str | None = None, qlora: bool | None = None, f
             # of patches is where 4-bit dequantisation would cost most. transformers matches these with
             # re.match against full module names ("model.visual.blocks.0.attn.qkv"), so a bare "visual"
             # matched nothing and the tower was quantised (the GPU measurements' "vision in 4-bit").
-            llm_int8_skip_modules=[rf"(.*\.)?{family.vision_module}\.", "lm_head"])
-    # QLoRA keeps what is not 4-bit (vision tower, embeddings, norms, lm_head) in bf16 on any device.
+            llm_int8_skip_modules=[rf"(.*\.)?{m}\." for m in (family.vision_module, family.projector) if m]
+            + ["lm_head"])
+    # QLoRA keeps what is not 4-bit (vision tower and projector, embeddings, norms, lm_head) in bf16 on any device.
     kwargs["dtype"] = torch.bfloat16 if device == "cuda" or quantized else torch.float32
     if device == "cuda":
         # This process's GPU: under `accelerate launch` each process takes the GPU of its LOCAL_RANK.

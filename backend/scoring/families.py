@@ -45,6 +45,9 @@ class Family:
     lora_targets: tuple[str, ...] = LANGUAGE_LORA_TARGETS
     vision_module: str = "visual"
     """Attribute path of the vision tower (frozen by default; LoRA stays in the language model)."""
+    projector: str | None = None
+    """Attribute name of the layers between the vision tower and the language model when they sit outside the
+    tower (Qwen's merger is inside it): QLoRA keeps them out of 4-bit with the tower."""
     id_hints: tuple[str, ...] = ()
     """Lower-case pieces of a hub id that name this family (an id not in hub_models, e.g. a fine-tune)."""
     trained_boxes: bool = True
@@ -66,14 +69,14 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     # PaliGemma): ours is the JSON corners 0-1000 of the image as fed, which the stretch to a square keeps.
     Family("gemma3", "gemma3", "Gemma3ForConditionalGeneration", Convention("normalized", scale=1000),
            896 * 896, 896 * 896, ("google/gemma-3-4b-it", "google/gemma-3-12b-it"), vision_module="vision_tower",
-           id_hints=("gemma-3",), trained_boxes=False),
+           projector="multi_modal_projector", id_hints=("gemma-3",), trained_boxes=False),
     # Tiles of 512 px (2.2B: 384) plus the whole image as one more, 64 (2.2B: 81) tokens each; the longest edge is
     # resized to sqrt(max_pixels) (1536: 3x3 tiles of a square photo, 640 tokens). No trained box convention:
     # ours, JSON corners 0-1000 of the image as fed.
     Family("smolvlm", "smolvlm", "SmolVLMForConditionalGeneration", Convention("normalized", scale=1000),
            512 * 512, 1536 * 1536, ("HuggingFaceTB/SmolVLM2-256M-Video-Instruct",
                                     "HuggingFaceTB/SmolVLM2-500M-Video-Instruct", "HuggingFaceTB/SmolVLM2-2.2B-Instruct"),
-           vision_module="vision_model", id_hints=("smolvlm",), trained_boxes=False),
+           vision_module="vision_model", projector="connector", id_hints=("smolvlm",), trained_boxes=False),
     # InternVL 3.5 in transformers' own layout (-HF checkpoints): tiles of 448 px on the grid closest to the image's
     # aspect ratio (min..max_patches = min..max_pixels / 448^2) plus a thumbnail when there are several, 256 tokens
     # each. Four tiles at most (a 4:3 photo: 2x2 + thumbnail = 1280 tokens; the checkpoints ship 12, 3328 tokens).
@@ -81,7 +84,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("internvl", "internvl", "InternVLForConditionalGeneration",
            Convention("normalized", scale=1000, answer="ref_box"), 448 * 448, 4 * 448 * 448,
            ("OpenGVLab/InternVL3_5-1B-HF", "OpenGVLab/InternVL3_5-2B-HF", "OpenGVLab/InternVL3_5-4B-HF",
-            "OpenGVLab/InternVL3_5-8B-HF"), vision_module="vision_tower", id_hints=("internvl",)),
+            "OpenGVLab/InternVL3_5-8B-HF"), vision_module="vision_tower", projector="multi_modal_projector",
+           id_hints=("internvl",)),
     # The demo is a Qwen3-VL-architecture model, tiny: a 0-100 grid keeps its answers short and is plenty for
     # its 224-px scenes.
     Family("demo", "qwen3_vl", "Qwen3VLForConditionalGeneration", Convention("normalized", scale=100),
