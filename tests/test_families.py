@@ -217,3 +217,19 @@ def test_qlora_keeps_the_vision_tower_and_projector_out_of_4bit(published, arch)
     tuned = get_peft_model(net, lora_config(family, 4, 8))
     adapted = [n for n, _ in tuned.named_modules() if n.endswith(".lora_A")]
     assert adapted and not any(family.vision_module in n or family.projector in n for n in adapted)
+
+
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_a_processor_as_shipped_given_the_engine_kwargs_feeds_what_ours_does(published, arch):
+    """vLLM builds its processor from the checkpoint folder; the kwargs we hand it (mm_processor_kwargs) make the
+    folder's processor feed an image exactly as ours, limits applied, does."""
+    import transformers
+
+    from backend.engine.model_input import engine_kwargs
+    ours, _ = load_processor(str(published[arch]))
+    shipped = transformers.AutoProcessor.from_pretrained(published[arch])
+    photo = Image.new("RGB", (4000, 3000), (200, 30, 60))
+    mine = ours(text=[ours.image_token], images=[[photo]], return_tensors="pt")
+    theirs = shipped(text=[shipped.image_token], images=[[photo]], return_tensors="pt", **engine_kwargs(ours))
+    assert mine["input_ids"].tolist() == theirs["input_ids"].tolist()
+    assert mine["pixel_values"].shape == theirs["pixel_values"].shape

@@ -236,7 +236,8 @@ class AspectGridTiles(ImageRule):
         return best, tokens
 
     def engine_kwargs(self, ip):
-        return {"min_dynamic_patch": ip.min_patches, "max_dynamic_patch": ip.max_patches}
+        # The HF layout's processor kwargs (vLLM runs the checkpoint's own HF processor for it).
+        return {"crop_to_patches": True, "min_patches": ip.min_patches, "max_patches": ip.max_patches}
 
 
 RULES: list[ImageRule] = [DynamicResize(), FixedSquare(), LongestEdgeTiles(), AspectGridTiles()]
