@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from backend.engine.settings import DISTRIBUTED_MODES, GENERATION_BACKENDS, TrainSettings
+from backend.engine.settings import DISTRIBUTED_MODES, GENERATION_BACKENDS, TRACKERS, TrainSettings
 
 MAIN_PORT_BASE = 29500
 """`accelerate launch`'s rendezvous port is this plus the run id modulo 1000, so that two multi-GPU runs on one
@@ -81,6 +81,12 @@ def settings_problem(settings: TrainSettings, gpu_count: int, has=installed) -> 
     if s.compile_generation and (gpu_count == 0 or s.generation_backend == "vllm"):
         return ("compile_generation compiles HF generate on a CUDA GPU; turn it off "
                 + ("here: this machine has none" if gpu_count == 0 else "with generation backend 'vllm'"))
+    for tracker in s.report_to:
+        if tracker not in TRACKERS:
+            return f"report_to takes {', '.join(TRACKERS)}, not '{tracker}'"
+        if not any(has(package) for package in TRACKERS[tracker]):
+            return (f"report_to '{tracker}' needs the {' or '.join(TRACKERS[tracker])} package, which is not "
+                    "installed here; install it or leave it out")
     if s.num_gpus < 1:
         return f"num_gpus must be at least 1, got {s.num_gpus}"
     if s.num_gpus > 1:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from backend.engine.processes import GenerateFn
 from backend.engine.run_plan import RunPlan
-from backend.engine.settings import TrainSettings
+from backend.engine.settings import TrainSettings, run_name
 from backend.scoring.advantages import group_stats, weighted_totals
 from backend.scoring.rewards import REWARDS, read_solution
 
@@ -49,7 +49,8 @@ def grpo_config_kwargs(settings: TrainSettings, output_dir: Path, device: str, p
         num_generations=settings.num_generations, per_device_train_batch_size=settings.prompts_per_step * settings.num_generations,
         gradient_accumulation_steps=1, beta=settings.beta, temperature=settings.temperature,
         max_completion_length=settings.max_completion_length, reward_weights=settings.reward_weights,
-        seed=settings.seed, save_steps=settings.save_steps, save_strategy="steps", logging_steps=1, report_to=[],
+        seed=settings.seed, save_steps=settings.save_steps, save_strategy="steps", logging_steps=1,
+        report_to=list(settings.report_to), run_name=run_name(output_dir),
         use_cpu=not cuda, bf16=cuda, gradient_checkpointing=cuda, lr_scheduler_type="constant",
         remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True, save_only_model=False,
         log_completions=False, top_p=settings.top_p, loss_type=settings.loss_type,

@@ -109,6 +109,10 @@ class TrainSettings:
     """HF generate with a static KV cache and torch.compile'd decoding (TRL builds its generation config
     with compilation disabled; this lifts it). CUDA only. Bare generate on an H100 (3B shape, bf16) went
     from 181 to 759 new tokens/s; inside a training job with LoRA it is not measured yet, hence off."""
+    report_to: list[str] = field(default_factory=list)
+    """Experiment trackers that also receive the run's metrics and settings, under the run's name (comma-
+    separated: trackio, wandb, mlflow, tensorboard; each needs its package installed and, for wandb and
+    mlflow, its usual login or tracking URI in the environment). Empty = none."""
     use_liger_kernel: bool = False
     """Liger's Triton kernels for the training forward (CUDA and the liger-kernel package). Measure
     step time and memory on your card before keeping it on."""
@@ -187,6 +191,9 @@ PRESETS: dict[str, dict] = {
 }
 
 
+TRACKERS = {"trackio": ("trackio",), "wandb": ("wandb",), "mlflow": ("mlflow",),
+            "tensorboard": ("tensorboard", "tensorboardX")}
+"""report_to's names -> the packages that serve each (transformers' integrations; any one of them will do)."""
 GENERATION_BACKENDS = ("auto", "hf", "vllm")
 DISTRIBUTED_MODES = ("ddp", "zero2", "zero3")
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -231,6 +238,12 @@ def setting_type(name: str) -> type:
     annotation = {f.name: f.type for f in fields(TrainSettings)}[name]
     base = str(annotation).split("|")[0].strip()
     return {"int": int, "float": float, "bool": bool, "str": str}.get(base, list)
+
+
+def run_name(output_dir) -> str:
+    """The name experiment trackers (report_to) show a run under: its folder's, `runs/ID/checkpoints` -> run-ID."""
+    from pathlib import Path
+    return f"visual-rft-run-{Path(output_dir).parent.name}"
 
 
 def preset(name: str, **overrides) -> TrainSettings:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from backend.engine.settings import TrainSettings
+from backend.engine.settings import TrainSettings, run_name
 from backend.scoring.tasks import target_completion
 
 
@@ -26,7 +26,8 @@ def sft_config_kwargs(settings: TrainSettings, output_dir: Path, device: str) ->
     kwargs = dict(
         output_dir=str(output_dir), max_steps=settings.max_steps, learning_rate=settings.learning_rate,
         per_device_train_batch_size=settings.prompts_per_step, gradient_accumulation_steps=1, seed=settings.seed,
-        save_steps=settings.save_steps, save_strategy="steps", logging_steps=1, report_to=[], use_cpu=not cuda,
+        save_steps=settings.save_steps, save_strategy="steps", logging_steps=1,
+        report_to=list(settings.report_to), run_name=run_name(output_dir), use_cpu=not cuda,
         bf16=cuda, gradient_checkpointing=cuda, lr_scheduler_type="constant", dataloader_num_workers=0,
         disable_tqdm=True, save_only_model=False,
         # No truncation: it would cut image tokens or the answer (images are capped by max_pixels instead).
