@@ -167,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--run", type=int, required=True)
     ex.add_argument("--out", required=True)
     ex.add_argument("--merged", action="store_true")
+    ex.add_argument("--trl-script", metavar="DIR", help="also write the run as a plain TRL script to DIR (its rows, "
+                    "images, rewards, LoRA and GRPOConfig): `python DIR/train_trl.py` trains it outside the app")
     _checkpoint_flag(ex)
     ex.set_defaults(func=cmd_export)
 

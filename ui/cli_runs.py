@@ -148,8 +148,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from backend.jobs.predict import export
-    out = export(_open(args), args.run, Path(args.out), merged=args.merged, checkpoint=args.checkpoint)
+    from backend.jobs.reproduce import usage, write_trl_script
+    from backend.jobs.runs import get_run
+    ws = _open(args)
+    if args.trl_script and Path(args.trl_script).exists() and any(Path(args.trl_script).iterdir()):
+        raise ValueError(f"{args.trl_script} is not empty")
+    out = export(ws, args.run, Path(args.out), merged=args.merged, checkpoint=args.checkpoint)
     print(f"exported {'merged model' if args.merged else 'adapter'} to {out}")
+    print(usage(get_run(ws.store, args.run).model, out, args.merged))
+    if args.trl_script:
+        print(f"TRL script: python {write_trl_script(ws, args.run, Path(args.trl_script))}")
     return 0
 
 
