@@ -102,7 +102,8 @@ def check_subset(store: Store, info: dict, settings: TrainSettings) -> None:
 def training_set(dataset: dict, settings: TrainSettings) -> dict:
     """What a run trains on: {"images", "boxes" (detection), "per_class": images holding each class, "shots",
     "novel_classes", "of_images": the training split's images}, from the same samples train_rows builds its prompts
-    from (the dataset's samples and the settings decide them: a dataset does not change once imported)."""
+    from. Computed from the dataset's samples as they are now: images added to the dataset after a run trained
+    (accepted labels) are counted as if it had trained on them too (the run keeps no list of its images yet)."""
     from backend.scoring.subsets import training_samples, training_summary
     chosen = training_samples(dataset["samples"], dataset["task"], settings.shots, settings.novel_classes,
                               settings.seed)
