@@ -192,7 +192,7 @@ class LabelJob(Base):
 class LabelItem(Base):
     """One image of a labelling job: its copy (relative to the data dir), the path a person knows it by, the boxes
     the model gave ([x1, y1, x2, y2, label, confidence], original pixels; written once: `answered_at` is set with
-    them) and the person's review (accepted | rejected)."""
+    them) and the person's review (accepted | rejected, and the boxes rejected within it)."""
     __tablename__ = "label_items"
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("label_jobs.id", ondelete="CASCADE"), index=True)
@@ -205,4 +205,6 @@ class LabelItem(Base):
     seconds: Mapped[float | None] = mapped_column(Float)
     answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     review: Mapped[str | None] = mapped_column(String(16))
+    rejected_boxes: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
+    """Indices into `boxes` a person rejected: an accepted image keeps only the others."""
     __table_args__ = (UniqueConstraint("job_id", "position"),)

@@ -136,3 +136,22 @@ def test_accepted_images_join_an_existing_dataset_as_training_images(ws, tmp_pat
     assert all((ws.data_dir / after["folder"] / "images" / s["file"]).is_file() for s in added)
     with pytest.raises(ValueError, match="already exists"):
         add_to_dataset(ws.store, ws.data_dir, "demo-shapes", accepted.images, new=True)
+
+
+def test_a_rejected_box_leaves_an_accepted_image(ws, tmp_path):
+    """Per box: an accepted image keeps the boxes the person did not reject, in the dataset and the export."""
+    def two_boxes(ws, image, source):
+        return [[1.0, 2.0, 30.0, 40.0, "red circle", 0.9], [50.0, 50.0, 90.0, 95.0, "red circle", 0.4]]
+    job_id = label_queue.submit(ws, Source(model="demo", classes=["red circle"]), [_scenes(tmp_path / "in", 2)])
+    label_queue.claim(ws, "a", None)
+    assert label_queue.work(ws, job_id, "a", label=two_boxes) == 2
+    assert label_queue.reject_boxes(ws, job_id, 0, [1]) == [1]
+    label_queue.review(ws, job_id, [0, 1], "accepted")
+    kept = {im.name.split("_")[-1]: im.boxes for im in label_queue.accepted_set(ws, job_id).images}
+    assert kept == {"scene0.png": [[1.0, 2.0, 30.0, 40.0, "red circle", 0.9]],
+                    "scene1.png": [[1.0, 2.0, 30.0, 40.0, "red circle", 0.9],
+                                   [50.0, 50.0, 90.0, 95.0, "red circle", 0.4]]}
+    assert label_queue.reject_boxes(ws, job_id, 0, []) == []  # taken back
+    assert len(label_queue.accepted_set(ws, job_id).images[0].boxes) == 2
+    with pytest.raises(ValueError, match=r"^image #0 has 2 boxes; there is no box 3$"):
+        label_queue.reject_boxes(ws, job_id, 0, [2])

@@ -3,6 +3,7 @@ accepts some, rejects one, adds the accepted ones to a new dataset and exports t
 import back with the same boxes."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from backend.data.catalog import get_dataset
@@ -49,10 +50,24 @@ def test_label_review_add_and_export_through_the_page(tmp_path):
         assert "0 accepted · 0 rejected · 3 to review" in page.locator("#label-counts").inner_text()
         screenshot(page, "label-1-labelled")
 
-        for button in ("Accept", "Reject", "Accept"):  # each decision moves on to the next image to review
-            before = page.locator("#label-counts").inner_text()
+        # Per box: the picked (first) image's boxes are ticked; unticking one rejects that box alone.
+        ticks = page.locator("#label-boxes input[type=checkbox]")
+        rejected_one = ticks.count() > 1
+        if rejected_one:
+            ticks.first.uncheck()
+            page.wait_for_function("!document.querySelector('#label-boxes input[type=checkbox]').checked")
+            deadline = time.time() + 20
+            while label_queue.items(ws, label_queue.jobs(ws)[0]["id"])[0]["rejected_boxes"] != [0]:
+                assert time.time() < deadline, "the unticked box was not stored as rejected"
+                time.sleep(0.2)
+            screenshot(page, "label-1b-box-rejected")
+
+        steps = [("Accept", "1 accepted · 0 rejected · 2 to review"), ("Reject", "1 accepted · 1 rejected · 1 to review"),
+                 ("Accept", "2 accepted · 1 rejected · 0 to review")]
+        for button, counts in steps:  # each decision moves on to the next image to review
             page.get_by_role("button", name=button, exact=True).click()
-            page.wait_for_function(f"document.querySelector('#label-counts')?.innerText !== {before!r}")
+            page.wait_for_function(f"document.querySelector('#label-counts')?.innerText.includes({counts!r})",
+                                   timeout=30_000)
         assert "2 accepted · 1 rejected · 0 to review" in page.locator("#label-counts").inner_text()
         screenshot(page, "label-2-reviewed")
 
@@ -73,8 +88,10 @@ def test_label_review_add_and_export_through_the_page(tmp_path):
 
     job_id = label_queue.jobs(ws)[0]["id"]
     items = label_queue.items(ws, job_id)
-    accepted = {Path(i["name"]).name: sorted(tuple([*b[:4], b[4]]) for b in i["boxes"])
+    accepted = {Path(i["name"]).name: sorted(tuple([*b[:4], b[4]]) for b in label_queue.kept_boxes(i))
                 for i in items if i["review"] == "accepted"}
+    if rejected_one:
+        assert len(label_queue.kept_boxes(items[0])) == len(items[0]["boxes"]) - 1
     assert len(accepted) == 2 and [i["review"] for i in items] == ["accepted", "rejected", "accepted"]
     assert any(accepted.values()), "the tuned run found shapes on the accepted images"
     reviewed = get_dataset(ws.store, "reviewed")

@@ -19,7 +19,7 @@ def test_migrations_create_every_table_and_are_idempotent(tmp_path):
     store.close()
     again = open_store(tmp_path)  # a second start finds the schema current
     with again.read() as s:
-        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == head_revision() == "0008_label_jobs"
+        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == head_revision() == "0009_label_rejected_boxes"
     again.close()
 
 

@@ -59,11 +59,12 @@ def counts_text(items: list[dict]) -> str:
 
 
 def shown(items: list[dict], cls: str, min_conf: float) -> list[dict]:
-    """The labelled images the filters let through, each with only the boxes that pass: with a class chosen, images
-    holding a box of it at or above the confidence; with all classes, every image."""
+    """The labelled images the filters let through, each with only the boxes that pass (rejected boxes never do):
+    with a class chosen, images holding a box of it at or above the confidence; with all classes, every image."""
     out = []
     for i in items:
-        boxes = [b for b in i["boxes"] if b[5] >= (min_conf or 0.0) and (cls in (None, "", ALL) or b[4] == cls)]
+        boxes = [b for b in label_queue.kept_boxes(i)
+                 if b[5] >= (min_conf or 0.0) and (cls in (None, "", ALL) or b[4] == cls)]
         if boxes or cls in (None, "", ALL):
             out.append({**i, "boxes": boxes})
     return out
@@ -103,6 +104,8 @@ def create_label_tab(ws: Workspace) -> dict:
                     picked = gr.Dropdown([], label="Image", elem_id="label-picked")
                     accept = gr.Button("Accept", variant="primary", elem_id="label-accept")
                     reject = gr.Button("Reject", variant="stop", elem_id="label-reject")
+                boxes = gr.CheckboxGroup([], label="Boxes of this image: untick a wrong one to reject it",
+                                         elem_id="label-boxes")
                 with gr.Row():
                     target = gr.Dropdown([NEW], value=NEW, label="Add accepted images to", elem_id="label-target")
                     new_name = gr.Textbox(label="New dataset's name", elem_id="label-new-name")
@@ -130,6 +133,26 @@ def create_label_tab(ws: Workspace) -> dict:
                 gr.update(choices=choices, value=pick), gr.update(choices=[ALL, *labels]))
 
     outs = [status, counts, gallery, picked, cls]
+
+    def box_choices(job_id, pick):
+        """The picked image's boxes as ticked choices (ticked = kept)."""
+        if not job_id or pick in (None, ""):
+            return gr.update(choices=[], value=[])
+        item = next((i for i in label_queue.items(ws, int(job_id)) if str(i["position"]) == str(pick)), None)
+        if item is None:
+            return gr.update(choices=[], value=[])
+        choices = [(f"{n + 1}: {b[4]} {b[5]:.2f}", str(n)) for n, b in enumerate(item["boxes"])]
+        return gr.update(choices=choices, value=[v for _, v in choices if int(v) not in item["rejected_boxes"]])
+
+    def on_boxes(job_id, pick, kept, c, k):
+        if job_id and pick not in (None, ""):
+            item = next(i for i in label_queue.items(ws, int(job_id)) if str(i["position"]) == str(pick))
+            label_queue.reject_boxes(ws, int(job_id), int(pick),
+                                     [n for n in range(len(item["boxes"])) if str(n) not in (kept or [])])
+        return view(job_id, c, k, pick)
+
+    picked.change(box_choices, [job, picked], [boxes], show_progress="hidden")
+    boxes.input(on_boxes, [job, picked, boxes, cls, conf], outs, show_progress="hidden")
 
     def on_go(r, m, f, c, k, cpu):
         try:

@@ -186,12 +186,13 @@ def progress(ws: Workspace, job_id: int) -> dict:
 
 def items(ws: Workspace, job_id: int) -> list[dict]:
     """The job's answered images: {"id", "position", "name", "image" (relative to the data dir), "width", "height",
-    "boxes", "review"}."""
+    "boxes", "review", "rejected_boxes" (indices into boxes)}."""
     with ws.store.read() as s:
         rows = s.scalars(select(LabelItem).where(LabelItem.job_id == job_id, LabelItem.answered_at.is_not(None))
                          .order_by(LabelItem.position)).all()
         return [{"id": r.id, "position": r.position, "name": r.name, "image": r.image, "width": r.width,
-                 "height": r.height, "boxes": list(r.boxes), "review": r.review} for r in rows]
+                 "height": r.height, "boxes": list(r.boxes), "review": r.review,
+                 "rejected_boxes": sorted(r.rejected_boxes or [])} for r in rows]
 
 
 def review(ws: Workspace, job_id: int, positions: list[int], decision: str | None) -> int:
@@ -206,6 +207,26 @@ def review(ws: Workspace, job_id: int, positions: list[int], decision: str | Non
         return len(rows)
 
 
+def reject_boxes(ws: Workspace, job_id: int, position: int, rejected: list[int]) -> list[int]:
+    """Set which boxes of one answered image are rejected (indices into its boxes; [] = none); returns them."""
+    with ws.store.write() as s:
+        row = s.scalar(select(LabelItem).where(LabelItem.job_id == job_id, LabelItem.position == position,
+                                               LabelItem.answered_at.is_not(None)))
+        if row is None:
+            raise ValueError(f"image #{position} of labelling job {job_id} has no answer yet")
+        wrong = [i for i in rejected if not 0 <= int(i) < len(row.boxes)]
+        if wrong:
+            raise ValueError(f"image #{position} has {len(row.boxes)} boxes; there is no box {wrong[0] + 1}")
+        row.rejected_boxes = sorted({int(i) for i in rejected})
+        return list(row.rejected_boxes)
+
+
+def kept_boxes(item: dict) -> list[list]:
+    """An answered image's boxes less the ones a person rejected."""
+    gone = set(item.get("rejected_boxes") or [])
+    return [b for n, b in enumerate(item["boxes"]) if n not in gone]
+
+
 def jobs(ws: Workspace) -> list[dict]:
     with ws.store.read() as s:
         ids = s.scalars(select(LabelJob.id).order_by(LabelJob.id.desc())).all()
@@ -213,13 +234,14 @@ def jobs(ws: Workspace) -> list[dict]:
 
 
 def accepted_set(ws: Workspace, job_id: int) -> ExportSet:
-    """The job's accepted images as an export takes them (boxes with their confidences), all as training images."""
+    """The job's accepted images as an export takes them (the boxes not rejected, with their confidences), all as
+    training images."""
     chosen = [i for i in items(ws, job_id) if i["review"] == "accepted"]
     if not chosen:
         raise ValueError("no image is accepted yet: accept the images whose boxes are right first")
     names = export_names([Path(i["image"]).name.split("_", 1)[1] for i in chosen])
-    images = [ExportImage(ws.data_dir / i["image"], n, "train", i["width"], i["height"], [list(b) for b in i["boxes"]])
-              for i, n in zip(chosen, names)]
+    images = [ExportImage(ws.data_dir / i["image"], n, "train", i["width"], i["height"],
+                          [list(b) for b in kept_boxes(i)]) for i, n in zip(chosen, names)]
     used = {b[4] for im in images for b in im.boxes}
     classes = [c for c in dict.fromkeys([*(progress(ws, job_id)["source"].get("classes") or []), *sorted(used)])
                if c in used]
