@@ -92,14 +92,7 @@ class LoginThrottle:
         if wait > 0:
             return await _refuse(send, wait)
 
-        sent = False
-
-        async def replay():
-            nonlocal sent
-            if sent:
-                return {"type": "http.disconnect"}
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
+        replay = _replay(body)
 
         async def watch(message):
             if message["type"] == "http.response.start":
@@ -112,6 +105,19 @@ class LoginThrottle:
         await self.app(scope, replay, watch)
 
 
+def _replay(body: bytes):
+    """An ASGI `receive` that gives the already-read request body once, then a disconnect."""
+    sent = False
+
+    async def receive():
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+    return receive
+
+
 async def _user_name(scope, body: bytes) -> str:
     """The form's `username` (urlencoded or multipart, as the page's login form sends it)."""
     headers = {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])}
@@ -120,15 +126,7 @@ async def _user_name(scope, body: bytes) -> str:
         return urllib.parse.parse_qs(body.decode(errors="replace")).get("username", [""])[0]
     if kind.startswith("multipart/form-data"):
         from starlette.requests import Request
-        given = False
-
-        async def once():
-            nonlocal given
-            if given:
-                return {"type": "http.disconnect"}
-            given = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        form = await Request(scope, once).form()
+        form = await Request(scope, _replay(body)).form()
         value = form.get("username")
         return value if isinstance(value, str) else ""
     return ""
