@@ -28,5 +28,5 @@ def efficiency_parts(table: dict | None) -> tuple[str, pd.DataFrame, dict]:
                "classes it never trained on. " if any(g["novel_classes"] for g in eff["groups"]) else "")
             + f"The plot: held-out {eff['metric']} against shots, 0 = before training.")
     return (note, pd.DataFrame(rows, columns=headers),
-            gr.update(value=frame, visible=True, x_lim=[0, max(eff["all_x"], *(p["shots"] for p in points))],
+            gr.update(value=frame, visible=True, x_lim=[0, max([eff["all_x"], *(p["shots"] for p in points)])],
                       y_title=eff["metric"], colors_in_legend=sorted({p["series"] for p in points})))
