@@ -157,7 +157,7 @@ def test_uploads_leave_gradio_cache_once_imported_or_refused(tmp_path):
         status, *_ = client.predict([handle_file(str(junk))], "junk", "auto", 0.2, api_name="/import_dataset")
         assert status == "⚠ junk.zip is not a valid zip archive"
         status, *_ = client.predict([handle_file(str(archive))], "pets", "auto", 0.2, api_name="/import_dataset")
-        assert status == "✓ Imported **pets**."
+        assert status == "✓ Imported **pets** (no split in the export: 20 % held out, stratified)."
         left = [p.name for p in cache.rglob("*") if p.is_file()]
         assert "pets.zip" not in left and "junk.zip" not in left, left
 
