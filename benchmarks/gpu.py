@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import os
 import random
@@ -244,7 +243,8 @@ def import_photos(ws, folder: Path) -> str:
 
 def vllm_problem() -> str | None:
     """Why the vLLM variant is skipped, or None when vLLM is installed."""
-    if importlib.util.find_spec("vllm") is None:
+    from backend.engine.gpus import installed
+    if not installed("vllm"):
         return "vLLM is not installed (pip install -r requirements.txt -r requirements-gpu.txt)"
     return None
 
@@ -446,7 +446,13 @@ def bench(args) -> int:
         for variant in variants:
             name, quant, backend, compiled = variant
             label = f"{shape} {name:<18} G={args.generations}"
-            run_id = create(ws, model_dir, quant, backend, compiled, args)
+            try:
+                run_id = create(ws, model_dir, quant, backend, compiled, args)
+            except ValueError as e:  # what this machine cannot run (compiled generation on a CPU dry run)
+                print(f"{label}: not created: {e}")
+                results.append(entry(shape, variant, args, error=str(e)))
+                failed = failed or not args.dry_run
+                continue
             if args.dry_run:
                 print(f"{label}: run {run_id} created, queued (dry run: the worker is not started)")
                 results.append(entry(shape, variant, args))

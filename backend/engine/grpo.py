@@ -16,11 +16,6 @@ VLLM_PROMPT_TOKENS = 4096
 completion length. The engine sizes its KV cache for that rather than for the model's whole context."""
 
 
-def vllm_installed() -> bool:
-    import importlib.util
-    return importlib.util.find_spec("vllm") is not None
-
-
 def grpo_config_kwargs(settings: TrainSettings, output_dir: Path, device: str, plan: RunPlan,
                        vllm_available: bool) -> dict:
     """The job's GRPOConfig, as keyword arguments (build_trainer builds `GRPOConfig(**these)`).

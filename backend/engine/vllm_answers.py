@@ -4,7 +4,6 @@ on it (so the tuned and the base answer come from one engine), greedy, images fe
 gives them (TRL #6401: both engines then expand an image to the same tokens)."""
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -21,7 +20,8 @@ def answer_engine(device: str) -> str:
     wanted = os.environ.get(ENGINE_ENV, "auto")
     if wanted not in ("auto", "hf"):
         raise ValueError(f"{ENGINE_ENV} must be 'auto' or 'hf', not '{wanted}'")
-    return "vllm" if wanted == "auto" and device == "cuda" and importlib.util.find_spec("vllm") else "hf"
+    from backend.engine.gpus import installed
+    return "vllm" if wanted == "auto" and device == "cuda" and installed("vllm") else "hf"
 
 
 def lora_rank_limit(rank: int) -> int:

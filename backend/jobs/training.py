@@ -22,6 +22,7 @@ from backend.data.catalog import get_dataset
 from backend.data.workspace import Workspace, open_workspace
 from backend.engine import grpo, sft
 from backend.engine.grpo import RolloutRecorder, grpo_config_kwargs, vllm_generate  # noqa: F401 - the job's GRPO parts
+from backend.engine.gpus import installed
 from backend.engine.processes import Processes, current_weights, hf_generate
 from backend.engine.run_plan import largest_image, plan_run
 from backend.engine.settings import TrainSettings
@@ -106,7 +107,7 @@ def run_job(ws: Workspace, run_id: int, token: str | None = None, lifeline=None)
     torch.manual_seed(settings.seed)
 
     is_sft = settings.method == "sft"
-    device, vllm_ok = device_name(), grpo.vllm_installed()
+    device, vllm_ok = device_name(), installed("vllm")
     plan = plan_run(settings, run.model, cuda=device == "cuda", vllm_installed=vllm_ok and not is_sft,
                     gpu_gib=gpu_gib(), image_size=largest_image(dataset))
     backend = plan.backend
