@@ -62,18 +62,15 @@ def memory_line(model: str, settings: TrainSettings, *, visual_tokens: int | Non
         return None
     plan = plan_run(settings, source, cuda=True, vllm_installed=gpu is not None and installed("vllm"),
                     gpu_gib=gpu, image_size=image_size, visual_tokens=visual_tokens)
-    # Without a card, vLLM's share cannot be sized (and runs create refuses vLLM there): estimated as HF.
-    as_run = dict(generation=plan.backend if gpu is not None else "hf", qlora=plan.qlora)
-    if as_run["generation"] == "vllm":
-        as_run.update(vllm_gpu_memory_utilization=plan.vllm_gpu_memory_utilization, gpu_gib=gpu)
-    try:
-        job = memory.job_from_settings(settings, source, visual_tokens=visual_tokens, image_size=image_size,
-                                       **as_run)
-    except ValueError:
-        return None
-    est = memory.estimate(job)
+    est = plan.estimate
+    if est is None:  # no card: as the job would run with HF generate (vLLM's share needs the card's size)
+        try:
+            est = memory.estimate(memory.job_from_settings(settings, source, visual_tokens=visual_tokens,
+                                                           image_size=image_size, generation="hf", qlora=plan.qlora))
+        except ValueError:  # a model whose shape is unknown
+            return None
     fits = None if gpu is None else est.fits(gpu)
-    return {"total_gib": round(est.total_gib, 1), "parts_gib": est.parts(), "visual_tokens": job.visual_tokens,
+    return {"total_gib": round(est.total_gib, 1), "parts_gib": est.parts(), "visual_tokens": est.job.visual_tokens,
             "gpu_gib": gpu, "fits": fits, "advice": advice(est, gpu) if fits is False else [],
             "plan": plan.describe(), "summary": est.summary()}
 

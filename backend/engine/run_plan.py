@@ -3,9 +3,13 @@ or a colocated vLLM engine, and vLLM's share of the card — chosen from the set
 Pure Python, no torch: the job, `runs create`, the pre-flight and the presets' notes all ask `plan_run`."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from backend.engine.settings import TrainSettings
+
+if TYPE_CHECKING:
+    from backend.engine.memory import MemoryEstimate
 
 # The order `auto` tries on a GPU, fastest first (../shared/gpu-facts.md, bare generate on an H100, 3B shape:
 # bf16 181 new tokens/s, nf4 110, nf4 + unmerged LoRA 66; vLLM is what every peer uses to go further).
@@ -21,10 +25,18 @@ class RunPlan:
     """4-bit NF4 base weights (QLoRA) rather than bf16 (LoRA)."""
     vllm_gpu_memory_utilization: float | None = None
     """With vLLM: the share of the card the engine reserves."""
-    estimate_gib: float | None = None
-    """The memory estimate of this plan at its peak, when the model's shape and the card are known."""
-    fits: bool | None = None
-    """Whether that estimate fits the card (vLLM's share included); None without an estimate."""
+    estimate: "MemoryEstimate | None" = field(default=None, compare=False, repr=False)
+    """This plan's memory estimate, when the model's shape and the card are known."""
+
+    @property
+    def estimate_gib(self) -> float | None:
+        """The estimate's peak, rounded as shown."""
+        return None if self.estimate is None else round(self.estimate.total_gib, 1)
+
+    @property
+    def fits(self) -> bool | None:
+        """Whether the estimate fits the card (vLLM's share included); None without an estimate."""
+        return None if self.estimate is None else self.estimate.fits(self.estimate.job.gpu_gib)
 
     def describe(self) -> str:
         weights = "QLoRA (4-bit base)" if self.qlora else "LoRA (bf16 base)"
@@ -82,6 +94,4 @@ def _with_estimate(settings, model, backend, qlora, gpu_gib, image_size, visual_
                                 generation=backend, gpu_gib=gpu_gib, vllm_gpu_memory_utilization=share)
     except ValueError:  # a model whose shape is unknown
         return unestimated
-    est = estimate(job)
-    return RunPlan(backend, qlora, vllm_share(job) if backend == "vllm" else None, round(est.total_gib, 1),
-                   est.fits(gpu_gib))
+    return RunPlan(backend, qlora, vllm_share(job) if backend == "vllm" else None, estimate(job))
