@@ -23,7 +23,8 @@ from storage.models import Checkpoint, Run
 from tests.conftest import ROOT
 from tests.postgres import postgres_server, postgres_url  # noqa: F401 - fixtures
 
-STEPS = 3
+STEPS = 16
+"""Enough steps (about 0.3 s each on the CPU demo) that a signal sent after the first lands before the last."""
 STOP_BOUND = 60
 """Seconds from the signal to no process left: the job's step in progress, its checkpoint, the worker's exit."""
 
@@ -38,7 +39,7 @@ def pg_ws(tmp_path, postgres_url, monkeypatch):  # noqa: F811
 
 def _run(ws) -> int:
     ensure_demo_dataset(ws.store, ws.data_dir, n=10)
-    settings = preset("CPU demo", max_steps=STEPS, num_generations=2, save_steps=1)
+    settings = preset("CPU demo", max_steps=STEPS, num_generations=2, save_steps=1, eval_steps=0)
     settings.prompts_per_step, settings.eval_max_examples, settings.max_completion_length = 1, 1, 8
     return create_run(ws.store, "demo-shapes", "demo", settings)
 
@@ -78,7 +79,7 @@ def _job_alive(ws, run_id: int) -> int | None:
 
 def _log(ws, run_id: int) -> str:
     train, worker = ws.data_dir / f"runs/{run_id}/train.log", ws.data_dir / "worker.log"
-    return ((train.read_text(errors="replace")[-3000:] if train.exists() else "(no train.log)")
+    return ((train.read_text(errors="replace")[-20000:] if train.exists() else "(no train.log)")
             + "\n--- worker.log ---\n" + (worker.read_text(errors="replace")[-3000:] if worker.exists() else ""))
 
 
