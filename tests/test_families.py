@@ -233,3 +233,19 @@ def test_a_processor_as_shipped_given_the_engine_kwargs_feeds_what_ours_does(pub
     theirs = shipped(text=[shipped.image_token], images=[[photo]], return_tensors="pt", **engine_kwargs(ours))
     assert mine["input_ids"].tolist() == theirs["input_ids"].tolist()
     assert mine["pixel_values"].shape == theirs["pixel_values"].shape
+
+
+ESTIMATED_AS = {"gemma3": "google/gemma-3-4b-it", "smolvlm": "HuggingFaceTB/SmolVLM2-256M-Video-Instruct",
+                "internvl": "OpenGVLab/InternVL3_5-1B-HF"}
+"""The published checkpoint whose tiles the tiny hub-layout model shares."""
+
+
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_the_memory_estimates_token_count_agrees_with_the_processor(published, arch):
+    """The page estimates memory without loading a processor: its pure rule gives the processor's token count."""
+    from backend.engine.model_shapes import visual_tokens_for
+    processor, family = load_processor(str(published[arch]))
+    for w, h in [*PHOTOS, (100, 60), (60, 100), (448, 448), (1536, 400), (5000, 900), (900, 5000), (3024, 4032)]:
+        assert visual_tokens_for(w, h, ESTIMATED_AS[arch], max_pixels=family.max_pixels,
+                                 min_pixels=family.min_pixels) == image_view(processor, arch, (w, h)).visual_tokens, \
+            (w, h)

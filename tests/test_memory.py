@@ -12,7 +12,7 @@ from backend.engine import memory, memory_advice, model_shapes
 from backend.engine.memory import JobSpec, estimate, job_from_settings
 from backend.engine.memory_advice import advice
 from backend.engine.model_shapes import model_shape, visual_tokens_for
-from backend.engine.settings import PRESETS, preset
+from backend.engine.settings import PRESET_CARD_GIB, PRESETS, preset
 
 M3 = "Qwen/Qwen2.5-VL-3B-Instruct"
 M7 = "Qwen/Qwen2.5-VL-7B-Instruct"
@@ -173,7 +173,7 @@ def test_advice_follows_the_practitioners_order_and_its_numbers_fit():
     assert hopeless[-1].startswith("Even with all of these")
 
 
-GPU_PRESETS = {"24 GB GPU": 24, "48 GB GPU": 48, "80 GB GPU": 80}
+GPU_PRESETS = PRESET_CARD_GIB
 
 
 def test_existing_presets_stay():

@@ -11,10 +11,9 @@ import pytest
 from backend.engine import settings as settings_module
 from backend.engine.memory import estimate, job_from_settings
 from backend.engine.run_plan import plan_run
-from backend.engine.settings import preset
+from backend.engine.settings import PRESET_CARD_GIB as GPU_PRESETS, preset
 
 M3, M7 = "Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct"
-GPU_PRESETS = {"24 GB GPU": 24, "48 GB GPU": 48, "80 GB GPU": 80}
 SAYS = {"QLoRA + HF generate": ("hf", True), "LoRA (bf16) + vLLM": ("vllm", False)}
 
 

@@ -9,8 +9,8 @@ from ui.cli_common import CliError
 from ui.cli_data import (cmd_datasets_delete, cmd_datasets_export, cmd_datasets_import, cmd_datasets_list,
                          cmd_datasets_show, cmd_demo, cmd_score)
 from ui.cli_label import add_label_parser
-from ui.cli_runs import (cmd_compare, cmd_eval, cmd_export, cmd_models_check, cmd_predict, cmd_runs_cancel,
-                         cmd_runs_create, cmd_runs_list, cmd_runs_logs, cmd_runs_show, cmd_worker)
+from ui.cli_runs import (cmd_compare, cmd_eval, cmd_export, cmd_models_check, cmd_models_list, cmd_predict,
+                         cmd_runs_cancel, cmd_runs_create, cmd_runs_list, cmd_runs_logs, cmd_runs_show, cmd_worker)
 
 
 def _setting_flags(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from backend.data.formats import FORMATS
     from backend.data.writers import WRITERS
-    from backend.engine.settings import GENERATION_BACKENDS, PRESETS
+    from backend.engine.settings import GENERATION_BACKENDS, PRESET_CARD_GIB, PRESETS
     from backend.scoring.families import FAMILIES
     from backend.scoring.tasks import TASKS
 
@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     rsub = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
     cr = rsub.add_parser("create", help="queue a GRPO run")
     cr.add_argument("--dataset", required=True)
-    cr.add_argument("--model", required=True, help="'demo', a hub id (Qwen/Qwen2-VL-2B-Instruct) or a local folder")
+    cr.add_argument("--model", required=True, help="'demo', a hub id (`models list` shows the known checkpoints, "
+                                                   "their sizes and memory) or a local folder")
     cr.add_argument("--preset", default="CPU demo", choices=list(PRESETS))
     cr.add_argument("--rewards", help="comma-separated reward names (default: the task's)")
     cr.add_argument("--reward-weights", help="comma-separated weights, one per reward")
@@ -203,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     mc.add_argument("--no-baseline", action="store_true", help="image sizes only: load the processor, not the model")
     mc.add_argument("--json", action="store_true")
     mc.set_defaults(func=cmd_models_check)
+    ml = msub.add_parser("list", help="the published checkpoints of every family: size, visual tokens of a photo, "
+                                      "and the plan and memory estimate on a GPU preset's card")
+    ml.add_argument("--preset", default="24 GB GPU", choices=list(PRESET_CARD_GIB))
+    ml.add_argument("--json", action="store_true")
+    ml.set_defaults(func=cmd_models_list)
     return p
 
 

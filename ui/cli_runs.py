@@ -74,6 +74,19 @@ def cmd_models_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from backend.engine.checkpoints import PHOTO, checkpoint_rows, checkpoint_table
+    rows = checkpoint_rows(args.preset, vllm_installed=True)
+    headers, table = checkpoint_table(rows)
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *table)]
+    lines = [f"known checkpoints with the '{args.preset}' preset (a {PHOTO[0]}x{PHOTO[1]} photo; plan and memory "
+             f"as the run plan picks them on a GPU machine with requirements-gpu.txt installed):"]
+    lines += ["  " + "  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip() for r in [headers, *table]]
+    lines.append("any other checkpoint of these families trains too: give its hub id or local folder")
+    _print(rows, args.json, "\n".join(lines))
+    return 0
+
+
 def cmd_runs_list(args: argparse.Namespace) -> int:
     from backend.jobs.runs import list_runs
     rows = list_runs(_open(args).store)

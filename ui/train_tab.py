@@ -160,6 +160,24 @@ def check_view(result: dict) -> tuple[list[list], list[tuple[str, str]], str]:
     return rows, pictures, "\n\n".join(lines)
 
 
+def _card_preset(preset_name: str) -> str:
+    """The GPU preset whose card the checkpoint table is for: the chosen one, or the 24 GB card's."""
+    from backend.engine.settings import PRESET_CARD_GIB
+    return preset_name if preset_name in PRESET_CARD_GIB else "24 GB GPU"
+
+
+def checkpoints_caption(preset_name: str) -> str:
+    card = _card_preset(preset_name)
+    return (f"The published checkpoints of every family with the **{card}** preset (a 1024x768 photo; plan and "
+            f"memory as the run plan picks them with vLLM installed). Pick a row to train it; any other checkpoint "
+            f"of these families (a hub id or a local folder) trains too.")
+
+
+def checkpoints_view(preset_name: str) -> tuple[list[str], list[list]]:
+    from backend.engine.checkpoints import checkpoint_rows, checkpoint_table
+    return checkpoint_table(checkpoint_rows(_card_preset(preset_name)))
+
+
 def create_train_tab(ws: Workspace, on_launched) -> dict:
     defaults = TrainSettings.from_dict(PRESETS["CPU demo"])
     with gr.Tab("Train", id="train") as tab:
@@ -187,6 +205,12 @@ def create_train_tab(ws: Workspace, on_launched) -> dict:
                     helps = setting_help()
                     fields = [method if key == "method" else setting_input(key, getattr(defaults, key), helps.get(key))
                               for key in ADVANCED]
+        with gr.Accordion("Known checkpoints: size, visual tokens, plan and memory on a GPU", open=False,
+                          elem_id="checkpoints"):
+            checkpoints_note = gr.Markdown(checkpoints_caption("CPU demo"), elem_id="checkpoints-note")
+            headers, table = checkpoints_view("CPU demo")
+            checkpoints = gr.Dataframe(table, headers=headers, interactive=False, wrap=True,
+                                       elem_id="checkpoints-table")
         with gr.Group(visible=False, elem_id="check-result") as check_box:
             gr.Markdown("### Pre-flight check: what the model sees, and how it does before training")
             check_summary = gr.Markdown(elem_id="check-summary")
@@ -206,6 +230,15 @@ def create_train_tab(ws: Workspace, on_launched) -> dict:
     def on_preset(name):
         values = TrainSettings.from_dict(PRESETS[name])
         return [gr.update() if k == "method" else form_value(k, getattr(values, k)) for k in ADVANCED]
+
+    def on_checkpoint(evt: gr.SelectData):
+        """A row of the checkpoint table picked: its model becomes the choice."""
+        row = evt.row_value if getattr(evt, "row_value", None) else None
+        return gr.update(value=row[0]) if row else gr.update()
+
+    def on_checkpoints(name):
+        headers, table = checkpoints_view(name)
+        return checkpoints_caption(name), gr.update(value={"headers": headers, "data": table})
 
     def on_launch(ds, m, p, r, *values):
         try:
@@ -238,6 +271,8 @@ def create_train_tab(ws: Workspace, on_launched) -> dict:
     dataset.change(on_rewards, [dataset, preset_name], rewards, api_visibility="private")
     preset_name.change(on_preset, preset_name, fields, api_visibility="private").then(
         on_rewards, [dataset, preset_name], rewards, api_visibility="private")
+    preset_name.change(on_checkpoints, preset_name, [checkpoints_note, checkpoints], api_visibility="private")
+    checkpoints.select(on_checkpoint, None, model, api_visibility="private")
     refresh = (on_refresh, [dataset], [dataset])
     tab.select(*refresh, api_visibility="private", show_progress="hidden")
     return {"launch": (launch_btn, on_launch, [dataset, model, preset_name, rewards, *fields], message),

@@ -251,17 +251,30 @@ def vllm_share(job: JobSpec) -> float:
     return min(0.95, round(math.ceil(100 * vllm_need_gib(job) * VLLM_HEADROOM / job.gpu_gib) / 100, 2))
 
 
-def default_max_pixels(model: str | ModelShape) -> int:
-    """The processor's max_pixels when a run sets none: its family's default (backend/engine/families.py)."""
-    from backend.scoring.families import KNOWN_MODELS
-    from backend.scoring.families import get_family
+def family_limits(model: str | ModelShape) -> tuple[int, int]:
+    """(min_pixels, max_pixels) the processor gets when a run sets none: the model's family's defaults
+    (backend/scoring/families.py) for a published checkpoint, a name containing one, or a local folder;
+    Visual-RFT's 3136..401408 for a model of no known family."""
+    from pathlib import Path
+
+    from backend.engine.families import family_of_folder
+    from backend.scoring.families import KNOWN_MODELS, get_family
     name = model.name if isinstance(model, ModelShape) else model
-    if name not in KNOWN_MODELS and isinstance(model, str):
+    family = KNOWN_MODELS.get(name)
+    if family is None and (Path(name).expanduser() / "config.json").is_file():
         try:
-            name = model_shape(model).name
+            family = family_of_folder(Path(name).expanduser())
         except ValueError:
-            pass
-    return get_family(KNOWN_MODELS[name]).max_pixels if name in KNOWN_MODELS else 401408
+            family = None
+    if family is None:
+        try:
+            family = KNOWN_MODELS.get(model_shape(name).name)
+        except ValueError:
+            family = None
+    if family is None:
+        return 3136, 401408
+    f = get_family(family)
+    return f.min_pixels, f.max_pixels
 
 
 def job_from_settings(settings, model: str | ModelShape, *, image_size: tuple[int, int] | None = (1024, 768),
@@ -273,14 +286,15 @@ def job_from_settings(settings, model: str | ModelShape, *, image_size: tuple[in
     Other keywords override JobSpec fields (gpu_gib, generation, upcast_non_quantized, ...).
     """
     shape = model_shape(model) if isinstance(model, str) else model
-    max_pixels = getattr(settings, "max_pixels", None) or default_max_pixels(model)
-    min_pixels = getattr(settings, "min_pixels", None) or 3136
+    default_min, default_max = family_limits(model)
+    max_pixels = getattr(settings, "max_pixels", None) or default_max
+    min_pixels = getattr(settings, "min_pixels", None) or default_min
     if visual_tokens is None:
         if image_size is None:
             raise ValueError("give the largest image's size or its visual-token count")
         visual_tokens = visual_tokens_for(image_size[0], image_size[1], shape, max_pixels=max_pixels,
                                           min_pixels=min_pixels)
-    else:
+    elif shape.tiling == "dynamic":  # a count the processor gave, capped as the settings' max_pixels caps it
         visual_tokens = min(visual_tokens, max(1, max_pixels // shape.pixels_per_token))
     fields = dict(
         model=shape, qlora=True if settings.qlora is None else bool(settings.qlora), lora_rank=settings.lora_rank,

@@ -80,7 +80,7 @@ def advice(job: JobSpec | MemoryEstimate, gpu_gib: float) -> list[str]:
         if ok(job):
             return out
 
-    if job.visual_tokens > MIN_VISUAL_TOKENS:
+    if job.visual_tokens > MIN_VISUAL_TOKENS and job.model.tiling == "dynamic":  # tilers: tokens by tiles
         best = _largest(MIN_VISUAL_TOKENS, job.visual_tokens, lambda t: ok(replace(job, visual_tokens=t)), step=16)
         new = replace(job, visual_tokens=best or MIN_VISUAL_TOKENS)
         side = math.sqrt(new.max_pixels / 12)

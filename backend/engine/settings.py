@@ -173,7 +173,7 @@ PRESETS: dict[str, dict] = {
                               "format"],
                      max_completion_length=64, prompts_per_step=4, save_steps=20, rollout_steps=2,
                      eval_max_examples=60, eval_steps=20, eval_during_max_examples=30),
-    # By card size, for a 7B model (Qwen2.5-VL-7B); images capped by max_pixels. QLoRA and the generation
+    # By card size, for a 7B model (Qwen2.5-VL-7B). QLoRA and the generation
     # engine are left to the run plan (backend/engine/run_plan.py), which takes the fastest the memory estimate
     # fits on the card: with vLLM installed (requirements-gpu.txt), from the estimate (a 1024x768 photo):
     #   24 GB: 7B -> QLoRA + HF generate; 3B -> LoRA (bf16) + vLLM
@@ -181,14 +181,21 @@ PRESETS: dict[str, dict] = {
     #   80 GB: 7B -> LoRA (bf16) + vLLM;  3B -> LoRA (bf16) + vLLM
     # (tests/test_run_plan.py checks these lines against plan_run). Without vLLM, bf16 + HF where it fits.
     # LoRA adapters take a larger learning rate than the paper's full fine-tune (1e-6).
-    "24 GB GPU": dict(**GPU_COMMON, num_generations=8, prompts_per_step=1, max_completion_length=256,
-                      max_pixels=401_408),
+    # max_pixels: the 24 GB card keeps each family's default (Qwen's is Visual-RFT's 401,408, about 512 tokens);
+    # the larger cards double Qwen's. For the others that is Gemma 3's fixed 896x896 square exactly, InternVL's
+    # default 4 tiles, but SmolVLM's longest edge of 512 (one tile, where its default is 1536): the Train tab's
+    # checkpoint table shows each model's visual tokens at the preset, and max_pixels can be cleared.
+    "24 GB GPU": dict(**GPU_COMMON, num_generations=8, prompts_per_step=1, max_completion_length=256),
     "48 GB GPU": dict(**GPU_COMMON, num_generations=8, prompts_per_step=2, max_completion_length=256,
                       max_pixels=802_816),
     # The paper's G x prompts x length.
     "80 GB GPU": dict(**GPU_COMMON, num_generations=8, prompts_per_step=2, max_completion_length=1024,
                       max_pixels=802_816),
 }
+
+
+PRESET_CARD_GIB = {"24 GB GPU": 24, "48 GB GPU": 48, "80 GB GPU": 80}
+"""The card each GPU preset is sized for (GiB)."""
 
 
 TRACKERS = {"trackio": ("trackio",), "wandb": ("wandb",), "mlflow": ("mlflow",),

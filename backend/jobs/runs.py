@@ -66,6 +66,7 @@ def create_run(store: Store, dataset: str, model: str, settings: TrainSettings) 
         raise ValueError("max steps must be at least 1 and the number of generations at least 2")
     from backend.engine.gpus import check_settings
     check_settings(settings)  # generation backend, GPUs, packages: one sentence now, not a failed job later
+    family.check_limits(settings.min_pixels, settings.max_pixels)
     check_method(store, model, settings)
     if info["counts"]["train"] == 0:
         raise ValueError(f"dataset '{dataset}' has no training images")

@@ -54,6 +54,18 @@ class Family:
     """False: the base was never taught boxes in its convention (the declared one is ours); the pre-flight's
     baseline advice then points to an SFT warm start."""
 
+    def check_limits(self, min_pixels: int | None, max_pixels: int | None) -> None:
+        """One sentence when a run's image-size limits cannot hold this family's input: a family that sees every
+        image at one fixed size (min_pixels == max_pixels) cannot be given limits that exclude it."""
+        if self.min_pixels != self.max_pixels:
+            return
+        lo, hi = min_pixels or self.min_pixels, max_pixels or self.max_pixels
+        if not lo <= self.max_pixels <= hi:
+            side = round(self.max_pixels ** 0.5)
+            raise ValueError(f"{self.name} sees every image as one {side}x{side} square ({self.max_pixels:,} pixels); "
+                             f"image-size limits {lo:,}..{hi:,} cannot change that: leave min_pixels and max_pixels "
+                             f"empty")
+
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("qwen2_vl", "qwen2_vl", "Qwen2VLForConditionalGeneration", Convention("normalized", scale=1000),
