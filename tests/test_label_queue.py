@@ -155,3 +155,63 @@ def test_a_rejected_box_leaves_an_accepted_image(ws, tmp_path):
     assert len(label_queue.accepted_set(ws, job_id).images[0].boxes) == 2
     with pytest.raises(ValueError, match=r"^image #0 has 2 boxes; there is no box 3$"):
         label_queue.reject_boxes(ws, job_id, 0, [2])
+
+
+def _answerers(ws) -> list[int]:
+    """Answerer processes serving this data dir (their command line names it)."""
+    from pathlib import Path
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"backend.jobs.answerer" in cmd and str(ws.data_dir).encode() in cmd:
+            pids.append(int(proc.name))
+    return pids
+
+
+IMAGES = 24
+"""Enough that a worker killed after its second answer is still part-way."""
+
+
+def _answers(ws, job_id) -> dict:
+    """position -> (when it was answered, its boxes), for the job's answered images."""
+    with ws.store.read() as s:
+        return {i.position: (i.answered_at, list(i.boxes)) for i in s.query(LabelItem).filter_by(job_id=job_id)
+                if i.answered_at is not None}
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_a_worker_killed_mid_labelling_loses_no_answer_and_repeats_none(ws, tmp_path, how):
+    """The real worker (`app.py worker`, its answerer a process of its own) labels with the demo model and is killed
+    (SIGKILL: its answerer notices it gone; SIGTERM: it stops them) part-way: the answerer ends after the image it is
+    on, the job goes back to the queue with every answer given, and a worker started afterwards labels only the
+    rest. An answer given before the kill is never given again (its time and boxes unchanged)."""
+    import signal
+
+    from tests.test_stopping import _wait, _worker
+    job_id = label_queue.submit(ws, Source(model="demo", classes=["red circle"]), [_scenes(tmp_path / "in", IMAGES)])
+    worker = _worker(ws)
+    try:
+        assert _wait(lambda: label_queue.progress(ws, job_id)["answered"] >= 2, 240), \
+            (ws.data_dir / "worker.log").read_text()
+        worker.send_signal(getattr(signal, how))
+        assert worker.wait(60) is not None
+        assert _wait(lambda: not _answerers(ws), 60), "an answerer outlived its worker"
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    before = _answers(ws, job_id)
+    state = label_queue.progress(ws, job_id)
+    assert state["status"] == "queued" and 2 <= len(before) < IMAGES, (state, (ws.data_dir / "worker.log").read_text())
+
+    again = _worker(ws, "--once")
+    assert again.wait(400) == 0, (ws.data_dir / "worker.log").read_text()
+    state = label_queue.progress(ws, job_id)
+    assert (state["status"], state["answered"]) == ("done", IMAGES), state
+    after = _answers(ws, job_id)
+    assert {p: after[p] for p in before} == before, "an answer given before the kill was given again"
+    log = (ws.data_dir / "predictions.log").read_text()  # the answerers' log
+    assert f"labelled {IMAGES - len(before)} images of labelling job {job_id}" in log, log
