@@ -21,15 +21,17 @@ def _scenes(folder, n, start=700):
 
 
 class Crash(BaseException):
-    """The answerer's process dies in the middle of an image (nothing after it runs)."""
+    """The answerer's process dies in the middle of a batch (nothing after it runs)."""
 
 
 def _labeller(calls: list, crash_at: int | None = None):
-    def label(ws, image, source):
-        calls.append(image.name)
-        if len(calls) == crash_at:
-            raise Crash()
-        return [[1.0, 2.0, 30.0, 40.0, source.classes[0], 0.9]]
+    """label_images' stand-in: records each image it is given; dies on the `crash_at`-th."""
+    def label(ws, images, source):
+        for image in images:
+            calls.append(image.name)
+            if len(calls) == crash_at:
+                raise Crash()
+        return [[[1.0, 2.0, 30.0, 40.0, source.classes[0], 0.9]] for _ in images]
     return label
 
 
@@ -41,9 +43,9 @@ def test_a_crashed_answerer_loses_no_answer_and_none_is_given_twice(ws, tmp_path
     first: list = []
     assert label_queue.claim(ws, "answerer-a", None) == job_id
     with pytest.raises(Crash):
-        label_queue.work(ws, job_id, "answerer-a", label=_labeller(first, crash_at=3))
+        label_queue.work(ws, job_id, "answerer-a", label=_labeller(first, crash_at=3), batch=2)
     state = label_queue.progress(ws, job_id)
-    assert (state["status"], state["answered"]) == ("running", 2), "the two answers given are kept"
+    assert (state["status"], state["answered"]) == ("running", 2), "the first batch's two answers are kept"
     assert label_queue.claim(ws, "answerer-b", None) is None, "its heartbeat is fresh: nobody takes it yet"
 
     with ws.store.write() as s:  # STALE_SECONDS pass without a heartbeat
@@ -51,7 +53,7 @@ def test_a_crashed_answerer_loses_no_answer_and_none_is_given_twice(ws, tmp_path
     assert label_queue.pending(ws, None)
     assert label_queue.claim(ws, "answerer-b", None) == job_id
     second: list = []
-    assert label_queue.work(ws, job_id, "answerer-b", label=_labeller(second)) == 3
+    assert label_queue.work(ws, job_id, "answerer-b", label=_labeller(second), batch=2) == 3
     assert [n[6:] for n in first] == ["scene0.png", "scene1.png", "scene2.png"]
     assert [n[6:] for n in second] == ["scene2.png", "scene3.png", "scene4.png"], "only the images without an answer"
     state = label_queue.progress(ws, job_id)
@@ -69,7 +71,8 @@ def test_progress_eta_cancel_and_review(ws, tmp_path):
     job_id = label_queue.submit(ws, Source(model="demo", classes=["red circle"]), [_scenes(tmp_path / "in", 4)])
     label_queue.claim(ws, "a", None)
     answered = []
-    assert label_queue.work(ws, job_id, "a", stop=lambda: len(answered) >= 2, label=_labeller(answered)) == 2
+    assert label_queue.work(ws, job_id, "a", stop=lambda: len(answered) >= 2, label=_labeller(answered),
+                            batch=1) == 2
     state = label_queue.progress(ws, job_id)
     assert state["status"] == "queued", "stopped to let a question through: back in the queue"
     with ws.store.write() as s:
@@ -140,8 +143,9 @@ def test_accepted_images_join_an_existing_dataset_as_training_images(ws, tmp_pat
 
 def test_a_rejected_box_leaves_an_accepted_image(ws, tmp_path):
     """Per box: an accepted image keeps the boxes the person did not reject, in the dataset and the export."""
-    def two_boxes(ws, image, source):
-        return [[1.0, 2.0, 30.0, 40.0, "red circle", 0.9], [50.0, 50.0, 90.0, 95.0, "red circle", 0.4]]
+    def two_boxes(ws, images, source):
+        return [[[1.0, 2.0, 30.0, 40.0, "red circle", 0.9], [50.0, 50.0, 90.0, 95.0, "red circle", 0.4]]
+                for _ in images]
     job_id = label_queue.submit(ws, Source(model="demo", classes=["red circle"]), [_scenes(tmp_path / "in", 2)])
     label_queue.claim(ws, "a", None)
     assert label_queue.work(ws, job_id, "a", label=two_boxes) == 2

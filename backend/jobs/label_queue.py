@@ -22,7 +22,7 @@ from backend.data.config import ImportLimits
 from backend.data.exporter import export_names
 from backend.data.safety import probe_image
 from backend.data.workspace import Workspace
-from backend.jobs.labelling import Source, collect_images, label_image, resolve
+from backend.jobs.labelling import BATCH, Source, collect_images, label_images, resolve
 from storage import db_now
 from storage.atomic import update_where
 from storage.models import LabelItem, LabelJob
@@ -102,10 +102,10 @@ def claim(ws: Workspace, owner: str, cpu: bool | None) -> int | None:
 
 
 def work(ws: Workspace, job_id: int, owner: str, stop: Callable[[], bool] = lambda: False,
-         label: Callable = label_image) -> int:
-    """Label the job's images that have no answer yet, in order, until none is left (the job is done), the job is no
-    longer this owner's (cancelled, or taken up after a stall) or `stop()` says so (the job goes back to the
-    queue). Returns how many images were labelled here."""
+         label: Callable = label_images, batch: int = BATCH) -> int:
+    """Label the job's images that have no answer yet, in order and `batch` at a time (one batched generate), until
+    none is left (the job is done), the job is no longer this owner's (cancelled, or taken up after a stall) or
+    `stop()` says so (the job goes back to the queue). Returns how many images were labelled here."""
     with ws.store.read() as s:
         source = Source.from_json(s.get(LabelJob, job_id).source)
     done = 0
@@ -114,20 +114,20 @@ def work(ws: Workspace, job_id: int, owner: str, stop: Callable[[], bool] = lamb
             release(ws, owner)
             return done
         with ws.store.read() as s:
-            item = s.scalars(select(LabelItem).where(LabelItem.job_id == job_id, LabelItem.answered_at.is_(None))
-                             .order_by(LabelItem.position).limit(1)).first()
+            items = s.scalars(select(LabelItem).where(LabelItem.job_id == job_id, LabelItem.answered_at.is_(None))
+                              .order_by(LabelItem.position).limit(batch)).all()
             ours = s.scalar(select(LabelJob.id).where(LabelJob.id == job_id, LabelJob.status == "running",
                                                       LabelJob.owner == owner)) is not None
         if not ours:
             return done
-        if item is None:
+        if not items:
             with ws.store.write() as s:
                 update_where(s, LabelJob, job_id, LabelJob.owner == owner, LabelJob.status == "running",
                              status="done", owner=None, finished_at=db_now(s))
             return done
         started = time.monotonic()
         try:
-            boxes = label(ws, ws.data_dir / item.image, source)
+            answers = label(ws, [ws.data_dir / item.image for item in items], source)
         except Exception as e:  # noqa: BLE001 - a run without its adapter, a model that fails: one sentence, the
             if not isinstance(e, ValueError):  # answers so far kept; the traceback goes to the answerer's log
                 traceback.print_exc()
@@ -136,14 +136,16 @@ def work(ws: Workspace, job_id: int, owner: str, stop: Callable[[], bool] = lamb
                 update_where(s, LabelJob, job_id, LabelJob.owner == owner, status="failed", error=why, owner=None,
                              finished_at=db_now(s))
             return done
+        seconds = (time.monotonic() - started) / len(items)
         with ws.store.write() as s:  # written once, and only while the job is still ours
             now = db_now(s)
             if not update_where(s, LabelJob, job_id, LabelJob.owner == owner, LabelJob.status == "running",
                                 heartbeat_at=now):
                 return done
-            if update_where(s, LabelItem, item.id, LabelItem.answered_at.is_(None), boxes=boxes,
-                            seconds=time.monotonic() - started, answered_at=now):
-                done += 1
+            for item, boxes in zip(items, answers):
+                if update_where(s, LabelItem, item.id, LabelItem.answered_at.is_(None), boxes=boxes,
+                                seconds=seconds, answered_at=now):
+                    done += 1
 
 
 def release(ws: Workspace, owner: str) -> int:

@@ -154,13 +154,24 @@ def predict(ws: Workspace, image: Path, *, run_id: int | None = None, model: str
     prompt is the one it was trained with, the adapter its best checkpoint (or `checkpoint="last"`, reported
     as "checkpoint": {"which", "step"}); `base` asks the run's base model the same way (the same loaded
     weights, with the adapter disabled)."""
-    probe_image(Path(image), ImportLimits.from_env(), Path(image).name)
+    return predict_many(ws, [(Path(image), category, question)], run_id=run_id, model=model,
+                        max_new_tokens=max_new_tokens, base=base, checkpoint=checkpoint)[0]
+
+
+def predict_many(ws: Workspace, asks: list[tuple[Path, str | None, str | None]], *, run_id: int | None = None,
+                 model: str | None = None, max_new_tokens: int = 256, base: bool = False,
+                 checkpoint: str = "best") -> list[dict]:
+    """predict() for several (image, category, question) asks of one model, answered in batches (the engine's own
+    batch size): what labelling many images uses. One result per ask, in order."""
+    limits = ImportLimits.from_env()
+    for image, _, _ in asks:
+        probe_image(Path(image), limits, Path(image).name)
     with _USING:
-        return _predict(ws, image, run_id, model, category, question, max_new_tokens, base, checkpoint)
+        return _predict(ws, asks, run_id, model, max_new_tokens, base, checkpoint)
 
 
-def _predict(ws: Workspace, image: Path, run_id: int | None, model: str | None, category: str | None,
-             question: str | None, max_new_tokens: int, base: bool, checkpoint: str) -> dict:
+def _predict(ws: Workspace, asks: list[tuple[Path, str | None, str | None]], run_id: int | None, model: str | None,
+             max_new_tokens: int, base: bool, checkpoint: str) -> list[dict]:
     task = run = used = None
     if run_id is not None:
         run = get_run(ws.store, run_id)
@@ -171,33 +182,42 @@ def _predict(ws: Workspace, image: Path, run_id: int | None, model: str | None, 
     else:
         answering = _answering(model, None)
     loaded = answering.loaded
-    if task == "detection" and not category:
-        raise ValueError("this run detects objects: give a category to detect")
-    if task == "grounding" and not question:
-        raise ValueError("this run finds regions: describe the region to find")
-    if task is None and not (category or question):
-        raise ValueError("give a category to detect or a question")
     family = loaded.family.name
-    with Image.open(image) as im:
-        picture = ImageOps.exif_transpose(im).convert("RGB")  # upright, as imports store photos
-    size = picture.size
-    view = loaded.view(size)
-    if task == "classification":
-        prompt, kind = _trained_classification_prompt(ws, run), "classification"
-    elif category:
-        prompt, kind = detection_prompt(category, family, size, view.input), "detection"
-    elif task == "grounding":
-        prompt, kind = grounding_prompt(question, family, size, view.input), "grounding"
-    else:
-        prompt, kind = f"{question} {FORMAT_INSTRUCTION}", "classification"
-    completion = answering.generate([(picture, prompt)], max_new_tokens, base=base)[0]
-    sol = {**frame_solution(size, family, view.input), "boxes": []}  # no truth: only the parsing matters
-    parsed = parsed_view("detection", completion, sol)  # boxes in pixels, when the answer holds any
-    if kind == "classification":
-        parsed["label"] = parsed_view("classification", completion, sol)["label"]
-    return {"prompt": prompt, "completion": completion, "family": family, "image_size": list(size),
-            "view": view.to_json(), "checkpoint": used,
-            **{k: parsed[k] for k in ("think", "answer", "format_ok", "boxes", "confidences", "label") if k in parsed}}
+    prompts = []
+    for image, category, question in asks:
+        if task == "detection" and not category:
+            raise ValueError("this run detects objects: give a category to detect")
+        if task == "grounding" and not question:
+            raise ValueError("this run finds regions: describe the region to find")
+        if task is None and not (category or question):
+            raise ValueError("give a category to detect or a question")
+        with Image.open(image) as im:
+            picture = ImageOps.exif_transpose(im).convert("RGB")  # upright, as imports store photos
+        size = picture.size
+        view = loaded.view(size)
+        if task == "classification":
+            prompt, kind = _trained_classification_prompt(ws, run), "classification"
+        elif category:
+            prompt, kind = detection_prompt(category, family, size, view.input), "detection"
+        elif task == "grounding":
+            prompt, kind = grounding_prompt(question, family, size, view.input), "grounding"
+        else:
+            prompt, kind = f"{question} {FORMAT_INSTRUCTION}", "classification"
+        prompts.append((picture, prompt, kind, view))
+    completions = answering.generate([(picture, prompt) for picture, prompt, _, _ in prompts], max_new_tokens,
+                                     base=base)
+    results = []
+    for (picture, prompt, kind, view), completion in zip(prompts, completions):
+        size = picture.size
+        sol = {**frame_solution(size, family, view.input), "boxes": []}  # no truth: only the parsing matters
+        parsed = parsed_view("detection", completion, sol)  # boxes in pixels, when the answer holds any
+        if kind == "classification":
+            parsed["label"] = parsed_view("classification", completion, sol)["label"]
+        results.append({"prompt": prompt, "completion": completion, "family": family, "image_size": list(size),
+                        "view": view.to_json(), "checkpoint": used,
+                        **{k: parsed[k] for k in ("think", "answer", "format_ok", "boxes", "confidences", "label")
+                           if k in parsed}})
+    return results
 
 
 def answer_request(ws: Workspace, request: dict) -> list[dict]:
