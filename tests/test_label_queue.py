@@ -219,3 +219,39 @@ def test_a_worker_killed_mid_labelling_loses_no_answer_and_repeats_none(ws, tmp_
     assert {p: after[p] for p in before} == before, "an answer given before the kill was given again"
     log = (ws.data_dir / "predictions.log").read_text()  # the answerers' log
     assert f"labelled {IMAGES - len(before)} images of labelling job {job_id}" in log, log
+
+
+def test_a_run_keeps_the_training_images_it_started_with(ws, tmp_path):
+    """Accepted labels added to the dataset a run trains on change neither what the run reports it trained on nor
+    what a resumed job trains on: its training split and classes are pinned at its first start."""
+    from backend.data.additions import add_to_dataset
+    from backend.data.catalog import get_dataset
+    from backend.data.demo.dataset import ensure_demo_dataset
+    from backend.engine.settings import preset
+    from backend.jobs.run_history import run_json
+    from backend.jobs.runs import create_run, pinned_dataset
+    from backend.jobs.training import train_rows
+    from tests.conftest import run_job_now
+    ensure_demo_dataset(ws.store, ws.data_dir, n=6)
+    settings = preset("CPU demo", max_steps=1, num_generations=2, eval_steps=0)
+    settings.prompts_per_step, settings.eval_max_examples, settings.max_completion_length = 1, 1, 8
+    run_id = create_run(ws.store, "demo-shapes", "demo", settings)
+    assert run_job_now(ws, run_id) == 0
+    trained = run_json(ws.store, run_id, data_dir=ws.data_dir)["training_set"]
+
+    job_id = label_queue.submit(ws, Source(model="demo", classes=["purple star"]), [_scenes(tmp_path / "in", 3)])
+    label_queue.claim(ws, "a", None)
+    label_queue.work(ws, job_id, "a", label=_labeller([]))
+    label_queue.review(ws, job_id, [0, 1, 2], "accepted")
+    assert add_to_dataset(ws.store, ws.data_dir, "demo-shapes", label_queue.accepted_set(ws, job_id).images,
+                          new=False) == 3
+    now = get_dataset(ws.store, "demo-shapes")
+    assert now["counts"]["train"] == trained["of_images"] + 3 and "purple star" in now["classes"]
+
+    assert run_json(ws.store, run_id, data_dir=ws.data_dir)["training_set"] == trained
+    pinned = pinned_dataset(now, ws.data_dir / f"runs/{run_id}")
+    assert pinned["counts"]["train"] == trained["of_images"] and "purple star" not in pinned["classes"]
+    rows = train_rows(pinned, ws.data_dir, "demo", settings)
+    assert rows and not any("labelled-" in r["image"] or "purple star" in str(r["prompt"]) for r in rows)
+    assert {s["id"] for s in pinned["samples"] if s["split"] == "val"} == \
+        {s["id"] for s in now["samples"] if s["split"] == "val"}, "held-out images are left as they are"

@@ -31,7 +31,7 @@ def register_api(ws: Workspace) -> None:
         """Status, method, step, metrics {name: [[step, value], ...]}, evaluation {before, after}, the held-out
         curve {metric: [[step, value], ...]}, the best step {step, metric, value} and error of a run."""
         try:
-            return run_json(ws.store, int(run_id))
+            return run_json(ws.store, int(run_id), data_dir=ws.data_dir)
         except ValueError as e:
             raise gr.Error(str(e)) from None
 

@@ -99,7 +99,8 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
 def cmd_runs_show(args: argparse.Namespace) -> int:
     from backend.jobs.run_history import run_json
     from backend.jobs.runs import training_set_text
-    run = run_json(_open(args).store, args.id)
+    ws = _open(args)
+    run = run_json(ws.store, args.id, data_dir=ws.data_dir)
     last = {k: v[-1][1] for k, v in run["metrics"].items() if k in ("reward", "loss", "kl", "completions/mean_length")}
     best = run["best"]
     text = (f"run {run['id']}: {run['method']} {run['status']} at step {run['step']}/{run['max_steps']}, {run['model']} "
@@ -176,7 +177,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from backend.jobs.compare import compare
-    table = compare(_open(args).store, args.dataset, args.metric)
+    ws = _open(args)
+    table = compare(ws.store, args.dataset, args.metric, ws.data_dir)
     lines = [f"{table['dataset']} ({table['task']}): the base model and every completed run, held-out metrics after "
              "training (best: the best step's main metric)"]
     for row in table["rows"]:

@@ -123,7 +123,7 @@ def live_poll(ws: Workspace, run_id, step=None, follow: bool = True, prompt_inde
     view = new_view(run) if fresh else view
     if fresh:  # what the run trains on does not change: read once per run chosen
         from backend.jobs.runs import run_training_set, training_set_text
-        view["trained"] = training_set_text(run_training_set(ws.store, run))
+        view["trained"] = training_set_text(run_training_set(ws.store, run, ws.data_dir))
     series, changed, since = read_new_points(ws, view)
     shown = run_dict(run) | {"metrics": series} | run_results(ws.store, run.id, run.task)
     redraw = {"metrics": fresh or changed, "heldout": fresh or shown["heldout"] != view["heldout"]}

@@ -197,7 +197,7 @@ def compare_frame(ws: Workspace, run: Run | None) -> tuple:
     if run is None:
         return "Choose a run: its dataset's comparison appears here.", empty, *efficiency_parts(None)
     try:
-        table = compare(ws.store, dataset_name(ws.store, run))
+        table = compare(ws.store, dataset_name(ws.store, run), data_dir=ws.data_dir)
     except ValueError as e:
         return f"⚠ {e}", empty, *efficiency_parts(None)
     main = MAIN_METRIC[table["task"]]

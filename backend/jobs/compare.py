@@ -4,12 +4,14 @@ data-efficiency view: the runs grouped by method and shots (seeds averaged), bas
 the points of one plot (a metric against shots, a line per method)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlalchemy import func, select
 
 from backend.data.catalog import get_dataset
 from backend.engine.settings import TrainSettings
 from backend.jobs.run_history import best_point, evaluations, heldout_points, metric_total
-from backend.jobs.runs import training_set
+from backend.jobs.runs import run_training_set, training_set
 from backend.scoring.evaluation import MAIN_METRIC
 from storage import Store
 from storage.models import Run
@@ -29,7 +31,7 @@ def compare_mark(store: Store, dataset_id: int | None) -> list:
     return [count, newest.isoformat() if newest else None]
 
 
-def compare(store: Store, dataset: str, metric: str | None = None) -> dict:
+def compare(store: Store, dataset: str, metric: str | None = None, data_dir: Path | None = None) -> dict:
     """{"dataset", "rows": [{"run", "method", "model", "metrics", "steps", "seconds", ...}, ...]}: a base row
     per base model (its evaluation before training, from the first run that made one from the base), then each
     completed run, oldest first; "metrics" are the run's evaluation after training (the same held-out prompts
@@ -52,7 +54,7 @@ def compare(store: Store, dataset: str, metric: str | None = None) -> dict:
                      "before": evaluated.get("before"), "best": best_point(store, run.id, run.task),
                      "seed": settings.get("seed", 0), "shots": settings.get("shots"),
                      "novel_classes": list(settings.get("novel_classes") or []),
-                     "training_set": training_set(info, TrainSettings.from_dict(settings))})
+                     "training_set": run_training_set(store, run, data_dir)})
     table = {"dataset": info["name"], "task": info["task"], "rows": [*bases.values(), *rows]}
     if metric is not None and metric not in METRICS_SHOWN[info["task"]]:
         raise ValueError(f"unknown metric '{metric}' for {info['task']} (known: {', '.join(METRICS_SHOWN[info['task']])})")

@@ -42,14 +42,15 @@ def evaluations(store: Store, run_id: int) -> dict:
         return {e.phase: e.metrics for e in s.scalars(select(Evaluation).where(Evaluation.run_id == run_id))}
 
 
-def run_json(store: Store, run_id: int, with_metrics: bool = True) -> dict:
-    """A run as `runs show --json` prints it; with its metrics, results and training set (run_training_set)."""
+def run_json(store: Store, run_id: int, with_metrics: bool = True, data_dir: Path | None = None) -> dict:
+    """A run as `runs show --json` prints it; with its metrics, results and training set (run_training_set: as
+    pinned in the run's folder under `data_dir`)."""
     run = get_run(store, run_id)
     out = run_dict(run)
     if with_metrics:
         out["metrics"] = metrics(store, run_id)
         out.update(run_results(store, run_id, out["task"]))
-        out["training_set"] = run_training_set(store, run)
+        out["training_set"] = run_training_set(store, run, data_dir)
     return out
 
 

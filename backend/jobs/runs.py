@@ -11,6 +11,7 @@ returns False), so a job whose lease went to another worker can neither write no
 """
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -100,11 +101,36 @@ def check_subset(store: Store, info: dict, settings: TrainSettings) -> None:
         raise ValueError(f"dataset '{info['name']}' has no training images of a base class to train on")
 
 
+TRAINING_SPLIT_FILE = "training_split.json"
+"""In a run's folder: the ids of the training images and the classes its dataset had when the run first started."""
+
+
+def pinned_dataset(dataset: dict, run_dir: Path, write: bool = False) -> dict:
+    """The dataset as the run first saw it: its training split and classes pinned to those it had then. The job's first
+    start writes their ids to the run's folder (`write`); a resumed job and the run's page read them, so images
+    added to the dataset later (accepted labels, another import) are neither trained on by a resumed run nor
+    counted as trained on. Held-out images are left as they are."""
+    path = Path(run_dir) / TRAINING_SPLIT_FILE
+    if path.is_file():
+        pinned = json.loads(path.read_text())
+        ids = set(pinned["sample_ids"])
+        samples = [s for s in dataset["samples"] if s["split"] != "train" or s["id"] in ids]
+        classes = [c for c in dataset["classes"] if c in set(pinned.get("classes", dataset["classes"]))]
+        return {**dataset, "samples": samples, "classes": classes,
+                "counts": {**dataset["counts"], "train": sum(s["split"] == "train" for s in samples)}}
+    if write:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"sample_ids": [s["id"] for s in dataset["samples"] if s["split"] == "train"],
+                                   "classes": list(dataset["classes"])}))
+        tmp.replace(path)
+    return dataset
+
+
 def training_set(dataset: dict, settings: TrainSettings) -> dict:
     """What a run trains on: {"images", "boxes" (detection), "per_class": images holding each class, "shots",
     "novel_classes", "of_images": the training split's images}, from the same samples train_rows builds its prompts
-    from. Computed from the dataset's samples as they are now: images added to the dataset after a run trained
-    (accepted labels) are counted as if it had trained on them too (the run keeps no list of its images yet)."""
+    from (give a started run's dataset through pinned_dataset)."""
     from backend.scoring.subsets import training_samples, training_summary
     chosen = training_samples(dataset["samples"], dataset["task"], settings.shots, settings.novel_classes,
                               settings.seed)
@@ -112,12 +138,15 @@ def training_set(dataset: dict, settings: TrainSettings) -> dict:
             "novel_classes": list(settings.novel_classes), "of_images": dataset["counts"]["train"]}
 
 
-def run_training_set(store: Store, run: Run) -> dict | None:
-    """training_set of a run (None once its dataset is deleted)."""
+def run_training_set(store: Store, run: Run, data_dir: Path | None = None) -> dict | None:
+    """training_set of a run (None once its dataset is deleted); a started run's as pinned in its folder under
+    `data_dir` (without one: the dataset as it is now)."""
     try:
         dataset = get_dataset(store, dataset_name(store, run))
     except ValueError:
         return None
+    if run.folder and data_dir is not None:
+        dataset = pinned_dataset(dataset, Path(data_dir) / run.folder)
     return training_set(dataset, TrainSettings.from_dict(run.settings))
 
 

@@ -28,7 +28,8 @@ from backend.engine.run_plan import largest_image, plan_run
 from backend.engine.settings import TrainSettings
 from backend.jobs.ownership import OWNER_ENV, Lifeline
 from backend.jobs.run_history import latest_checkpoint
-from backend.jobs.runs import LeaseLost, dataset_name, finish_run, get_run, training_set, training_set_text
+from backend.jobs.runs import (LeaseLost, dataset_name, finish_run, get_run, pinned_dataset, training_set,
+                               training_set_text)
 from backend.jobs.training_callbacks import HeldoutEvaluations, make_callback
 from backend.scoring.subsets import training_samples
 from backend.scoring.tasks import get_task
@@ -100,8 +101,9 @@ def run_job(ws: Workspace, run_id: int, token: str | None = None, lifeline=None)
 
     run = get_run(ws.store, run_id)
     settings = TrainSettings.from_dict(run.settings)
-    dataset = get_dataset(ws.store, dataset_name(ws.store, run))
     run_dir = ws.data_dir / run.folder
+    # Its training split as at its first start: a resumed job trains on the same images.
+    dataset = pinned_dataset(get_dataset(ws.store, dataset_name(ws.store, run)), run_dir, write=True)
     output_dir = run_dir / "checkpoints"
     output_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(settings.seed)
