@@ -90,12 +90,13 @@ GEMMA3_PREPROCESSOR = {  # google/gemma-3-4b-it's preprocessor_config.json
     "rescale_factor": 0.00392156862745098, "size": {"height": 896, "width": 896}}
 
 
-# HuggingFaceTB/SmolVLM2-*-Instruct's chat template, as published.
+# HuggingFaceTB/SmolVLM2-*-Instruct's chat template, as published (the same text as SmolVLM's): it has no branch
+# for video parts; SmolVLMProcessor.apply_chat_template swaps in its own template when a conversation holds a video.
 SMOLVLM_CHAT_TEMPLATE = (
     "<|im_start|>{% for message in messages %}{{message['role'] | capitalize}}"
     "{% if message['content'][0]['type'] == 'image' %}{{':'}}{% else %}{{': '}}{% endif %}"
     "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{line['text']}}"
-    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% elif line['type'] == 'video' %}{{ '<video>' }}"
+    "{% elif line['type'] == 'image' %}{{ '<image>' }}"
     "{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
 )
 
