@@ -48,6 +48,8 @@ def test_label_review_add_and_export_through_the_page(tmp_path):
                                timeout=240_000)
         page.locator("#label-gallery img").nth(2).wait_for(timeout=20_000)
         assert "0 accepted · 0 rejected · 3 to review" in page.locator("#label-counts").inner_text()
+        page.wait_for_function("document.querySelector('#label-job input')?.value.includes('3/3 · done')",
+                               timeout=20_000)  # the job picker's counts follow the job
         screenshot(page, "label-1-labelled")
 
         # Per box: the picked (first) image's boxes are ticked; unticking one rejects that box alone.

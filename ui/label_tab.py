@@ -167,13 +167,16 @@ def create_label_tab(ws: Workspace) -> dict:
         control.change(view, [job, cls, conf, picked], outs, show_progress="hidden")
 
     def on_tick(job_id, c, k, pick):
-        """The job's progress while it labels; the last view once it has ended, then the timer rests."""
+        """The job's progress while it labels (the job picker's counts too); the last view once it has ended, then
+        the timer rests."""
         if not job_id:
-            return (gr.update(),) * len(outs) + (gr.Timer(active=False),)
+            return (gr.update(),) * len(outs) + (gr.Timer(active=False), gr.update())
         active = label_queue.progress(ws, int(job_id))["status"] in ("queued", "running", "preparing")
-        return (*view(job_id, c, k, pick), gr.Timer(active=active))
+        return (*view(job_id, c, k, pick), gr.Timer(active=active),
+                gr.update(choices=job_choices(ws), value=job_id))
 
-    timer.tick(on_tick, [job, cls, conf, picked], [*outs, timer], show_progress="hidden", api_visibility="private")
+    timer.tick(on_tick, [job, cls, conf, picked], [*outs, timer, job], show_progress="hidden",
+               api_visibility="private")
     job.change(lambda j: gr.Timer(active=bool(j)), [job], [timer], api_visibility="private")
 
     def on_cancel(job_id):
