@@ -413,3 +413,30 @@ def test_answers_come_from_vllm_only_on_cuda_with_vllm_installed(monkeypatch):
     with pytest.raises(ValueError, match="^VRFT_ANSWER_ENGINE must be 'auto' or 'hf', not 'fast'$"):
         answer_engine("cuda")
     assert [lora_rank_limit(r) for r in (4, 8, 16, 17, 64, 300)] == [8, 8, 16, 32, 64, 320]
+
+
+def test_one_answering_engine_at_a_time_the_previous_closed_before_the_next_is_made():
+    """vLLM frees an engine's GPU memory only when asked (or collected): switching base models or adapter ranks on
+    the Test tab must close the old engine before the new one reserves its share. vLLM cannot run here, so the
+    engines are stand-ins that record the order; the cache is the app's."""
+    from backend.engine.vllm_answers import OneEngine
+    made, closed = [], []
+
+    class Engine:
+        def __init__(self, key):
+            self.key = key
+
+        def close(self):
+            closed.append(self.key)
+
+    def make(*key):
+        assert len(made) == len(closed), "a new engine was made while the old one still held the GPU"
+        made.append(key)
+        return "loaded", Engine(key)
+
+    one = OneEngine(make)
+    first = one("demo", None, None, 8)
+    assert one("demo", None, None, 8) is first and made == [("demo", None, None, 8)] and not closed
+    one("demo", None, None, 16)
+    one("other", None, None, 16)
+    assert closed == [("demo", None, None, 8), ("demo", None, None, 16)] and len(made) == 3

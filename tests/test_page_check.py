@@ -12,7 +12,7 @@ def test_check_shows_what_the_model_sees_and_its_baseline(tmp_path):
         page.get_by_role("tab", name="Train").click()
         page.wait_for_function("document.querySelector('#train-dataset input')?.value === 'demo-shapes'",
                                timeout=60_000)
-        page.get_by_role("button", name="Check").click()
+        page.get_by_role("button", name="Check", exact=True).click()
         page.locator("#check-gallery img").first.wait_for(timeout=120_000)
         summary = page.locator("#check-summary").inner_text()
         assert "demo (demo)" in summary and "Zero-shot baseline" in summary and "format rate" in summary

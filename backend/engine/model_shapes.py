@@ -226,8 +226,8 @@ def visual_tokens_for(width: int, height: int, shape: ModelShape | str = "Qwen/Q
         h, w = smart_resize(height, width, factor, min_pixels, max_pixels if max_pixels else 10 ** 12)
         return (h // factor) * (w // factor)
     if max_pixels is None:
-        from backend.scoring.families import KNOWN_MODELS, get_family
-        max_pixels = get_family(KNOWN_MODELS[shape.name]).max_pixels if shape.name in KNOWN_MODELS else shape.tile ** 2
+        from backend.engine.memory import family_limits  # memory imports this module
+        max_pixels = family_limits(shape)[1]
     return shape.tile_tokens * _TILES[shape.tiling](width, height, shape.tile, min_pixels, max_pixels)
 
 

@@ -50,6 +50,26 @@ class VllmAnswers:
                        gpu_memory_utilization=ANSWER_GPU_SHARE, max_model_len=MAX_MODEL_TOKENS)
         self.lora_ids: dict[str, int] = {}
 
+    def close(self) -> None:
+        """Release the engine's GPU memory now (vLLM frees it only once the engine is collected, and a second
+        engine made before that runs out of memory): its own shutdown where this vLLM has one, then the teardown
+        vLLM's tests use."""
+        import contextlib
+        import gc
+
+        import torch
+        shutdown = getattr(self.llm, "shutdown", None)
+        if callable(shutdown):
+            shutdown()
+        del self.llm
+        with contextlib.suppress(Exception):
+            from vllm.distributed import destroy_distributed_environment, destroy_model_parallel
+            destroy_model_parallel()
+            destroy_distributed_environment()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
     def generate(self, items, max_new_tokens: int, adapter: str | None = None) -> list[str]:
         """Greedy completions for (image, prompt) pairs, with `adapter` (a PEFT folder) or the base alone."""
         from vllm import SamplingParams
@@ -66,3 +86,19 @@ class VllmAnswers:
         outputs = self.llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=max_new_tokens),
                                     lora_request=lora, use_tqdm=False)
         return [o.outputs[0].text for o in outputs]
+
+
+class OneEngine:
+    """The one answering engine a process keeps: asked for another (a different base, limits or LoRA rank), it closes
+    the one it has before making the next, so two never hold the GPU at once."""
+
+    def __init__(self, make):
+        self.make, self.key, self.value = make, None, None
+
+    def __call__(self, *key):
+        if self.value is None or key != self.key:
+            if self.value is not None:
+                self.value[1].close()
+                self.value = None
+            self.value, self.key = self.make(*key), key
+        return self.value

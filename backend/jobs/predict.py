@@ -17,6 +17,7 @@ from backend.data.config import ImportLimits
 from backend.data.safety import probe_image
 from backend.data.workspace import Workspace
 from backend.engine.inference import generate
+from backend.engine.vllm_answers import OneEngine
 from backend.engine.settings import TrainSettings
 from backend.jobs.runs import dataset_name, get_run
 from backend.jobs.run_history import best_point, latest_checkpoint
@@ -96,13 +97,16 @@ def _answering(model: str, adapter: str | None, min_pixels: int | None = None,
     return Answering(loaded, hf)
 
 
-@lru_cache(maxsize=1)
-def _vllm_engine(model: str, min_pixels: int | None, max_pixels: int | None, rank: int):
+def _make_vllm_engine(model: str, min_pixels: int | None, max_pixels: int | None, rank: int):
     from backend.engine.models import Loaded, load_processor, resolve_model
     from backend.engine.vllm_answers import VllmAnswers, lora_rank_limit
     processor, family = load_processor(model, min_pixels=min_pixels, max_pixels=max_pixels)
     engine = VllmAnswers(resolve_model(model)[0], processor, max_lora_rank=lora_rank_limit(max(rank, 8)))
     return Loaded(None, processor, family, "cuda", False), engine
+
+
+_vllm_engine = OneEngine(_make_vllm_engine)
+"""(loaded, engine) for a base model: one engine at a time, the previous one closed before the next is made."""
 
 
 @lru_cache(maxsize=2)
