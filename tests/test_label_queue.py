@@ -175,8 +175,9 @@ def _answerers(ws) -> list[int]:
     return pids
 
 
-IMAGES = 24
-"""Enough that a worker killed after its second answer is still part-way."""
+IMAGES = 64
+"""Enough that a worker killed after its first batch is still part-way: 8 batches of 8, about half a second each on
+the CPU demo alone, and the answerer finishes at most the batch it is on."""
 
 
 def _answers(ws, job_id) -> dict:
