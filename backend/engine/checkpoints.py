@@ -4,8 +4,6 @@ on a GPU preset's card. The Train tab, `models list` and the README's families t
 Pure Python (no torch): the estimate, never a loaded model."""
 from __future__ import annotations
 
-from backend.engine.memory import job_from_settings
-from backend.engine.model_shapes import model_shape
 from backend.engine.run_plan import plan_run
 from backend.engine.settings import PRESET_CARD_GIB, preset
 from backend.scoring.families import FAMILIES, KNOWN_MODELS
@@ -29,15 +27,12 @@ def checkpoint_rows(preset_name: str = "24 GB GPU", vllm_installed: bool = True)
         raise ValueError(f"'{preset_name}' is not a GPU preset (GPU presets: {', '.join(PRESET_CARD_GIB)})")
     settings, card = preset(preset_name), PRESET_CARD_GIB[preset_name]
     rows = []
-    for model, family in KNOWN_MODELS.items():
-        shape = model_shape(model)
+    for model, family in KNOWN_MODELS.items():  # every one has a shape (tests/test_checkpoints.py): an estimate
         plan = plan_run(settings, model, cuda=True, vllm_installed=vllm_installed, gpu_gib=card, image_size=PHOTO)
+        job = plan.estimate.job
         rows.append({"model": model, "family": family, "convention": convention_text(family),
-                     "params_b": round(shape.total_params_b, 2),
-                     "visual_tokens": job_from_settings(settings, shape, image_size=PHOTO).visual_tokens,
-                     "card_gib": card, "plan": plan.describe(),
-                     "memory_gib": round(plan.estimate.total_gib, 1) if plan.estimate else None,
-                     "fits": bool(plan.estimate and plan.estimate.fits(card))})
+                     "params_b": round(job.model.total_params_b, 2), "visual_tokens": job.visual_tokens,
+                     "card_gib": card, "plan": plan.describe(), "memory_gib": plan.estimate_gib, "fits": plan.fits})
     return rows
 
 

@@ -60,7 +60,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
-from backend.engine.model_shapes import ModelShape, model_shape, visual_tokens_for
+from backend.engine.model_shapes import ModelShape, family_limits, model_shape, visual_tokens_for
 
 GIB = 1024 ** 3
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)
@@ -249,32 +249,6 @@ def vllm_share(job: JobSpec) -> float:
     if job.gpu_gib is None:
         raise ValueError("a vLLM estimate needs the card size (gpu_gib): vLLM reserves a share of it")
     return min(0.95, round(math.ceil(100 * vllm_need_gib(job) * VLLM_HEADROOM / job.gpu_gib) / 100, 2))
-
-
-def family_limits(model: str | ModelShape) -> tuple[int, int]:
-    """(min_pixels, max_pixels) the processor gets when a run sets none: the model's family's defaults
-    (backend/scoring/families.py) for a published checkpoint, a name containing one, or a local folder;
-    Visual-RFT's 3136..401408 for a model of no known family."""
-    from pathlib import Path
-
-    from backend.engine.families import family_of_folder
-    from backend.scoring.families import KNOWN_MODELS, get_family
-    name = model.name if isinstance(model, ModelShape) else model
-    family = KNOWN_MODELS.get(name)
-    if family is None and (Path(name).expanduser() / "config.json").is_file():
-        try:
-            family = family_of_folder(Path(name).expanduser())
-        except ValueError:
-            family = None
-    if family is None:
-        try:
-            family = KNOWN_MODELS.get(model_shape(name).name)
-        except ValueError:
-            family = None
-    if family is None:
-        return 3136, 401408
-    f = get_family(family)
-    return f.min_pixels, f.max_pixels
 
 
 def job_from_settings(settings, model: str | ModelShape, *, image_size: tuple[int, int] | None = (1024, 768),

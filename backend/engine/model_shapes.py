@@ -190,6 +190,30 @@ def model_shape(model: str) -> ModelShape:
                      f"give its parameter counts with approximate_shape()")
 
 
+def family_limits(model: str | ModelShape) -> tuple[int, int]:
+    """(min_pixels, max_pixels) the processor gets when a run sets none: the model's family's defaults
+    (backend/scoring/families.py) for a published checkpoint, a name containing one, or a local folder;
+    Visual-RFT's 3136..401408 for a model of no known family."""
+    from backend.engine.families import family_of_folder
+    from backend.scoring.families import KNOWN_MODELS, get_family
+    name = model.name if isinstance(model, ModelShape) else model
+    family = KNOWN_MODELS.get(name)
+    if family is None and (Path(name).expanduser() / "config.json").is_file():
+        try:
+            family = family_of_folder(Path(name).expanduser())
+        except ValueError:
+            family = None
+    if family is None:
+        try:
+            family = KNOWN_MODELS.get(model_shape(name).name)
+        except ValueError:
+            family = None
+    if family is None:
+        return 3136, 401408
+    f = get_family(family)
+    return f.min_pixels, f.max_pixels
+
+
 def approximate_shape(language_params_b: float, vision_params_b: float, name: str = "custom") -> ModelShape:
     """A shape for other parameter counts: the nearest known language model, widened to match."""
     nearest = min(MODEL_SHAPES.values(), key=lambda s: abs(math.log(s.language_params_b / language_params_b)))
@@ -226,7 +250,6 @@ def visual_tokens_for(width: int, height: int, shape: ModelShape | str = "Qwen/Q
         h, w = smart_resize(height, width, factor, min_pixels, max_pixels if max_pixels else 10 ** 12)
         return (h // factor) * (w // factor)
     if max_pixels is None:
-        from backend.engine.memory import family_limits  # memory imports this module
         max_pixels = family_limits(shape)[1]
     return shape.tile_tokens * _TILES[shape.tiling](width, height, shape.tile, min_pixels, max_pixels)
 

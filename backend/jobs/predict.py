@@ -168,8 +168,8 @@ def predict_many(ws: Workspace, asks: list[tuple[Path, str | None, str | None]],
     """predict() for several (image, category, question) asks of one model, answered in batches (the engine's own
     batch size): what labelling many images uses. One result per ask, in order."""
     limits = ImportLimits.from_env()
-    for image, _, _ in asks:
-        probe_image(Path(image), limits, Path(image).name)
+    for image in dict.fromkeys(Path(image) for image, _, _ in asks):  # labelling asks each image once per class
+        probe_image(image, limits, image.name)
     with _USING:
         return _predict(ws, asks, run_id, model, max_new_tokens, base, checkpoint)
 
@@ -187,6 +187,8 @@ def _predict(ws: Workspace, asks: list[tuple[Path, str | None, str | None]], run
         answering = _answering(model, None)
     loaded = answering.loaded
     family = loaded.family.name
+    classification_prompt = _trained_classification_prompt(ws, run) if task == "classification" else None
+    seen: dict[Path, tuple] = {}  # each image read, turned upright and sized once, however many asks name it
     prompts = []
     for image, category, question in asks:
         if task == "detection" and not category:
@@ -195,12 +197,14 @@ def _predict(ws: Workspace, asks: list[tuple[Path, str | None, str | None]], run
             raise ValueError("this run finds regions: describe the region to find")
         if task is None and not (category or question):
             raise ValueError("give a category to detect or a question")
-        with Image.open(image) as im:
-            picture = ImageOps.exif_transpose(im).convert("RGB")  # upright, as imports store photos
+        if Path(image) not in seen:
+            with Image.open(image) as im:
+                picture = ImageOps.exif_transpose(im).convert("RGB")  # upright, as imports store photos
+            seen[Path(image)] = (picture, loaded.view(picture.size))
+        picture, view = seen[Path(image)]
         size = picture.size
-        view = loaded.view(size)
         if task == "classification":
-            prompt, kind = _trained_classification_prompt(ws, run), "classification"
+            prompt, kind = classification_prompt, "classification"
         elif category:
             prompt, kind = detection_prompt(category, family, size, view.input), "detection"
         elif task == "grounding":

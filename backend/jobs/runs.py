@@ -115,7 +115,8 @@ def pinned_dataset(dataset: dict, run_dir: Path, write: bool = False) -> dict:
         pinned = json.loads(path.read_text())
         ids = set(pinned["sample_ids"])
         samples = [s for s in dataset["samples"] if s["split"] != "train" or s["id"] in ids]
-        classes = [c for c in dataset["classes"] if c in set(pinned.get("classes", dataset["classes"]))]
+        kept = set(pinned.get("classes", dataset["classes"]))
+        classes = [c for c in dataset["classes"] if c in kept]
         return {**dataset, "samples": samples, "classes": classes,
                 "counts": {**dataset["counts"], "train": sum(s["split"] == "train" for s in samples)}}
     if write:
