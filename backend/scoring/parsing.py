@@ -159,8 +159,9 @@ def parse_detections(answer: str | None) -> list[Detection] | None:
     """Boxes from an answer. [] for an explicit empty answer, None when nothing can be read.
 
     Accepts JSON or Python-literal lists of {'Position': [...], 'Confidence': c} (and the
-    bbox_2d / bbox / box spellings), InternVL's <ref>label</ref><box>[[x1, y1, x2, y2]]</box>, bare [x1, y1, x2, y2] lists, (x1,y1),(x2,y2) pairs,
-    code fences, and lists truncated mid-way (the complete items are kept).
+    bbox_2d / bbox / box spellings), InternVL's <ref>label</ref><box>[[x1, y1, x2, y2]]</box>, bare
+    [x1, y1, x2, y2] lists, (x1,y1),(x2,y2) pairs, code fences, and lists truncated mid-way (the complete items are
+    kept).
     """
     if answer is None:
         return None
