@@ -75,7 +75,7 @@ def test_sft_config_builds_and_refuses_what_this_machine_cannot_run(tmp_path):
 
 
 @pytest.mark.parametrize("max_steps, eval_steps, expected", [(60, None, 7), (200, None, 25), (4, None, 1),
-                                                              (60, 10, 10), (60, 0, 0)])
+                                                              (60, 10, 10), (60, 0, 0), (8, 20, 2), (8, 8, 2)])
 def test_evaluation_interval(max_steps, eval_steps, expected):
     assert eval_interval(TrainSettings(max_steps=max_steps, eval_steps=eval_steps)) == expected
 
@@ -312,7 +312,7 @@ def test_an_sft_run_cancels_and_resumes_like_a_grpo_run(tmp_path):
     ws = open_workspace(tmp_path / "data")
     ensure_demo_dataset(ws.store, ws.data_dir, n=20)
     settings = preset("CPU demo", method="sft", max_steps=12, save_steps=100, eval_steps=0, eval_max_examples=4,
-                      eval_during_max_examples=4, max_completion_length=16)
+                      max_completion_length=16)
     run_id = create_run(ws.store, "demo-shapes", "demo", settings)
     worker = _start_worker(ws.data_dir)
     _wait(lambda: run_json(ws.store, run_id, False)["step"] >= 2, 300, "two steps")

@@ -125,7 +125,8 @@ def live_poll(ws: Workspace, run_id, step=None, follow: bool = True, prompt_inde
         from backend.jobs.runs import run_training_set, training_set_text
         view["trained"] = training_set_text(run_training_set(ws.store, run, ws.data_dir))
     series, changed, since = read_new_points(ws, view)
-    shown = run_dict(run) | {"metrics": series} | run_results(ws.store, run.id, run.task)
+    shown = run_dict(run) | {"metrics": series}
+    shown |= run_results(ws.store, shown)
     redraw = {"metrics": fresh or changed, "heldout": fresh or shown["heldout"] != view["heldout"]}
     evaluation = evaluation_rows(shown["evaluation"])
     group, slider, inspected = inspector_updates(ws, run.id, step, follow, prompt_index, view["group"])

@@ -77,8 +77,11 @@ def memory_line(model: str, settings: TrainSettings, *, visual_tokens: int | Non
 
 def launch_check(ws, dataset_name: str, model: str, settings: TrainSettings) -> dict | None:
     """Before a run is queued: the estimate with the dataset's largest image. Raises ValueError (the
-    reasons and what would make it fit) when it will not fit this machine's GPU."""
+    reasons and what would make it fit) when it will not fit this machine's GPU, or when a setting is out of its
+    range (check_values: the settings are read before anything is estimated from them)."""
     from backend.engine.run_plan import largest_image
+    from backend.engine.settings import check_values
+    check_values(settings)
     info = get_dataset(ws.store, dataset_name)
     if not info["samples"]:
         return None

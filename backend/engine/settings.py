@@ -1,6 +1,7 @@
 """Training settings: one typed object that the UI, the CLI and the worker all build; presets."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 
@@ -82,13 +83,12 @@ class TrainSettings:
     """Classification: what the images show ('plant', 'dog', 'aircraft'): the prompt says 'This is an
     image containing a dog. Please identify the class of the dog'."""
     eval_max_examples: int = 300
-    """Cap on held-out prompts evaluated before and after training."""
+    """Cap on the held-out prompts of every evaluation: before training, each point of the curve, the best step
+    and after training are all scored on the same first prompts, so any two of them can be compared."""
     eval_steps: int | None = None
     """Evaluate the adapter on the held-out split every N steps, with a checkpoint there so the best one
-    can be kept; None = about eight evaluations a run (max_steps // 8); 0 = only before and after."""
-    eval_during_max_examples: int = 100
-    """Held-out prompts per evaluation during training (its cost, greedy, on the main process's share).
-    The held-out curve uses these same first prompts at every point, before and after included."""
+    can be kept; None = about eight evaluations a run (max_steps // 8); 0 = only before and after. An interval
+    that leaves no evaluation during the run (as long as the run or longer) becomes max_steps // 4."""
     min_pixels: int | None = None
     """Images smaller than this many pixels are enlarged; None = the model family's default."""
     max_pixels: int | None = None
@@ -145,16 +145,21 @@ class TrainSettings:
         return cls(**data)
 
 
-RETIRED = {"rollouts_per_save"}
-"""Settings older runs stored that no longer mean anything (replaced by rollout_groups_per_step); ignored."""
+RETIRED = {"rollouts_per_save", "eval_during_max_examples"}
+"""Settings older runs stored that no longer mean anything (replaced by rollout_groups_per_step; one held-out cap,
+eval_max_examples, for every evaluation); ignored."""
 
 
 def eval_interval(settings: TrainSettings) -> int:
     """Steps between held-out evaluations during training (0 = none): eval_steps, or for None about eight a
-    run."""
-    if settings.eval_steps is not None:
-        return max(0, settings.eval_steps)
-    return max(1, settings.max_steps // 8)
+    run; never fewer than three points (before, one during, after) unless eval_steps is 0."""
+    if settings.eval_steps == 0:
+        return 0
+    if settings.eval_steps is not None and settings.eval_steps < settings.max_steps:
+        return settings.eval_steps
+    if settings.eval_steps is None and settings.max_steps >= 8:
+        return settings.max_steps // 8
+    return max(1, settings.max_steps // 4)  # a short run, or an interval as long as it: still a curve
 
 
 GPU_COMMON = dict(max_steps=200, learning_rate=1e-5, beta=0.04, temperature=1.0, save_steps=50, eval_steps=25)
@@ -172,7 +177,7 @@ PRESETS: dict[str, dict] = {
                      rewards=["detection_soft_iou", "detection_confidence", "classification_accuracy", "grounding_iou",
                               "format"],
                      max_completion_length=64, prompts_per_step=4, save_steps=20, rollout_steps=2,
-                     eval_max_examples=60, eval_steps=20, eval_during_max_examples=30),
+                     eval_max_examples=60, eval_steps=20),
     # By card size, for a 7B model (Qwen2.5-VL-7B). QLoRA and the generation
     # engine are left to the run plan (backend/engine/run_plan.py), which takes the fastest the memory estimate
     # fits on the card: with vLLM installed (requirements-gpu.txt), from the estimate (a 1024x768 photo):
@@ -212,6 +217,62 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "method": ("grpo", "sft"),
 }
 """Settings whose value is one of a few names (the CLI and the Train form offer exactly these)."""
+
+
+SEED_MAX = 2 ** 32 - 1
+RANGES: dict[str, tuple[float, float, str]] = {
+    # name: (lowest, highest, how the range is said); a bound of +-inf is none; `>` a strict bound (below).
+    "max_steps": (1, math.inf, "at least 1"),
+    "num_generations": (2, math.inf, "at least 2 (GRPO compares the completions of a group)"),
+    "prompts_per_step": (1, math.inf, "at least 1"),
+    "learning_rate": (0, math.inf, "above 0"),
+    "beta": (0, math.inf, "0 or more"),
+    "temperature": (0, math.inf, "above 0"),
+    "top_p": (0, 1, "above 0 and at most 1"),
+    "epsilon": (0, math.inf, "0 or more"),
+    "epsilon_high": (0, math.inf, "0 or more"),
+    "max_completion_length": (1, math.inf, "at least 1"),
+    "lora_rank": (1, math.inf, "at least 1"),
+    "lora_alpha": (1, math.inf, "at least 1"),
+    "seed": (0, SEED_MAX, f"a whole number from 0 to {SEED_MAX}"),
+    "novel_seed": (0, SEED_MAX, f"a whole number from 0 to {SEED_MAX}"),
+    "novel_fraction": (0, 1, "from 0 to below 1"),
+    "save_steps": (1, math.inf, "at least 1"),
+    "rollout_steps": (1, math.inf, "at least 1"),
+    "rollout_groups_per_step": (0, math.inf, "0 or more"),
+    "rollout_max_completions": (0, math.inf, "0 or more"),
+    "negative_share": (0, 1, "from 0 to 1"),
+    "eval_max_examples": (1, math.inf, "at least 1"),
+    "eval_steps": (0, math.inf, "0 or more"),
+    "min_pixels": (1, math.inf, "at least 1"),
+    "max_pixels": (1, math.inf, "at least 1"),
+    "vllm_gpu_memory_utilization": (0, 1, "above 0 and at most 1"),
+    "num_gpus": (1, math.inf, "at least 1"),
+}
+"""Every numeric setting's range, checked when a run is created (form, CLI and API alike)."""
+STRICT_LOW = {"learning_rate", "temperature", "top_p", "vllm_gpu_memory_utilization"}
+"""Settings whose lowest value is excluded (above it, not equal)."""
+STRICT_HIGH = {"novel_fraction"}
+
+
+def check_values(settings: TrainSettings) -> None:
+    """ValueError, one sentence, for the first setting outside its range (RANGES), a NaN or infinite number among
+    them, or reward weights that are not finite or all 0: nothing is queued that cannot start."""
+    for name, (low, high, said) in RANGES.items():
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{name} must be a number, {said} (got {value!r})")
+        bad = (not math.isfinite(value) or value < low or value > high or (name in STRICT_LOW and value == low)
+               or (name in STRICT_HIGH and value == high) or (setting_type(name) is int and value != int(value)))
+        if bad:
+            raise ValueError(f"{name} must be {said} (got {value if isinstance(value, int) else f'{value:g}'})")
+    weights = settings.reward_weights
+    if any(isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) for w in weights):
+        raise ValueError(f"reward weights must be finite numbers (got {', '.join(map(str, weights))})")
+    if weights and all(w == 0 for w in weights):
+        raise ValueError("reward weights are all 0: at least one reward must count")
 
 
 def setting_help() -> dict[str, str]:

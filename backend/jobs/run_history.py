@@ -6,12 +6,14 @@ Writes pass the job's lease `token=` and are accepted only under it (backend.job
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from sqlalchemy import func, select
 
 from backend.jobs.runs import _hold_lease, get_run, now, run_dict, run_training_set
-from backend.scoring.evaluation import MAIN_METRIC, main_value
+from backend.scoring.evaluation import MAIN_METRIC, main_scores, main_value
+from backend.scoring.verdict import reward_changes, verdict
 from storage import Store, update_where, upsert
 from storage.models import Checkpoint, Evaluation, HeldoutPoint, MetricPoint, Rollout, Run
 
@@ -49,21 +51,43 @@ def run_json(store: Store, run_id: int, with_metrics: bool = True, data_dir: Pat
     out = run_dict(run)
     if with_metrics:
         out["metrics"] = metrics(store, run_id)
-        out.update(run_results(store, run_id, out["task"]))
+        out.update(run_results(store, out))
         out["training_set"] = run_training_set(store, run, data_dir)
     return out
 
 
-def run_results(store: Store, run_id: int, task: str) -> dict:
-    """The run's evaluations, held-out curve (and each point's seconds) and best step."""
-    points = heldout_points(store, run_id)
-    return {"evaluation": evaluations(store, run_id), "heldout": heldout_series(points),
-            "heldout_seconds": [[p.step, p.seconds] for p in points], "best": best_point(store, run_id, task, points)}
+def run_results(store: Store, run: dict) -> dict:
+    """The run's evaluations, held-out curve (and each point's seconds), best step and verdict (`run`: run_dict's
+    with its "metrics")."""
+    points = heldout_points(store, run["id"])
+    out = {"evaluation": evaluations(store, run["id"]), "heldout": heldout_series(points),
+           "heldout_seconds": [[p.step, p.seconds] for p in points],
+           "best": best_point(store, run["id"], run["task"], points)}
+    return out | {"verdict": run_verdict(run | out, points)}
+
+
+def run_verdict(run: dict, points: list[HeldoutPoint]) -> dict:
+    """Did the run help (backend.scoring.verdict): its held-out main metric before training against its evaluation
+    after training, or while it trains its latest evaluated step, paired over the same held-out prompts; and
+    whether its reward rose through the format alone (its metric points, each reward weighted as it trained)."""
+    task, settings = run["task"], run.get("settings") or {}
+    metric = MAIN_METRIC[task]
+    on_base = any("base" in p.metrics for p in points)
+    evaluated = run.get("evaluation", {})
+    before = main_scores(evaluated["before"]) if "before" in evaluated else None
+    final = "after" in evaluated
+    latest = [p for p in points if p.step >= 1]
+    after = main_scores(evaluated["after"]) if final else main_scores(latest[-1].metrics) if latest else None
+    weights = dict(zip(settings.get("rewards") or [], settings.get("reward_weights") or []))
+    return verdict(f"base classes' {metric}" if on_base else metric, before, after,
+                   reward_changes(run.get("metrics", {})), weights, final)
 
 
 def upsert_metrics(store: Store, run_id: int, step: int, values: dict[str, float], token: str | None = None) -> None:
     """One point per (run, step, name): a resumed run overwrites, never duplicates (one INSERT … ON CONFLICT).
-    With `token`, only under that current lease (else LeaseLost)."""
+    A NaN or infinite value is recorded as missing (no point), never as an error. With `token`, only under that
+    current lease (else LeaseLost)."""
+    values = {k: v for k, v in values.items() if math.isfinite(v)}
     with store.write() as s:
         _hold_lease(s, run_id, token)
         upsert(s, MetricPoint, [{"run_id": run_id, "step": step, "name": k, "value": float(v), "created_at": now()}
@@ -133,8 +157,20 @@ def save_evaluation(store: Store, run_id: int, phase: str, result: dict, token: 
     With `token`, only under that current lease (else LeaseLost)."""
     with store.write() as s:
         _hold_lease(s, run_id, token)
-        upsert(s, Evaluation, [{"run_id": run_id, "phase": phase, "metrics": result, "created_at": now()}],
+        upsert(s, Evaluation, [{"run_id": run_id, "phase": phase, "metrics": finite(result), "created_at": now()}],
                ("run_id", "phase"), ("metrics", "created_at"))
+
+
+def finite(value):
+    """`value` with every NaN or infinite float in it (nested dicts and lists too) as None: missing, and valid JSON
+    for every database."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    return value
 
 
 def latest_checkpoint(store: Store, data_dir: Path, run_id: int) -> Checkpoint | None:
@@ -173,7 +209,7 @@ def save_heldout_point(store: Store, run_id: int, step: int, result: dict, secon
     With `token`, only under that current lease (else LeaseLost)."""
     with store.write() as s:
         _hold_lease(s, run_id, token)
-        upsert(s, HeldoutPoint, [{"run_id": run_id, "step": step, "metrics": result, "seconds": float(seconds),
+        upsert(s, HeldoutPoint, [{"run_id": run_id, "step": step, "metrics": finite(result), "seconds": float(seconds),
                                   "created_at": now()}], ("run_id", "step"), ("metrics", "seconds", "created_at"))
 
 

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 
 from backend.data.catalog import get_dataset
 from backend.engine.models import resolve_model
-from backend.engine.settings import CHOICES, TrainSettings
+from backend.engine.settings import CHOICES, TrainSettings, check_values
 from backend.scoring.rewards import REWARDS
 from backend.scoring.tasks import get_task
 from storage import Store, db_now, locked, update_where
@@ -51,6 +51,9 @@ def _hold_lease(s, run_id: int, token: str | None) -> None:
 def create_run(store: Store, dataset: str, model: str, settings: TrainSettings) -> int:
     """Validate everything a person chose, then write one queued run."""
     info = get_dataset(store, dataset, with_samples=False)
+    if info["task"] != "grounding" and not info["classes"]:  # imported before imports refused it
+        raise ValueError(f"dataset '{dataset}' has no classes (no image holds a box or a label): there is nothing "
+                         "to train on")
     _, family = resolve_model(model)
     task = get_task(info["task"])
     if not settings.rewards:
@@ -63,8 +66,7 @@ def create_run(store: Store, dataset: str, model: str, settings: TrainSettings) 
         settings.reward_weights = [1.0] * len(settings.rewards)
     if len(settings.reward_weights) != len(settings.rewards):
         raise ValueError(f"{len(settings.rewards)} rewards but {len(settings.reward_weights)} weights")
-    if settings.max_steps < 1 or settings.num_generations < 2:
-        raise ValueError("max steps must be at least 1 and the number of generations at least 2")
+    check_values(settings)
     from backend.engine.gpus import check_settings
     check_settings(settings)  # generation backend, GPUs, packages: one sentence now, not a failed job later
     family.check_limits(settings.min_pixels, settings.max_pixels)
@@ -190,9 +192,17 @@ def check_method(store: Store, model: str, settings: TrainSettings) -> None:
                          "base model")
 
 
+def _held(run_id: int) -> int:
+    """`run_id`, or ValueError ('there is no run N') for one no database column can hold (an OverflowError deep in
+    the driver otherwise)."""
+    if not isinstance(run_id, int) or not -2**63 <= run_id < 2**63:
+        raise ValueError(f"there is no run {run_id}")
+    return run_id
+
+
 def get_run(store: Store, run_id: int) -> Run:
     with store.read() as s:
-        run = s.get(Run, run_id)
+        run = s.get(Run, _held(run_id))
         if run is None:
             raise ValueError(f"there is no run {run_id}")
         return run
@@ -229,7 +239,7 @@ def delete_run(store: Store, data_dir: Path, run_id: int) -> None:
     """A finished run's rows and folder; a running one must be cancelled first."""
     import shutil
     with store.write() as s:
-        run = locked(s, Run, run_id)
+        run = locked(s, Run, _held(run_id))
         if run is None:
             raise ValueError(f"there is no run {run_id}")
         if run.status in ("queued", "running"):
@@ -243,7 +253,7 @@ def delete_run(store: Store, data_dir: Path, run_id: int) -> None:
 def resume_run(store: Store, run_id: int) -> None:
     """Queue a cancelled or failed run again; it continues from its last checkpoint."""
     with store.write() as s:
-        run = locked(s, Run, run_id)
+        run = locked(s, Run, _held(run_id))
         if run is None:
             raise ValueError(f"there is no run {run_id}")
         if run.status not in ("cancelled", "failed"):
@@ -280,7 +290,7 @@ def runs_page(store: Store, page: int, per_page: int | None, status: str | None 
 def cancel_run(store: Store, run_id: int) -> str:
     """Queued runs are cancelled at once; running ones get a flag the training callback reads."""
     with store.write() as s:
-        run = locked(s, Run, run_id)
+        run = locked(s, Run, _held(run_id))
         if run is None:
             raise ValueError(f"there is no run {run_id}")
         if run.status == "queued":

@@ -170,6 +170,11 @@ def run_job(ws: Workspace, run_id: int, token: str | None = None, lifeline=None)
         trainer.train(resume_from_checkpoint=resume)
         if callback.stopped:
             raise Stopped(*callback.stopped)
+        if callback.diverged is not None:
+            kept = latest_checkpoint(ws.store, ws.data_dir, run_id)
+            raise ValueError(f"the training loss became NaN at step {callback.diverged}, so training stopped there; "
+                             + (f"the last good checkpoint (step {kept.step}) is kept" if kept else "no checkpoint "
+                                "was saved before it") + ": lower the learning rate (or beta) and start a new run")
 
     cancelled = processes.agree(get_run(ws.store, run_id).cancel_requested)
     adapter_dir = run_dir / "adapter"

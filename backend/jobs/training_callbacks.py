@@ -3,6 +3,7 @@ checkpoints recorded complete, cancel read at each step boundary) and its held-o
 picks the best checkpoint). Only the main process (RANK 0) writes to storage; every write carries the lease."""
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -49,6 +50,8 @@ def make_callback(ws: Workspace, run_id: int, settings: TrainSettings, recorder:
             self.step_seconds = 0.0
             self.heldout: HeldoutEvaluations | None = None
             self.stopped: tuple[int, str] | None = None
+            self.diverged: int | None = None
+            """The step whose training loss was NaN or infinite: training stopped there, without saving it."""
 
         def on_step_begin(self, args, state, control, **kw):
             self.step_started = time.time()
@@ -58,6 +61,10 @@ def make_callback(ws: Workspace, run_id: int, settings: TrainSettings, recorder:
                 return
             values = {k: v for k, v in logs.items() if isinstance(v, (int, float)) and not k.startswith(("total_flos", "train_"))}
             values["step_time"] = self.step_seconds  # without the held-out evaluation at its end
+            if "loss" in values and not math.isfinite(values["loss"]):  # the weights are no longer numbers
+                self.diverged = state.global_step
+                control.should_training_stop = True
+                control.should_save = False  # the last good checkpoint stays the newest
             upsert_metrics(ws.store, run_id, state.global_step, values, token=token)
             print(step_line(state.global_step, settings.max_steps, values), flush=True)
 
@@ -101,8 +108,9 @@ def make_callback(ws: Workspace, run_id: int, settings: TrainSettings, recorder:
 
 class HeldoutEvaluations:
     """A job's held-out evaluations (greedy). Each is a point of the run's curve, scored on the first
-    eval_during_max_examples held-out prompts (the same ones every time); the one before training (step 0) and
-    the one after also store the full evaluation on eval_max_examples prompts, with the seconds it took."""
+    eval_max_examples held-out prompts (the same ones every time: before, during, best and after compare); the one
+    before training (step 0) and the one after also store the evaluation as the run's before/after, with the seconds
+    it took."""
 
     def __init__(self, ws: Workspace, run_id: int, token: str | None, loaded, dataset: dict,
                  settings: TrainSettings, processes: Processes):
@@ -129,18 +137,15 @@ class HeldoutEvaluations:
     def evaluate(self, step: int, phase: str, generate: GenerateFn) -> None:
         """Evaluate now, as point `step` of the curve; `phase` "before" and "after" store the full evaluation too."""
         from backend.engine import heldout
-        curve, full = self.settings.eval_during_max_examples, self.settings.eval_max_examples
         started = time.time()
         records = heldout.records(self.loaded, self.ws.data_dir, self.dataset, self.val, self.settings.task_settings(),
-                                  self.settings.max_completion_length, curve if phase == "during" else max(curve, full),
+                                  self.settings.max_completion_length, self.settings.eval_max_examples,
                                   generate_fn=self.processes.share(generate))
         seconds = time.time() - started
         if not self.processes.main:
             return
-        task, novel = self.dataset["task"], self.settings.novel_classes
-        save_heldout_point(self.ws.store, self.run_id, step, scoped_metrics(task, records[:curve], novel), seconds,
-                           token=self.token)
+        result = scoped_metrics(self.dataset["task"], records, self.settings.novel_classes)
+        save_heldout_point(self.ws.store, self.run_id, step, result, seconds, token=self.token)
         if phase != "during":
-            save_evaluation(self.ws.store, self.run_id, phase,
-                            {**scoped_metrics(task, records[:full], novel), "split": self.split, "seconds": seconds},
+            save_evaluation(self.ws.store, self.run_id, phase, {**result, "split": self.split, "seconds": seconds},
                             token=self.token)

@@ -48,8 +48,9 @@ def coco_inputs(records: Iterable[dict]) -> tuple[dict, list[dict]]:
     return gt, detections
 
 
-def first_box_ious(records: list[dict]) -> list[float]:
-    """Per prompt with truth: IoU of the most confident predicted box with its best truth (0 if none)."""
+def first_box_ious(records: list[dict]) -> list[tuple[str, float]]:
+    """Per prompt with truth: (its image, the IoU of the most confident predicted box with its best truth, 0 if
+    none)."""
     out = []
     for r in records:
         sol = read_solution(r["solution"])
@@ -57,7 +58,16 @@ def first_box_ious(records: list[dict]) -> list[float]:
         if not truths:
             continue
         preds = prepare_predictions(parse_detections(extract_answer(r["completion"])) or [], sol)
-        out.append(max(iou(preds[0][0], t) for t in truths) if preds else 0.0)
+        out.append((r["image_id"], max(iou(preds[0][0], t) for t in truths) if preds else 0.0))
+    return out
+
+
+def by_image(scored: list[tuple[str, float]]) -> dict[str, list[float]]:
+    """(image, value) per prompt -> {image: its prompts' values, in order}: what the paired bootstrap resamples
+    (backend.scoring.verdict)."""
+    out: dict[str, list[float]] = {}
+    for image, value in scored:
+        out.setdefault(str(image), []).append(round(float(value), 4))
     return out
 
 
@@ -70,10 +80,11 @@ def detection_map(records: list[dict]) -> dict:
     from pycocotools.cocoeval import COCOeval
 
     gt_dict, dets = coco_inputs(records)
-    ious = first_box_ious(records)
+    scored = first_box_ious(records)
+    ious = [v for _, v in scored]
     result = {"map": None, "ap50": None, "mean_iou": sum(ious) / len(ious) if ious else None,
               "iou50": sum(v >= 0.5 for v in ious) / len(ious) if ious else None,
-              "format_rate": _format_rate(records), "count": len(records)}
+              "format_rate": _format_rate(records), "count": len(records), "per_image": by_image(scored)}
     if not gt_dict["annotations"]:
         return result
     if not dets:
@@ -93,27 +104,30 @@ def detection_map(records: list[dict]) -> dict:
 def classification_accuracy(records: list[dict]) -> dict:
     """Overall and per-class accuracy (exact match after normalisation, as the reward)."""
     per_class: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    scored = []
     for r in records:
         sol = read_solution(r["solution"])
         ok = label_matches(parse_label(extract_answer(r["completion"])), [sol["label"], *sol.get("synonyms", [])])
         per_class[sol["label"]][0] += ok
         per_class[sol["label"]][1] += 1
+        scored.append((r["image_id"], float(ok)))
     total = sum(n for _, n in per_class.values())
     return {"accuracy": sum(k for k, _ in per_class.values()) / total if total else None,
             "per_class": {c: k / n for c, (k, n) in sorted(per_class.items())},
-            "format_rate": _format_rate(records), "count": len(records)}
+            "format_rate": _format_rate(records), "count": len(records), "per_image": by_image(scored)}
 
 
 def grounding_miou(records: list[dict]) -> dict:
     """Mean IoU of the first answered box and the share with IoU >= 0.5."""
-    ious = []
+    ious, scored = [], []
     for r in records:
         sol = read_solution(r["solution"])
         dets = parse_detections(extract_answer(r["completion"]))
         ious.append(iou(to_pixels(dets[0].box, sol), normalise_box(sol["box"])) if dets else 0.0)
+        scored.append((r["image_id"], ious[-1]))
     n = len(ious)
     return {"miou": sum(ious) / n if n else None, "iou50": sum(v >= 0.5 for v in ious) / n if n else None,
-            "format_rate": _format_rate(records), "count": n}
+            "format_rate": _format_rate(records), "count": n, "per_image": by_image(scored)}
 
 
 METRICS = {"detection": detection_map, "classification": classification_accuracy, "grounding": grounding_miou}
@@ -129,6 +143,12 @@ def scoped_metrics(task: str, records: list[dict], novel: list[str] | None = Non
         base, new = split_records(records, novel)
         out["base"], out["novel"] = METRICS[task](base), METRICS[task](new)
     return out
+
+
+def main_scores(metrics: dict) -> dict[str, list[float]] | None:
+    """The main metric per image and prompt of an evaluation (on the base classes where classes were held out, as
+    main_value); None for an evaluation stored before they were kept."""
+    return (metrics.get("base") or metrics).get("per_image")
 
 
 def main_value(metrics: dict, task: str) -> float | None:

@@ -1,0 +1,137 @@
+"""Did training help? The paired bootstrap of a held-out metric's change, the verdict it supports, and whether a
+training reward rose through the answer's format alone. Pure Python: the Runs tab, `runs show`, compare and the
+pre-flight read these and nothing else."""
+from __future__ import annotations
+
+import math
+import random
+from functools import lru_cache
+
+RESAMPLES = 2000
+LEVEL = 0.90
+SEED = 0
+
+Scores = dict[str, list[float]]
+"""Per held-out image, the main metric of each of its prompts (in the same order each time it is evaluated)."""
+
+
+def paired_bootstrap(before: Scores, after: Scores, resamples: int = RESAMPLES, level: float = LEVEL,
+                     seed: int = SEED) -> dict | None:
+    """The change of the mean over prompts from `before` to `after`, paired over the images both scored, and its
+    `level` percentile interval: images drawn with replacement `resamples` times (a prompt goes with its image, so
+    an image's several prompts are not counted as independent), seeded. None when no image was scored by both."""
+    images = sorted(set(before) & set(after))
+    pairs = tuple((sum(before[i]), sum(after[i]), len(before[i])) for i in images
+                  if before[i] and len(before[i]) == len(after[i]))
+    return _bootstrap(pairs, resamples, level, seed) if pairs else None
+
+
+@lru_cache(maxsize=256)  # the Runs tab asks again at every poll while nothing changed
+def _bootstrap(pairs: tuple[tuple[float, float, int], ...], resamples: int, level: float, seed: int) -> dict:
+    n = sum(c for _, _, c in pairs)
+    mean_before, mean_after = sum(b for b, _, _ in pairs) / n, sum(a for _, a, _ in pairs) / n
+    rng = random.Random(seed)
+    k = len(pairs)
+    deltas = []
+    for _ in range(resamples):
+        sb = sa = sc = 0.0
+        for j in rng.choices(range(k), k=k):
+            b, a, c = pairs[j]
+            sb, sa, sc = sb + b, sa + a, sc + c
+        deltas.append((sa - sb) / sc)
+    deltas.sort()
+    tail = (1 - level) / 2
+    return {"before": mean_before, "after": mean_after, "delta": mean_after - mean_before,
+            "interval": [_quantile(deltas, tail), _quantile(deltas, 1 - tail)], "images": k, "n": n,
+            "level": level, "resamples": resamples}
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    """The q-quantile of sorted values, interpolated linearly (numpy's default)."""
+    pos = q * (len(ordered) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def status(change: dict | None) -> str:
+    """"improved" or "worse" only when the interval excludes 0; "no_change" when it holds 0; "pending" without one."""
+    if change is None:
+        return "pending"
+    lo, hi = change["interval"]
+    return "improved" if lo > 0 else "worse" if hi < 0 else "no_change"
+
+
+def within_noise(change: dict | None) -> str:
+    """The change and its interval in words: "+0.091 (90 % interval +0.052 … +0.130)", and "— within noise" when the
+    interval holds 0."""
+    if change is None:
+        return "—"
+    lo, hi = change["interval"]
+    text = f"{change['delta']:+.3f} ({round(100 * change['level'])} % interval {lo:+.3f} … {hi:+.3f})"
+    return text + (" — within noise" if lo <= 0 <= hi else "")
+
+
+RISE = 0.05
+"""A reward (on its own 0–1 scale) rose, or moved at all, when its mean over the last quarter of the steps differs
+from the first quarter's by more than this."""
+
+
+def reward_changes(metrics: dict[str, list[list[float]]]) -> dict[str, float]:
+    """Per reward function (TRL's `rewards/<name>/mean` points), its mean over the last quarter of the logged steps
+    minus the first quarter's (at least one step each); rewards with fewer than two points are left out."""
+    out = {}
+    for key, points in metrics.items():
+        if not (key.startswith("rewards/") and key.endswith("/mean")) or len(points) < 2:
+            continue
+        values = [v for _, v in sorted(points) if v is not None and math.isfinite(v)]
+        if len(values) < 2:
+            continue
+        q = max(1, len(values) // 4)
+        out[key.split("/")[1]] = sum(values[-q:]) / q - sum(values[:q]) / q
+    return out
+
+
+def format_only(changes: dict[str, float], weights: dict[str, float]) -> bool:
+    """Whether the training reward rose mainly through the format reward while the task rewards stayed flat: the
+    format reward rose by more than RISE, it gives at least two thirds of the weighted rise of the rewards that
+    rose, and no task reward rose by more than RISE."""
+    rise = changes.get("format", 0.0)
+    if rise <= RISE:
+        return False
+    gains = {name: weights.get(name, 1.0) * change for name, change in changes.items() if change > 0}
+    task_rose = any(change > RISE for name, change in changes.items() if name != "format")
+    return not task_rose and gains["format"] >= (2 / 3) * sum(gains.values())
+
+
+def verdict(metric: str, before: Scores | None, after: Scores | None, changes: dict[str, float],
+            weights: dict[str, float], final: bool) -> dict:
+    """The run's verdict (`runs show --json`'s "verdict"): its main held-out metric before training and at its
+    latest evaluation (after training once `final`), the change and its paired interval, "improved" / "worse" only
+    when the interval excludes 0, and whether its training reward rose through the format alone."""
+    change = paired_bootstrap(before, after) if before and after else None
+    return {"status": status(change), "metric": metric, "final": final,
+            "before": None if change is None else round(change["before"], 4),
+            "after": None if change is None else round(change["after"], 4),
+            "delta": None if change is None else round(change["delta"], 4),
+            "interval": None if change is None else [round(v, 4) for v in change["interval"]],
+            "level": LEVEL, "n": None if change is None else change["n"],
+            "images": None if change is None else change["images"],
+            "format_only": format_only(changes, weights), "reward_changes": {k: round(v, 4) for k, v in changes.items()}}
+
+
+def verdict_sentence(v: dict) -> str:
+    """The verdict as the run header says it."""
+    if v["status"] == "pending":
+        text = "Verdict: pending — no held-out evaluation after training started yet."
+    else:
+        when = "after training" if v["final"] else "at the latest evaluation"
+        word = {"improved": "improved", "worse": "worse", "no_change": "no change beyond noise"}[v["status"]]
+        lo, hi = v["interval"]
+        text = (f"Verdict: {word} — held-out {v['metric']} {v['before']:.3f} before, {v['after']:.3f} {when} "
+                f"({v['delta']:+.3f}; {round(100 * v['level'])} % interval {lo:+.3f} … {hi:+.3f} over {v['images']} "
+                f"images, {v['n']} prompts).")
+    if v["format_only"]:
+        text += (" ⚠ The training reward rose through the format reward alone: the model learned the answer's shape, "
+                 "not the task.")
+    return text
