@@ -14,8 +14,8 @@ def register_api(ws: Workspace) -> None:
     def create_run(dataset: str, model: str = "demo", preset_name: str = "CPU demo", max_steps: int = 0,
                    rewards: str = "", method: str = "grpo", shots: int = 0, novel_classes: str = "") -> dict:
         """Queue a run (method "grpo" or "sft"); rewards as 'name=weight, ...' (empty: the task's defaults); shots:
-        images per class (0: every training image); novel_classes: 'a, b', held out of training. Returns
-        {"id": ...}."""
+        images per class (0: every training image); novel_classes: 'a, b' (or a JSON list, '["a, b", "c"]', for names
+        that hold a comma), held out of training. Returns {"id": ...}."""
         from backend.scoring.subsets import parse_class_list
         from ui.train_tab import parse_weights
         try:

@@ -25,8 +25,9 @@ def _setting_flags(parser: argparse.ArgumentParser) -> None:
             continue
         kind = setting_type(f.name)
         extra: dict = {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": kind}
-        if kind is list:  # comma-separated names
+        if kind is list:  # comma-separated names, or a JSON list for names that hold a comma
             extra = {"type": _comma_list, "metavar": "A,B"}
+            helps[f.name] = helps.get(f.name, "") + ' (comma-separated, or a JSON list: \'["a, b", "c"]\')'
         if f.name in CHOICES:
             extra["choices"] = list(CHOICES[f.name])
         parser.add_argument(flag, dest=f.name, default=None, help=helps.get(f.name, "").replace("%", "%%"), **extra)
@@ -34,7 +35,10 @@ def _setting_flags(parser: argparse.ArgumentParser) -> None:
 
 def _comma_list(text: str) -> list[str]:
     from backend.scoring.subsets import parse_class_list
-    return parse_class_list(text)
+    try:
+        return parse_class_list(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

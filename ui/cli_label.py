@@ -36,7 +36,8 @@ def add_label_parser(sub) -> None:
     src.add_argument("--run", type=int)
     src.add_argument("--model", help="'demo', a hub id or a local folder (needs --classes)")
     lb.add_argument("paths", nargs="+", metavar="PATH", help="images, folders of images (all depths) or zips")
-    lb.add_argument("--classes", metavar="A,B", help="the classes to find (default: the run's dataset's)")
+    lb.add_argument("--classes", metavar="A,B", help="the classes to find, comma-separated, or a JSON list for names "
+                                                     'that hold a comma: \'["a, b", "c"]\' (default: the run\'s dataset\'s)')
     lb.add_argument("--min-confidence", type=float, default=0.0,
                     help="leave out boxes the model is less sure of (0..1, default 0: every box)")
     lb.add_argument("--checkpoint", choices=["best", "last"], default="best",

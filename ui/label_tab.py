@@ -86,7 +86,8 @@ def create_label_tab(ws: Workspace) -> dict:
                 model = gr.Textbox("demo", label="…or a base model (when no run is chosen)")
                 files = gr.File(file_count="multiple", label="Unlabelled images, or a zip of them",
                                 elem_id="label-images")
-                classes = gr.Textbox(label="Classes", placeholder="default: the run's dataset's", elem_id="label-classes")
+                classes = gr.Textbox(label="Classes", placeholder="default: the run's dataset's", elem_id="label-classes",
+                                     info='comma-separated; a JSON list for names that hold a comma: ["a, b", "c"]')
                 min_conf = gr.Slider(0, 1, 0, step=0.05, label="Keep boxes from confidence")
                 on_cpu = gr.Checkbox(False, label="Label on the CPU")
                 go = gr.Button("Label images", variant="primary", elem_id="label-start")

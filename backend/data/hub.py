@@ -18,7 +18,7 @@ def is_hub_ref(source: str) -> bool:
 def parse_ref(ref: str) -> tuple[str, str | None]:
     """'hf:user/name:config' -> ('user/name', 'config'); ImportProblem for anything else."""
     name, _, config = ref[len(PREFIX):].strip().partition(":")
-    if not _NAME.match(name) or (config and not re.match(r"^[A-Za-z0-9_.-]+$", config)):
+    if not _NAME.fullmatch(name) or (config and not re.fullmatch(r"[A-Za-z0-9_.-]+", config)):
         raise ImportProblem(f"'{ref}' is not a Hugging Face dataset name: write hf:NAME or hf:OWNER/NAME[:CONFIG]")
     return name, config or None
 

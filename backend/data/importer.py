@@ -34,8 +34,9 @@ def staging_root(data_dir: Path) -> Path:
 
 
 def check_name(name: str) -> None:
-    if not NAME_RE.match(name or ""):
-        raise ImportProblem(f"'{name}' is not a valid dataset name: use 1-64 letters, digits, '_', '-' or '.', "
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):  # fullmatch: `$` also matches before a final newline
+        shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(name or ""))  # a newline shown as \n
+        raise ImportProblem(f"'{shown}' is not a valid dataset name: use 1-64 letters, digits, '_', '-' or '.', "
                             "starting with a letter or digit")
 
 
@@ -207,6 +208,8 @@ def import_dataset(store: Store, data_dir: Path, sources: list[Path | str], name
         task = parsed.task
         rows = _checked_rows(parsed, upload, limits, problems)
         _drop_unused_classes(parsed, rows)
+        if parsed.task != "grounding" and not parsed.classes:
+            raise ImportProblem("the upload holds no annotated object or label, so there is no class to train on")
         synonyms = _read_synonyms(upload, parsed.classes, problems)
         problems.raise_if_any()
 

@@ -27,8 +27,20 @@ def sample_classes(sample: dict, task: str) -> list[str]:
 
 
 def parse_class_list(text: str | list | None) -> list[str]:
-    """'red circle, blue square' (or a list) -> ['red circle', 'blue square'], blanks and repeats dropped."""
-    parts = text.split(",") if isinstance(text, str) else list(text or [])
+    """'red circle, blue square' (or a list) -> ['red circle', 'blue square'], blanks and repeats dropped. A class
+    whose name holds a comma is named in a JSON list: '["cat, striped", "dog"]'; ValueError (one sentence) for text
+    that starts as a JSON list and is not one of names."""
+    if isinstance(text, str) and text.strip().startswith("["):
+        import json
+        try:
+            parts = json.loads(text)
+        except ValueError as e:
+            raise ValueError(f"the classes {text.strip()} start like a JSON list but are not one ({e}): write "
+                             '["a, b", "c"] or a, c') from None
+        if not isinstance(parts, list) or not all(isinstance(p, str) for p in parts):
+            raise ValueError(f"the classes {text.strip()} must be a JSON list of names, like [\"a, b\", \"c\"]")
+    else:
+        parts = text.split(",") if isinstance(text, str) else list(text or [])
     out: list[str] = []
     for p in parts:
         name = str(p).strip()

@@ -210,6 +210,9 @@ def parse(upload: Upload, problems: Problems) -> Parsed:
             samples.append(sample)
     if task is None:
         raise ImportProblem("the Hugging Face dataset holds no split with rows")
+    if task == "detection" and raw_boxes and not any(coords for _, coords, _ in raw_boxes):
+        raise ImportProblem(f"every row's '{objects_col}' is empty: the Hugging Face dataset has no boxes, so there "
+                            "is no class to train on")
     warnings = _read_boxes(raw_boxes)
     return Parsed(task, classes, samples, warnings)
 

@@ -1,0 +1,112 @@
+"""Refusals in one sentence, found in a red-team pass (issue 29): a Hugging Face dataset with no boxes at all, a run
+on a dataset with no classes, names that end in a newline, run ids past what the database holds, class lists with
+commas in a class name, a corrupt zip given to the Label tab, a model path that names a system folder."""
+from __future__ import annotations
+
+import datasets
+import pytest
+
+from backend.data import hub
+from backend.data.catalog import list_datasets
+from backend.data.importer import import_dataset
+from backend.data.safety import ImportProblem
+from tests import builders
+from tests.test_hf_datasets import _objects_features, _png
+
+
+# ------------------------------------------------------------------ a Hugging Face dataset whose objects are all empty
+
+@pytest.mark.parametrize("category", ["classlabel", "string"])
+def test_a_hugging_face_dataset_without_a_single_box_is_refused(ws, tmp_path, category):
+    """Every row's `objects` empty: refused at import in one sentence (it imported as a detection dataset with 0
+    classes whose run 'completed' at step 0 with 0 prompts); nothing is stored."""
+    feature = datasets.Value("string") if category == "string" else None
+    rows = [{"image_id": n, "image": {"bytes": _png(n), "path": f"{n:04d}.png"}, "width": 64, "height": 48,
+             "objects": {"id": [], "area": [], "bbox": [], "category": []}} for n in range(4)]
+    datasets.Dataset.from_list(rows, features=_objects_features(feature)).save_to_disk(str(tmp_path / "empty"))
+    with pytest.raises(ImportProblem) as refused:
+        import_dataset(ws.store, ws.data_dir, [tmp_path / "empty"], "empty")
+    assert str(refused.value) == ("every row's 'objects' is empty: the Hugging Face dataset has no boxes, so there is "
+                                  "no class to train on")
+    assert list_datasets(ws.store) == []
+
+
+def test_a_run_on_a_dataset_with_no_classes_is_refused(ws):
+    """A dataset stored with no classes (imported before imports refused it) cannot be trained on: refused when the
+    run is created, in one sentence, and no run is written."""
+    from backend.engine.settings import preset
+    from backend.jobs.runs import create_run, list_runs
+    from storage.models import Dataset, Sample
+    with ws.store.write() as s:
+        ds = Dataset(name="hollow", task="detection", source_format="huggingface", classes=[], folder="datasets/x",
+                     val_fraction=0.2)
+        ds.samples = [Sample(file=f"{i}.png", split="train", width=64, height=48, annotation={"boxes": []})
+                      for i in range(3)]
+        s.add(ds)
+    with pytest.raises(ValueError) as refused:
+        create_run(ws.store, "hollow", "demo", preset("CPU demo", max_steps=1))
+    assert str(refused.value) == ("dataset 'hollow' has no classes (no image holds a box or a label): there is nothing "
+                                  "to train on")
+    assert list_runs(ws.store) == []
+
+
+# ------------------------------------------------------------------ names ending in a newline
+
+@pytest.mark.parametrize("name", ["pets\n", "pets\r\n", "pe\nts"])
+def test_a_dataset_name_with_a_newline_is_refused(ws, tmp_path, name):
+    """`$` matches before a final newline: 'pets\\n' passed the name check and was then never found by name."""
+    builders.write_coco(tmp_path / "pets", builders.detection_samples(6))
+    archive = builders.zip_dir(tmp_path / "pets", tmp_path / "pets.zip")
+    with pytest.raises(ImportProblem, match=r"^'pe.*' is not a valid dataset name") as refused:
+        import_dataset(ws.store, ws.data_dir, [archive], name)
+    assert "\n" not in str(refused.value), "the sentence shows the newline, it does not break the line"
+    assert list_datasets(ws.store) == []
+
+
+@pytest.mark.parametrize("ref", ["hf:owner/name\n:config", "hf:owner/name:conf\nig", "hf:na\nme"])
+def test_a_hub_name_with_a_newline_is_refused(ref):
+    with pytest.raises(ImportProblem, match="is not a Hugging Face dataset name"):
+        hub.parse_ref(ref)
+
+
+# ------------------------------------------------------------------ class names that hold a comma
+
+@pytest.mark.parametrize("text, expected", [('["cat, striped", "dog"]', ["cat, striped", "dog"]),
+                                            (' [ "a", "a", " b " ] ', ["a", "b"]), ("cat, dog", ["cat", "dog"])])
+def test_a_class_list_may_be_a_json_list(text, expected):
+    from backend.scoring.subsets import parse_class_list
+    assert parse_class_list(text) == expected
+
+
+@pytest.mark.parametrize("text", ['["cat, striped"', '["a", 3]', "[a, b]"])
+def test_a_broken_json_class_list_is_one_sentence(text):
+    from backend.scoring.subsets import parse_class_list
+    with pytest.raises(ValueError, match=r"^the classes .* (start like a JSON list|must be a JSON list of names)"):
+        parse_class_list(text)
+
+
+def _striped(tmp_path):
+    samples = builders.detection_samples(12)
+    for s in samples:
+        s["boxes"] = [[*b[:4], "cat, striped" if b[4] == "cat" else b[4]] for b in s["boxes"]]
+    builders.write_coco(tmp_path / "striped", samples, classes=("cat, striped", "dog", "bird"))
+    return builders.zip_dir(tmp_path / "striped", tmp_path / "striped.zip")
+
+
+def test_the_command_line_names_a_novel_class_that_holds_a_comma(tmp_path):
+    """`--novel-classes '["cat, striped"]'` holds out the class 'cat, striped' (the comma form cannot name it); a
+    broken list is one line from argparse, no traceback."""
+    import json
+
+    from tests.conftest import run_cli
+    data = tmp_path / "data"
+    run_cli("datasets", "import", str(_striped(tmp_path)), "--name", "striped", data_dir=data)
+    created = run_cli("runs", "create", "--dataset", "striped", "--model", "demo", "--max-steps", "1",
+                      "--novel-classes", '["cat, striped"]', "--ignore-memory-estimate", "--json", data_dir=data)
+    run_id = json.loads(created.stdout)["id"]
+    shown = json.loads(run_cli("runs", "show", str(run_id), "--json", data_dir=data).stdout)
+    assert shown["settings"]["novel_classes"] == ["cat, striped"]
+    broken = run_cli("runs", "create", "--dataset", "striped", "--model", "demo", "--novel-classes", '["cat',
+                     data_dir=data, check=False)
+    assert broken.returncode == 2 and "Traceback" not in broken.stderr
+    assert "start like a JSON list but are not one" in broken.stderr.strip().splitlines()[-1]
