@@ -110,3 +110,69 @@ def test_the_command_line_names_a_novel_class_that_holds_a_comma(tmp_path):
                      data_dir=data, check=False)
     assert broken.returncode == 2 and "Traceback" not in broken.stderr
     assert "start like a JSON list but are not one" in broken.stderr.strip().splitlines()[-1]
+
+
+# ------------------------------------------------------------------ run ids past what the database holds
+
+HUGE = str(10**30)
+
+
+def test_a_huge_run_id_is_there_is_no_run_on_the_command_line(tmp_path):
+    """An id SQLite cannot hold raised OverflowError (a traceback; `{"error": null}` through the API)."""
+    from tests.conftest import run_cli
+    data = tmp_path / "data"
+    image = tmp_path / "a.png"
+    builders.make_image(image, 32, 32)
+    for args in (("runs", "show", HUGE), ("runs", "cancel", HUGE), ("runs", "logs", HUGE),
+                 ("label", "--run", HUGE, str(image)), ("eval", "--run", HUGE)):
+        proc = run_cli(*args, data_dir=data, check=False)
+        assert (proc.returncode, proc.stderr) == (1, f"error: there is no run {HUGE}\n"), args
+
+
+def test_the_api_answers_a_huge_run_id_and_a_model_path_in_sentences(tmp_path):
+    """Through the named endpoints: a huge run id is 'there is no run N' (it was {"error": null}); a model path that
+    does not exist and a system folder without config.json get the same sentence (it told them apart)."""
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    from tests.browser import running_app
+    with running_app(tmp_path / "data") as (url, _):
+        client = Client(url, verbose=False)
+        for endpoint in ("/run_status", "/cancel_run"):
+            with pytest.raises(AppError, match=rf"^there is no run {HUGE}$"):
+                client.predict(int(HUGE), api_name=endpoint)
+        said = {}
+        for model in ("/etc", "/no-such-folder-here"):
+            with pytest.raises(AppError) as refused:
+                client.predict("demo-shapes", model, "CPU demo", 1, "", api_name="/create_run")
+            said[model] = str(refused.value).replace(model, "PATH")
+        assert said["/etc"] == said["/no-such-folder-here"], said
+        assert said["/etc"].startswith("could not load 'PATH': it is neither a model folder"), said
+
+
+# ------------------------------------------------------------------ a model path: one answer, whatever exists there
+
+def test_a_model_path_that_is_no_model_folder_gets_one_sentence_whether_it_exists_or_not(tmp_path):
+    from backend.engine.models import resolve_model
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file").write_text("x")
+    said = {}
+    for name in ("empty", "file", "missing", "missing/qwen2-vl"):
+        with pytest.raises(ValueError) as refused:
+            resolve_model(str(tmp_path / name))
+        said[name] = str(refused.value).replace(str(tmp_path / name), "PATH")
+    assert len(set(said.values())) == 1, said
+    assert said["empty"].startswith("could not load 'PATH': it is neither a model folder (one with a config.json) "
+                                    "nor a known model id")
+
+
+# ------------------------------------------------------------------ a corrupt zip for the Label tab
+
+def test_a_corrupt_zip_to_label_is_not_a_valid_zip_archive(tmp_path):
+    """It was "'.zip' images are not accepted"."""
+    from backend.jobs.labelling import collect_images
+    broken = tmp_path / "photos.zip"
+    broken.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(ImportProblem) as refused:
+        collect_images([broken], tmp_path / "unpack")
+    assert str(refused.value).endswith("photos.zip is not a valid zip archive")

@@ -197,6 +197,8 @@ def _checked_open(path: Path, limits: ImportLimits, label: str, fn):
 def inspect_image(path: Path, limits: ImportLimits, label: str) -> ImageInfo:
     """Size as displayed (width and height swapped for orientations 5-8), orientation, mode and format of a fully
     decodable JPEG/PNG/WebP/BMP/TIFF within the pixel limit."""
+    if path.suffix.lower() == ".zip":  # a zip reaches here when zipfile could not read it
+        raise ImportProblem(f"{label} is not a valid zip archive")
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise ImportProblem(f"{label}: '{path.suffix}' images are not accepted (JPEG, PNG, WebP, BMP, TIFF)")
 

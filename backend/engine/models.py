@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backend.engine.families import family_of_folder
+from backend.engine.families import FAMILY_FILE, family_of_folder
 from backend.engine.model_input import ImageView, apply_pixel_limits, image_view
 from backend.scoring.families import FAMILIES, KNOWN_MODELS, Family, get_family
 
@@ -17,17 +17,31 @@ def resolve_model(model: str) -> tuple[str, Family]:
     """(what from_pretrained takes, family) for 'demo', a local folder, or a hub id."""
     if model == DEMO_MODEL:
         return str(DEMO_FOLDER), get_family("demo")
+    not_a_model = ValueError(f"could not load '{model}': it is neither a model folder (one with a config.json) nor a "
+                             f"known model id (for example {', '.join(list(KNOWN_MODELS)[:3])})")
     path = Path(model).expanduser()
-    if path.is_dir():
+    try:
+        exists, folder = path.exists(), _model_folder(path)
+    except (OSError, ValueError):  # a folder this process may not read, a name with a NUL
+        exists, folder = True, False
+    if folder:
         return str(path), get_family(family_of_folder(path))
+    # A path that is no model folder gets one sentence whether or not it exists, so the answer never tells which
+    # folders of this machine there are (the page asks on behalf of whoever can reach it).
+    if exists or model.startswith(("/", "./", "../", "~", "\\")):
+        raise not_a_model
     if model in KNOWN_MODELS:
         return model, get_family(KNOWN_MODELS[model])
     lowered = model.lower()
     for family in FAMILIES.values():
         if any(hint in lowered for hint in family.id_hints):
             return model, family
-    raise ValueError(f"could not load '{model}': it is neither a local folder nor a known model id "
-                     f"(for example {', '.join(list(KNOWN_MODELS)[:3])})")
+    raise not_a_model
+
+
+def _model_folder(path: Path) -> bool:
+    """Whether `path` is a folder that holds a model (a config.json, or the demo's family marker)."""
+    return path.is_dir() and ((path / "config.json").is_file() or (path / FAMILY_FILE).is_file())
 
 
 @dataclass
