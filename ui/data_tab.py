@@ -16,6 +16,7 @@ from backend.data.safety import ImportProblem
 from backend.data.safety import ANNOTATION_SUFFIXES, IMAGE_SUFFIXES
 from backend.data.workspace import Workspace
 from backend.scoring.draw import TRUTH, draw_file
+from ui.uploads import DATASET_FILES, UploadFiles, accept_uploads
 
 GALLERY_LIMIT = 48
 AUTO = "auto"
@@ -78,8 +79,8 @@ def create_data_tab(ws: Workspace) -> dict:
                             "files): COCO JSON, YOLO / Ultralytics `data.yaml`, Pascal VOC, Label Studio JSON, a "
                             "Hugging Face `datasets` folder, one folder per class, CSV `image,label` or one-hot, or "
                             "JSONL referring expressions. The export's own train / valid / test split is kept.")
-                files = gr.File(label="Upload", file_count="multiple", elem_id="data-upload",
-                                file_types=[".zip", *sorted(IMAGE_SUFFIXES | ANNOTATION_SUFFIXES)])
+                files = UploadFiles(label="Upload", file_count="multiple", elem_id="data-upload",
+                                    file_types=[".zip", *sorted(IMAGE_SUFFIXES | ANNOTATION_SUFFIXES)])
                 hub = gr.Textbox(label="…or a Hugging Face Hub dataset", placeholder="hf:NAME or hf:OWNER/NAME:CONFIG",
                                  elem_id="data-hub")
                 name = gr.Textbox(label="Dataset name", placeholder="my-dataset")
@@ -101,7 +102,10 @@ def create_data_tab(ws: Workspace) -> dict:
                                      object_fit="contain", elem_id="dataset-gallery")
 
     def on_upload(paths):
-        return gr.update(value=suggest_task(paths))
+        try:
+            return gr.update(value=suggest_task(accept_uploads(paths, DATASET_FILES)))
+        except ValueError:  # the import says why
+            return gr.update()
 
     def on_import(paths, ds_name, task_choice, fraction, hub_name=None):
         """Import the upload (or the Hub dataset named); every outcome is one sentence. The uploaded files leave
@@ -114,6 +118,7 @@ def create_data_tab(ws: Workspace) -> dict:
             return "⚠ Choose a zip or files to upload first, or name a Hugging Face dataset.", *unchanged
         ds_name = (ds_name or "").strip()
         try:
+            paths = accept_uploads(paths, DATASET_FILES)  # files this page received, never a server path
             check_new_name(ws.store, ds_name)
         except ImportProblem as e:
             return f"⚠ {e}", *unchanged

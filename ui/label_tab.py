@@ -17,6 +17,7 @@ from backend.jobs import label_queue
 from backend.jobs.labelling import Source, classes_from_text
 from backend.jobs.runs import list_runs
 from backend.scoring.draw import PREDICTION, draw_file
+from ui.uploads import IMAGES_OR_ZIP, UploadFiles, accept_uploads
 
 ALL = "all classes"
 NEW = "a new dataset"
@@ -37,9 +38,11 @@ def start(ws: Workspace, run: str | None, model: str, paths: list[str] | None, c
     """Queue a labelling job for the worker; its id."""
     if not paths:
         raise ValueError("upload images or a zip of images to label")
+    uploads = accept_uploads(paths, IMAGES_OR_ZIP)  # files this page received, never a server folder
     source = Source(int(run) if run else None, None if run else (model or "").strip(), classes_from_text(classes),
                     float(min_conf or 0.0))
-    return label_queue.submit(ws, source, [Path(p) for p in paths], on_cpu=bool(on_cpu))
+    return label_queue.submit(ws, source, [Path(p) for p in uploads], on_cpu=bool(on_cpu),
+                              names=[u.shown for u in uploads])
 
 
 def status_text(state: dict) -> str:
@@ -84,8 +87,8 @@ def create_label_tab(ws: Workspace) -> dict:
             with gr.Column(scale=1):
                 run = gr.Dropdown([], label="Tuned run (its best checkpoint)", elem_id="label-run")
                 model = gr.Textbox("demo", label="…or a base model (when no run is chosen)")
-                files = gr.File(file_count="multiple", label="Unlabelled images, or a zip of them",
-                                elem_id="label-images")
+                files = UploadFiles(file_count="multiple", label="Unlabelled images, or a zip of them",
+                                    file_types=sorted(IMAGES_OR_ZIP), elem_id="label-images")
                 classes = gr.Textbox(label="Classes", placeholder="default: the run's dataset's", elem_id="label-classes",
                                      info='comma-separated; a JSON list for names that hold a comma: ["a, b", "c"]')
                 min_conf = gr.Slider(0, 1, 0, step=0.05, label="Keep boxes from confidence")

@@ -9,6 +9,7 @@ from PIL import Image
 from backend.scoring.families import FAMILIES
 from backend.scoring.draw import PREDICTION, TRUTH, draw_boxes
 from backend.scoring.playground import parse_size, score
+from ui.uploads import UploadImage
 
 PIXELS = "pixels (no family)"
 EXAMPLE_TRUTH = {"detection": '{"boxes": [[40, 30, 200, 180]]}', "classification": '{"label": "golden retriever", "synonyms": ["golden"]}',
@@ -46,7 +47,7 @@ def create_playground_tab() -> dict:
             with gr.Column():
                 task = gr.Dropdown(["detection", "classification", "grounding"], value="detection", label="Task")
                 family = gr.Dropdown([PIXELS, *FAMILIES], value=PIXELS, label="Model family (coordinates)")
-                image = gr.Image(type="pil", label="Image (optional: for drawing and its size)", elem_id="playground-image")
+                image = UploadImage(type="pil", label="Image (optional: for drawing and its size)", elem_id="playground-image")
                 size = gr.Textbox(label="Image size WIDTHxHEIGHT (taken from the image when empty)")
                 input_size = gr.Textbox(label="Input size the model saw, WIDTHxHEIGHT (qwen2_5_vl answers in its "
                                               "pixels; `models check` or the Train tab's Check reports it)")

@@ -12,6 +12,7 @@ from backend.jobs import prediction_queue
 from backend.jobs.runs import list_runs
 from backend.scoring.draw import PREDICTION, draw_boxes
 from backend.scoring.families import KNOWN_MODELS
+from ui.uploads import IMAGES, UploadFiles, accept_uploads
 
 BASE = "base model only"
 REFRESH_SECONDS = 5.0
@@ -91,8 +92,8 @@ def create_test_tab(ws: Workspace) -> dict:
                 run = gr.Dropdown([], label="Tuned run", elem_id="test-run", allow_custom_value=True)
                 model = gr.Dropdown(["demo", *KNOWN_MODELS], value="demo", allow_custom_value=True,
                                     label="…or a base model (when no run is chosen)")
-                images = gr.File(file_count="multiple", file_types=["image"], label="New images",
-                                 elem_id="test-images")
+                images = UploadFiles(file_count="multiple", file_types=sorted(IMAGES), label="New images",
+                                     elem_id="test-images")
                 category = gr.Textbox(label="Category to detect", placeholder="red circle")
                 question = gr.Textbox(label="…or a question / description")
                 checkpoint = gr.Radio([("best held-out step", "best"), ("last step", "last")], value="best",
@@ -111,6 +112,7 @@ def create_test_tab(ws: Workspace) -> dict:
 
     def on_predict(r, m, paths, c, q, cmp, ck, cpu):
         try:
+            paths = accept_uploads(paths, IMAGES)  # files this page received, never a server path
             request_id = ask(ws, r, m, paths, c or "", q or "", cmp, ck or "best", bool(cpu))
             for update in follow(ws, request_id):
                 if isinstance(update, str):

@@ -34,14 +34,16 @@ STALE_SECONDS = 120
 REVIEWS = ("accepted", "rejected")
 
 
-def submit(ws: Workspace, source: Source, paths: list[Path], on_cpu: bool = False) -> int:
+def submit(ws: Workspace, source: Source, paths: list[Path], on_cpu: bool = False,
+           names: list[str] | None = None) -> int:
     """Queue the images `paths` name (folders, images, zips) for labelling; they are checked and copied into the data
-    dir first (the answerer may be another host's). One sentence for what is wrong, and nothing left behind."""
+    dir first (the answerer may be another host's). One sentence for what is wrong, and nothing left behind.
+    `names`: what the person calls each path (the page's uploads: their own names; then each must be a file)."""
     source = resolve(ws, source)
     unpack = ws.data_dir / ".staging" / f"label-{uuid.uuid4().hex}"
     job_id = None
     try:
-        images = collect_images(paths, unpack)
+        images = collect_images(paths, unpack, names=names)
         with ws.store.write() as s:
             job = LabelJob(status="preparing", on_cpu=bool(on_cpu), source=source.to_json(), total=len(images))
             s.add(job)

@@ -89,28 +89,33 @@ def label_images(ws: Workspace, images: list[Path], source: Source) -> list[list
     return [sorted(boxes, key=lambda b: -b[5]) for boxes in out]
 
 
-def collect_images(paths: list[Path], unpack_to: Path, limits: ImportLimits | None = None) -> list[tuple[str, Path]]:
+def collect_images(paths: list[Path], unpack_to: Path, limits: ImportLimits | None = None,
+                   names: list[str] | None = None) -> list[tuple[str, Path]]:
     """(the path a person knows it by, the file to read) for every image `paths` name: an image, a folder's images
     (all depths, in name order), a zip's images ('photos.zip/a/b.jpg'; unpacked under `unpack_to`). Each image is
-    checked first: one sentence for the first path that is not there, not an image, or broken."""
+    checked first: one sentence for the first path that is not there, not an image, or broken. `names`: what the
+    person calls each path (an upload's own name, not the server's copy of it), shown instead of the path."""
     limits = limits or ImportLimits.from_env()
     found: list[tuple[str, Path]] = []
     budget = ByteBudget(limits)
     for n, path in enumerate(Path(p) for p in paths):
+        label = names[n] if names else str(path)
+        if names and not (path.is_file() and not path.is_symlink()):  # uploads: regular files only
+            raise ImportProblem(f"{label} is not an uploaded file")
         if path.is_dir():
             found += [(str(p), p) for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
                       and not any(part in IGNORED_PARTS or part.startswith("._") for part in p.relative_to(path).parts)]
         elif path.is_file() and zipfile.is_zipfile(path):
             target = unpack_to / f"{n:03d}"
-            extract_zip(path, target, limits, budget, path.name)
-            found += [(f"{path}/{p.relative_to(target).as_posix()}", p) for p in sorted(target.rglob("*"))
+            extract_zip(path, target, limits, budget, Path(label).name)
+            found += [(f"{label}/{p.relative_to(target).as_posix()}", p) for p in sorted(target.rglob("*"))
                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
         elif path.is_file():
-            found.append((str(path), path))
+            found.append((label, path))
         else:
-            raise ImportProblem(f"{path} does not exist")
+            raise ImportProblem(f"{label} does not exist")
     if not found:
-        raise ImportProblem("no images were found in " + ", ".join(str(p) for p in paths))
+        raise ImportProblem("no images were found in " + ", ".join(names or [str(p) for p in paths]))
     if len(found) > limits.max_images:
         raise ImportProblem(f"{len(found)} images were given; the limit is {limits.max_images} at once")
     for shown, file in found:
