@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import os
 import stat
+from abc import ABCMeta
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import gradio as gr
+from gradio.component_meta import ComponentMeta
 from gradio.data_classes import ListFiles
 from gradio_client import utils as client_utils
 
@@ -89,6 +91,14 @@ def accept_uploads(files, kinds: frozenset[str]) -> list[Upload]:
     return out
 
 
+class _NoStub(ComponentMeta):
+    """Gradio's ComponentMeta writes a .pyi stub next to the module of every component class it makes (into the
+    source tree); these subclasses add no events and no __init__, which is all else it handles, so they skip it."""
+
+    def __new__(mcs, name, bases, attrs):
+        return ABCMeta.__new__(mcs, name, bases, attrs)
+
+
 class _ReceivedOnly:
     """Gradio moves an input's file into the component's cache and records it as a file the app made (to delete
     on shutdown). A path in the upload cache that no request uploaded here, a folder, a link or a URL is left where
@@ -113,11 +123,9 @@ class _ReceivedOnly:
         return await super().async_move_resource_to_block_cache(url_or_file_path)
 
 
-class UploadFiles(_ReceivedOnly, gr.File):
+class UploadFiles(_ReceivedOnly, gr.File, metaclass=_NoStub):
     """gr.File whose handler gets `Upload`s (paths with their sender's names) to pass through `accept_uploads`."""
-    is_template = True  # drawn by the frontend's File component
-
-    def get_block_name(self) -> str:
+    def get_block_name(self) -> str:  # drawn by the frontend's File component
         return "file"
 
     def get_block_class(self) -> str:
@@ -131,11 +139,9 @@ class UploadFiles(_ReceivedOnly, gr.File):
         return got[0] if self.file_count == "single" else got
 
 
-class UploadImage(_ReceivedOnly, gr.Image):
+class UploadImage(_ReceivedOnly, gr.Image, metaclass=_NoStub):
     """gr.Image that opens only an image this app's /upload received (refused: gr.Error with the sentence)."""
-    is_template = True  # drawn by the frontend's Image component
-
-    def get_block_name(self) -> str:
+    def get_block_name(self) -> str:  # drawn by the frontend's Image component
         return "image"
 
     def get_block_class(self) -> str:
