@@ -34,6 +34,8 @@ class Parsed:
     classes: list[str]
     samples: list[RawSample]
     warnings: list[str] = field(default_factory=list)
+    read: list[Path] | None = None  # the annotation files the reader consumed; the summary lists every other file
+    # that is not an image as ignored (README, licences). None: the reader does not say (no list is made)
 
 
 class Problems:

@@ -17,8 +17,10 @@ from sqlalchemy.exc import IntegrityError
 from backend.data.common import Parsed, Problems, RawSample, Upload
 from backend.data.config import ImportLimits
 from backend.data.formats import FORMATS
+from backend.data.formats.folders import annotation_like
 from backend.data.hub import download_hub_dataset, hub_folder, is_hub_ref
-from backend.data.safety import ImportProblem, gather_upload, inspect_image, stored_name, write_normalised
+from backend.data.safety import (IMAGE_SUFFIXES, REFUSED_IMAGE_SUFFIXES, ImportProblem, gather_upload, inspect_image,
+                                  stored_name, write_normalised)
 from backend.data.split import decide_splits, split_in_path, split_named
 from storage import Store
 from storage.models import Dataset, Sample
@@ -49,11 +51,30 @@ def check_new_name(store: Store, name: str) -> None:
 
 
 def detect_format(upload: Upload) -> str:
+    """The first format in FORMATS that recognises the upload; one sentence naming an annotation-like file when none
+    does (class folders are never guessed beside annotations no reader understood)."""
     for name, fmt in FORMATS.items():
         if fmt.detect(upload):
             return name
-    raise ImportProblem("no known annotation format was found in the upload (COCO, YOLO, VOC, Label Studio, "
-                        "a Hugging Face dataset, class folders, CSV or JSONL)")
+    tried = ", ".join(n for n in FORMATS if n != "folders")
+    unread = annotation_like(upload)
+    if unread:
+        more = f" (nor {len(unread) - 1} other annotation-like files)" if len(unread) > 1 else ""
+        raise ImportProblem(f"{upload.rel(unread[0])} is in no annotation format this app reads{more}: tried {tried}")
+    raise ImportProblem(f"no known annotation format was found in the upload (tried {tried} and class folders)")
+
+
+def _ignored_note(upload: Upload, parsed: Parsed) -> list[str]:
+    """The files that are neither images nor read as annotations (README, licences), named in the summary."""
+    if parsed.read is None:
+        return []
+    read = set(parsed.read)
+    ignored = [upload.rel(p) for p in upload.files if p not in read and p.name != "synonyms.json"
+               and p.suffix.lower() not in IMAGE_SUFFIXES | REFUSED_IMAGE_SUFFIXES]
+    if not ignored:
+        return []
+    more = f" and {len(ignored) - 8} more" if len(ignored) > 8 else ""
+    return [f"not read (no annotations of this format): {', '.join(ignored[:8])}{more}"]
 
 
 def _upload_root(path: Path) -> Path:
@@ -203,6 +224,7 @@ def import_dataset(store: Store, data_dir: Path, sources: list[Path | str], name
         problems = Problems()
         parsed = FORMATS[fmt].parse(upload, problems)
         problems.raise_if_any()
+        parsed.warnings += _ignored_note(upload, parsed)
         if task is not None and parsed.task != task:
             raise ImportProblem(f"the upload holds {parsed.task} annotations, not {task}")
         task = parsed.task

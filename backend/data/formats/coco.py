@@ -32,7 +32,8 @@ def parse(upload: Upload, problems: Problems) -> Parsed:
     classes: list[str] = []
     samples: list[RawSample] = []
     warnings: list[str] = []
-    for path in _coco_files(upload):
+    files = _coco_files(upload)
+    for path in files:
         where = upload.rel(path)
         doc = load_json(path, upload)
         cats = {c.get("id"): str(c.get("name")).strip() for c in doc["categories"] if isinstance(c, dict)}
@@ -72,7 +73,7 @@ def parse(upload: Upload, problems: Problems) -> Parsed:
         if crowd:
             warnings.append(f"{where}: {crowd} crowd annotations (iscrowd=1) were left out")
         samples.extend(by_image.values())
-    return Parsed("detection", classes, samples, warnings)
+    return Parsed("detection", classes, samples, warnings, read=files)
 
 
 FORMAT = Format("coco", "detection", detect, parse)

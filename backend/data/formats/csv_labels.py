@@ -78,7 +78,7 @@ def parse(upload: Upload, problems: Problems) -> Parsed:
                 classes.append(label)
             split = split_named(row[split_col]) if split_col is not None and split_col < len(row) else None
             samples.append(RawSample(image, label=label, where=at, split=split or split_in_path(where)))
-    return Parsed("classification", classes, samples)
+    return Parsed("classification", classes, samples, read=upload.with_suffix(".csv"))
 
 
 FORMAT = Format("csv", "classification", detect, parse)

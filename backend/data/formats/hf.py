@@ -214,7 +214,10 @@ def parse(upload: Upload, problems: Problems) -> Parsed:
         raise ImportProblem(f"every row's '{objects_col}' is empty: the Hugging Face dataset has no boxes, so there "
                             "is no class to train on")
     warnings = _read_boxes(raw_boxes)
-    return Parsed(task, classes, samples, warnings)
+    roots = _saved_roots(upload)
+    read = [p for p in upload.files
+            if p.suffix.lower() == ".parquet" or p.name == "dataset_dict.json" or p.parent in roots]
+    return Parsed(task, classes, samples, warnings, read=read)
 
 
 def _name(value, names: list[str] | None) -> str | None:

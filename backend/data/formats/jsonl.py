@@ -37,7 +37,7 @@ def parse(upload: Upload, problems: Problems) -> Parsed:
                 problems.add(f"{where} line {n} names image '{ref}', which is not in the upload")
                 continue
             samples.append(RawSample(image, expression=text.strip(), box=list(box), where=f"{where} line {n}"))
-    return Parsed("grounding", [], samples)
+    return Parsed("grounding", [], samples, read=upload.with_suffix(".jsonl"))
 
 
 FORMAT = Format("jsonl", "grounding", detect, parse)

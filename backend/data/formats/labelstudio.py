@@ -1,18 +1,15 @@
-"""Label Studio JSON export: tasks whose rectangle labels are in percent of the original size. A task file of
-pre-annotations (no `annotations` key, as our own export writes it) is read from each task's first prediction.
-
-Label Studio shows images upright (EXIF orientation applied), so `original_width/height` and the
-percentages describe the upright image. Boxes are kept in pixels of that declared size (the sample's
-`frame`); the importer scales them to the real upright image should the two sizes disagree.
-"""
+"""Label Studio JSON export: a list of tasks, each with `data` (the image) and `annotations` whose results are
+`rectanglelabels` and `polygonlabels` (boxes, in percent of the original size) or `choices` (the image's class). A
+task annotated more than once is read from its latest annotation not cancelled, as Label Studio's own converter does.
+A task file of pre-annotations (no `annotations` key, as our own export writes it) is read from each task's first
+prediction; `data.split`, where a task has one, is its split."""
 from __future__ import annotations
 
-import math
-import re
 from pathlib import Path
-from urllib.parse import unquote
 
 from backend.data.common import Format, Parsed, Problems, RawSample, Upload, load_json
+from backend.data.formats.ls_common import Regions, find_image, latest
+from backend.data.split import split_named
 
 
 def _is_ls(doc: object) -> bool:
@@ -38,77 +35,44 @@ def detect(upload: Upload) -> bool:
 
 
 def _image_ref(data: dict) -> str:
-    value = data.get("image") or next((v for v in data.values() if isinstance(v, str)), "")
-    return unquote(str(value).split("?d=")[-1])
+    return str(data.get("image") or next((v for v in data.values() if isinstance(v, str)), ""))
 
 
-def _find(upload: Upload, ref: str, base: Path) -> Path | None:
-    found = upload.find_image(ref, base)
-    if found is None:  # Label Studio prefixes uploads with an 8-hex-digit id: "1a2b3c4d-cat.jpg"
-        stripped = re.sub(r"^[0-9a-f]{8}-", "", ref.rsplit("/", 1)[-1])
-        found = upload.find_image(stripped, base)
-    return found
-
-
-def _rect(value: dict, w: float, h: float) -> list[float]:
-    """Percent rectangle (rotated about its top-left corner) -> enclosing pixel box."""
-    x, y = value["x"] * w / 100, value["y"] * h / 100
-    bw, bh = value["width"] * w / 100, value["height"] * h / 100
-    angle = math.radians(value.get("rotation", 0) or 0)
-    if not angle:
-        return [x, y, x + bw, y + bh]
-    c, s = math.cos(angle), math.sin(angle)
-    xs = [x + dx * c - dy * s for dx, dy in ((0, 0), (bw, 0), (bw, bh), (0, bh))]
-    ys = [y + dx * s + dy * c for dx, dy in ((0, 0), (bw, 0), (bw, bh), (0, bh))]
-    return [min(xs), min(ys), max(xs), max(ys)]
+def flat(result: dict) -> dict:
+    """A result as JSON-MIN writes it: its `value`, with `type` and the original size beside it."""
+    value = result.get("value") if isinstance(result.get("value"), dict) else {}
+    return {**value, "type": result.get("type"), "original_width": result.get("original_width"),
+            "original_height": result.get("original_height")}
 
 
 def parse(upload: Upload, problems: Problems) -> Parsed:
-    classes: list[str] = []
+    regions = Regions(problems)
     samples: list[RawSample] = []
-    warnings: list[str] = []
-    for path in _ls_files(upload):
+    files = _ls_files(upload)
+    for path in files:
         where = upload.rel(path)
-        for task in load_json(path, upload):
-            ref = _image_ref(task.get("data", {}))
-            image = _find(upload, ref, path.parent)
+        for n, task in enumerate(load_json(path, upload), 1):
+            if not isinstance(task, dict):
+                problems.add(f"{where}: task number {n} is not a JSON object")
+                continue
+            data = task.get("data") if isinstance(task.get("data"), dict) else {}
+            ref = _image_ref(data)
+            image = find_image(upload, ref, path.parent)
             if image is None:
                 problems.add(f"{where}: task {task.get('id')} names image '{ref}', which is not in the upload")
                 continue
-            sample = RawSample(image, where=where)
-            annotations = [a for a in task.get("annotations", task.get("completions", [])) if not a.get("was_cancelled")]
-            if "annotations" not in task and "completions" not in task:  # pre-annotations only (a task Label Studio
-                annotations = task.get("predictions", [])[:1]  # exports lists its annotations, if none: unlabelled)
-            results = annotations[0].get("result", []) if annotations else []
-            rotated = 0
-            for r in results:
-                if r.get("type") != "rectanglelabels":
-                    continue
-                value = r.get("value", {})
-                try:
-                    ow, oh = float(r["original_width"]), float(r["original_height"])
-                    if not (math.isfinite(ow) and math.isfinite(oh) and ow > 0 and oh > 0):
-                        raise ValueError("original size is not positive")
-                    box = _rect(value, ow, oh)
-                except (KeyError, TypeError, ValueError):
-                    problems.add(f"{where}: task {task.get('id')} has a rectangle without x/y/width/height "
-                                 "or a positive original_width/original_height")
-                    continue
-                if sample.frame is None:
-                    sample.frame = (ow, oh)
-                elif sample.frame != (ow, oh):  # results of one task declaring different sizes: use the first
-                    fw, fh = sample.frame
-                    box = [box[0] * fw / ow, box[1] * fh / oh, box[2] * fw / ow, box[3] * fh / oh]
-                rotated += bool(value.get("rotation"))
-                for label in value.get("rectanglelabels", [])[:1]:
-                    if label not in classes:
-                        classes.append(label)
-                    sample.boxes.append([*box, label])
-            if rotated:
-                warnings.append(f"{where}: {rotated} rotated rectangles in task {task.get('id')} were replaced "
-                                "by their enclosing boxes")
+            sample = RawSample(image, where=where, split=split_named(str(data.get("split") or "")))
+            if "annotations" in task or "completions" in task:
+                chosen, others = latest(task.get("annotations", task.get("completions")) or [])
+                regions.several += others > 0
+            else:  # pre-annotations only (a task Label Studio exports lists its annotations; if none: unlabelled)
+                chosen = next(iter(task.get("predictions") or []), None)
+            results = chosen.get("result") if isinstance(chosen, dict) else None
+            regions.read([flat(r) for r in results or [] if isinstance(r, dict)], sample,
+                         f"{where}: task {task.get('id')}")
             samples.append(sample)
-    return Parsed("detection", classes, samples, warnings)
+    task_kind, classes, samples, warnings = regions.result(samples, "the export")
+    return Parsed(task_kind, classes, samples, warnings, read=files)
 
 
-FORMAT = Format("labelstudio", "detection", detect, parse)
+FORMAT = Format("labelstudio", None, detect, parse)

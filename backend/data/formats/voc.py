@@ -67,7 +67,8 @@ def parse(upload: Upload, problems: Problems) -> Parsed:
     classes: list[str] = _labelmap(upload)
     samples: list[RawSample] = []
     splits = _image_sets(upload)
-    for path in _voc_files(upload):
+    files = _voc_files(upload)
+    for path in files:
         where = upload.rel(path)
         try:
             # defusedxml refuses entity declarations and external references before expanding anything
@@ -100,7 +101,9 @@ def parse(upload: Upload, problems: Problems) -> Parsed:
                 classes.append(name)
             sample.boxes.append([*box, name])
         samples.append(sample)
-    return Parsed("detection", classes, samples)
+    read = files + [p for p in upload.with_suffix(".txt") if p.name.lower() == "labelmap.txt" or (
+        p.parent.name.lower() == "main" and p.parent.parent.name.lower() == "imagesets")]
+    return Parsed("detection", classes, samples, read=read)
 
 
 FORMAT = Format("voc", "detection", detect, parse)

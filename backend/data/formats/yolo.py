@@ -30,7 +30,7 @@ def _names_file(upload: Upload) -> Path | None:
                                      if p.name.lower() in _NAMES_FILES else 99), default=None)
 
 
-def _is_label_file(path: Path, upload: Upload) -> bool:
+def is_label_file(path: Path, upload: Upload) -> bool:
     """A label file sits in a labels/ folder or holds only label rows (or nothing): not a README or an image list."""
     if "labels" in (part.lower() for part in path.relative_to(upload.root).parts[:-1]):
         return True
@@ -42,7 +42,7 @@ def _is_label_file(path: Path, upload: Upload) -> bool:
 
 
 def _label_files(upload: Upload, names_file: Path | None) -> list[Path]:
-    return [p for p in upload.with_suffix(".txt") if p != names_file and _is_label_file(p, upload)]
+    return [p for p in upload.with_suffix(".txt") if p != names_file and is_label_file(p, upload)]
 
 
 def detect(upload: Upload) -> bool:
@@ -108,8 +108,8 @@ def _entry_dirs(value, yaml_file: Path, doc: dict, upload: Upload) -> list[Path]
     return found
 
 
-def _yaml_splits(path: Path, upload: Upload, warnings: list[str]) -> dict[Path, str]:
-    """Image -> split, as data.yaml's train/val/test entries name them."""
+def _yaml_splits(path: Path, upload: Upload, warnings: list[str], read: list[Path]) -> dict[Path, str]:
+    """Image -> split, as data.yaml's train/val/test entries name them (the image lists it names added to `read`)."""
     if path.suffix.lower() not in (".yaml", ".yml"):
         return {}
     doc = _yaml(path, upload)
@@ -119,6 +119,7 @@ def _yaml_splits(path: Path, upload: Upload, warnings: list[str]) -> dict[Path, 
             if target.is_dir():
                 images = [p for p in upload.images if target in p.resolve().parents]
             else:  # an image list, one path a line (relative to the list's folder or the root)
+                read.append(target)
                 images = [img for line in upload.text_lines(target)
                           if (img := upload.find_image(line, target.parent)) is not None]
             for image in images:
@@ -187,7 +188,8 @@ def parse(upload: Upload, problems: Problems) -> Parsed:
     assert names_file is not None
     names = _names(names_file, upload)
     warnings: list[str] = []
-    splits = _yaml_splits(names_file, upload, warnings)
+    read = [names_file]
+    splits = _yaml_splits(names_file, upload, warnings, read)
     samples = []
     used: set[Path] = set()
     polygons: list[str] = []
@@ -207,7 +209,8 @@ def parse(upload: Upload, problems: Problems) -> Parsed:
         n = len(polygons)
         warnings.append(f"{n} segmentation polygon{'s were' if n > 1 else ' was'} read as the bounding box of "
                         f"{'their' if n > 1 else 'its'} points (first: {polygons[0]})")
-    return Parsed("detection", [names[k] for k in sorted(names)], samples, warnings)
+    read += sorted(used)
+    return Parsed("detection", [names[k] for k in sorted(names)], samples, warnings, read=read)
 
 
 FORMAT = Format("yolo", "detection", detect, parse)
