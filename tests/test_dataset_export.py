@@ -156,7 +156,7 @@ def test_a_broken_write_leaves_nothing_behind(ws, tmp_path, roboflow, monkeypatc
         (folder / "data.yaml").write_text("half")
         raise OSError("disk full")
     monkeypatch.setitem(WRITERS, "yolo", Writer("yolo", "a disk that fills up", fail))
-    with pytest.raises(OSError):
+    with pytest.raises(ImportProblem, match=r"^cannot write the export to .*out\.zip: disk full$"):
         export_dataset(ws.store, ws.data_dir, "cells", "yolo", tmp_path / "new" / "out.zip")
     assert not (tmp_path / "new").exists()
 

@@ -241,3 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         import os
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error as Python flushes at exit
         return 0
+    except Exception as e:  # the file system or the database (a read-only data dir, a full disk): one sentence
+        from ui.cli_common import error_sentence
+        sentence = error_sentence(e, args.data_dir)
+        if sentence is None:
+            raise
+        print(f"error: {sentence}", file=sys.stderr)
+        return 1

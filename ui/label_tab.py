@@ -3,6 +3,7 @@
 rejects each image, adds the accepted ones to a dataset as training images and exports them (COCO, YOLO, ...)."""
 from __future__ import annotations
 
+import html
 import tempfile
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from backend.data.catalog import list_datasets
 from backend.data.exporter import write_export
 from backend.data.workspace import Workspace
 from backend.data.writers import WRITERS
+from backend.data.writers.files import listing
 from backend.jobs import label_queue
 from backend.jobs.labelling import Source, classes_from_text
 from backend.jobs.runs import list_runs
@@ -21,6 +23,12 @@ from ui.uploads import IMAGES_OR_ZIP, UploadFiles, accept_uploads
 
 ALL = "all classes"
 NEW = "a new dataset"
+
+
+def export_note(count: int, fmt: str, out: Path) -> str:
+    """What an export wrote, every file named, escaped for Markdown ('instances_<split>.json' is no HTML tag)."""
+    return html.escape(f"Exported {count} accepted images as {fmt} ({WRITERS[fmt].describe}): "
+                       + ", ".join(listing(out)), quote=False)
 
 
 def run_choices(ws: Workspace) -> list[tuple[str, str]]:
@@ -231,7 +239,7 @@ def create_label_tab(ws: Workspace) -> dict:
             write_export(export_set, f, out)
         except ValueError as e:
             return f"⚠ {e}", None
-        return f"Exported {len(export_set.images)} accepted images as {f}: {WRITERS[f].describe}", str(out)
+        return export_note(len(export_set.images), f, out), str(out)
 
     export.click(on_export, [job, fmt], [message, download], api_visibility="private")
 

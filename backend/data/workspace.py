@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from backend.data.exporter import PAGE_EXPORTS, sweep_page_exports
 from storage import Store, open_store
 
 
@@ -28,8 +29,9 @@ def open_workspace(data_dir: Path) -> Workspace:
     staging = data_dir / ".staging"
     if staging.exists():
         for leftover in staging.iterdir():
-            if time.time() - leftover.stat().st_mtime > STALE_STAGING_SECONDS:
+            if leftover.name != PAGE_EXPORTS and time.time() - leftover.stat().st_mtime > STALE_STAGING_SECONDS:
                 shutil.rmtree(leftover, ignore_errors=True)
+        sweep_page_exports(data_dir)  # what a killed export or page left there
     staging.mkdir(exist_ok=True)
     (data_dir / "datasets").mkdir(exist_ok=True)
     return Workspace(data_dir, open_store(data_dir))

@@ -239,7 +239,8 @@ def jobs(ws: Workspace) -> list[dict]:
 
 def accepted_set(ws: Workspace, job_id: int) -> ExportSet:
     """The job's accepted images as an export takes them (the boxes not rejected, with their confidences), all as
-    training images."""
+    training images; the classes are every class the job asked about, in its order (its run's dataset's), whether a
+    box of it was kept or not, so that class ids match the dataset's."""
     chosen = [i for i in items(ws, job_id) if i["review"] == "accepted"]
     if not chosen:
         raise ValueError("no image is accepted yet: accept the images whose boxes are right first")
@@ -247,6 +248,5 @@ def accepted_set(ws: Workspace, job_id: int) -> ExportSet:
     images = [ExportImage(ws.data_dir / i["image"], n, "train", i["width"], i["height"],
                           [list(b) for b in kept_boxes(i)]) for i, n in zip(chosen, names)]
     used = {b[4] for im in images for b in im.boxes}
-    classes = [c for c in dict.fromkeys([*(progress(ws, job_id)["source"].get("classes") or []), *sorted(used)])
-               if c in used]
+    classes = list(dict.fromkeys([*(progress(ws, job_id)["source"].get("classes") or []), *sorted(used)]))
     return ExportSet(f"labelling-{job_id}", classes, images)

@@ -1,10 +1,13 @@
-"""What the writers share: copying an image into the export, the splits present, a box's confidence."""
+"""What the writers share: copying an image into the export, the splits present, a box's confidence, and what an
+export holds, for the message that says so."""
 from __future__ import annotations
 
 import shutil
+import zipfile
 from pathlib import Path
 
 from backend.data.common import ExportImage, ExportSet
+from backend.data.safety import IMAGE_SUFFIXES
 from backend.data.split import SPLITS
 
 
@@ -28,3 +31,20 @@ def number(value: float) -> float | int:
     """A pixel coordinate as written: a whole number stays whole, else two decimals."""
     rounded = round(float(value), 2)
     return int(rounded) if rounded == int(rounded) else rounded
+
+
+def listing(out: Path) -> list[str]:
+    """What an export (a folder or a zip) holds, for a message: every file that is not an image by its path, then each
+    folder's images as a count ('train/: 3 images')."""
+    if out.is_dir():
+        names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    else:
+        with zipfile.ZipFile(out) as zf:
+            names = sorted(n for n in zf.namelist() if not n.endswith("/"))
+    images: dict[str, int] = {}
+    for name in names:
+        if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+            folder = name.rsplit("/", 1)[0] + "/" if "/" in name else "./"
+            images[folder] = images.get(folder, 0) + 1
+    return [n for n in names if Path(n).suffix.lower() not in IMAGE_SUFFIXES] + [
+        f"{folder}: {n} image{'s' if n != 1 else ''}" for folder, n in images.items()]
