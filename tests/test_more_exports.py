@@ -184,3 +184,12 @@ def test_a_format_named_on_the_command_line(tmp_path):
     bad = run_cli("datasets", "import", str(archive), "--name", "h", "--format", "labelme", data_dir=tmp_path / "d",
                   check=False)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
+
+
+def test_the_data_tab_leaves_the_task_of_json_and_csv_exports_to_the_import(tmp_path):
+    """A CSV or JSON export holds boxes (VIA, Label Studio) or classes: the Task box stays 'auto' for them."""
+    from ui.data_tab import suggest_task
+    more_exports.via_csv(tmp_path / "via")
+    exports.labelimg_voc(tmp_path / "voc")
+    assert suggest_task([str(builders.zip_dir(tmp_path / "via", tmp_path / "via.zip"))]) == "auto"
+    assert suggest_task([str(builders.zip_dir(tmp_path / "voc", tmp_path / "voc.zip"))]) == "detection"

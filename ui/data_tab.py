@@ -37,9 +37,11 @@ def suggest_task(paths: list[str] | None) -> str:
     suffixes = {Path(n).suffix.lower() for n in names}
     if ".jsonl" in suffixes:
         return "grounding"
-    if suffixes & {".json", ".xml", ".txt", ".yaml", ".yml"}:
+    if suffixes & {".json", ".csv"}:  # boxes or classes (Label Studio, VIA, CSV): the import reads which
+        return AUTO
+    if suffixes & {".xml", ".txt", ".yaml", ".yml"}:
         return "detection"
-    if ".csv" in suffixes or any(len(Path(n).parts) >= 2 for n in names if Path(n).suffix.lower() in IMAGE_SUFFIXES):
+    if any(len(Path(n).parts) >= 2 for n in names if Path(n).suffix.lower() in IMAGE_SUFFIXES):
         return "classification"
     return AUTO
 
@@ -76,9 +78,10 @@ def create_data_tab(ws: Workspace) -> dict:
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
                 gr.Markdown("Upload a **zip** as your labelling tool exported it (or images with their annotation "
-                            "files): COCO JSON, YOLO / Ultralytics `data.yaml`, Pascal VOC, Label Studio JSON, a "
-                            "Hugging Face `datasets` folder, one folder per class, CSV `image,label` or one-hot, or "
-                            "JSONL referring expressions. The export's own train / valid / test split is kept.")
+                            "files): COCO JSON, YOLO / Ultralytics `data.yaml`, Pascal VOC, Label Studio JSON, "
+                            "JSON-MIN or CSV, LabelMe, CreateML, VGG Image Annotator JSON or CSV, a Hugging Face "
+                            "`datasets` folder, one folder per class, CSV `image,label` or one-hot, or JSONL referring "
+                            "expressions. The export's own train / valid / test split is kept.")
                 files = UploadFiles(label="Upload", file_count="multiple", elem_id="data-upload",
                                     file_types=[".zip", *sorted(IMAGE_SUFFIXES | ANNOTATION_SUFFIXES)])
                 hub = gr.Textbox(label="…or a Hugging Face Hub dataset", placeholder="hf:NAME or hf:OWNER/NAME:CONFIG",
