@@ -80,3 +80,34 @@ def test_a_start_removes_what_a_killed_page_export_left(tmp_path):
     alive = owned_folder(exports, "download")  # this process is alive: its folder stays
     open_workspace(data).store.close()
     assert _hidden(exports) == [alive.name]
+
+
+def test_export_accepted_leaves_no_zip_of_ours(ws, tmp_path):
+    """The Label tab's "Export accepted" hands Gradio its zip and removes its own copy (it left one in a temp folder
+    at every export); the download is Gradio's copy, in its cache, which Gradio sweeps."""
+    import tempfile
+    import zipfile
+
+    from gradio.utils import get_upload_folder
+
+    from backend.jobs import label_queue
+    from backend.jobs.labelling import Source
+    from tests.test_label_queue import _labeller, _scenes
+    from ui.app import build_app
+    job_id = label_queue.submit(ws, Source(model="demo", classes=["red circle"]), [_scenes(tmp_path / "in", 2)])
+    label_queue.claim(ws, "a", None)
+    label_queue.work(ws, job_id, "a", label=_labeller([]))
+    label_queue.review(ws, job_id, [0, 1], "accepted")
+    on_export = next(f.fn for f in build_app(ws).fns.values() if getattr(f.fn, "__name__", "") == "on_export")
+    temp = Path(tempfile.gettempdir())
+    before = set(temp.glob("vrft-export-*"))
+
+    note, download = on_export(str(job_id), "coco")
+    assert note.startswith("Exported 2 accepted images as coco"), note
+    assert Path(download).is_relative_to(get_upload_folder()), download
+    assert Path(download).name == f"labelling-{job_id}-coco.zip"
+    with zipfile.ZipFile(download) as zf:
+        assert "annotations/instances_train.json" in zf.namelist()
+    assert set(temp.glob("vrft-export-*")) == before, "a zip of ours left in a temp folder"
+    assert list((ws.data_dir / ".staging" / PAGE_EXPORTS).iterdir()) == []
+    Path(download).unlink()

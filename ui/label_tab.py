@@ -4,14 +4,14 @@ rejects each image, adds the accepted ones to a dataset as training images and e
 from __future__ import annotations
 
 import html
-import tempfile
+import shutil
 from pathlib import Path
 
 import gradio as gr
 
 from backend.data.additions import add_to_dataset
 from backend.data.catalog import list_datasets
-from backend.data.exporter import write_export
+from backend.data.exporter import page_export_folder, write_export
 from backend.data.workspace import Workspace
 from backend.data.writers import WRITERS
 from backend.data.writers.files import listing
@@ -231,15 +231,24 @@ def create_label_tab(ws: Workspace) -> dict:
     add.click(on_add, [job, target, new_name], [message, target], api_visibility="private")
 
     def on_export(job_id, f):
+        """The zip is written in a folder of its own in the data dir and handed to Gradio's cache (which serves it
+        and sweeps it), then our folder goes: nothing of ours is left (a page killed meanwhile: the next export or
+        start removes it, backend.data.exporter.PAGE_EXPORTS)."""
+        folder = None
         try:
             if not job_id:
                 raise ValueError("choose a labelling job")
             export_set = label_queue.accepted_set(ws, int(job_id))
-            out = Path(tempfile.mkdtemp(prefix="vrft-export-")) / f"labelling-{job_id}-{f}.zip"
-            write_export(export_set, f, out)
+            folder = page_export_folder(ws.data_dir)
+            out = write_export(export_set, f, folder / f"labelling-{job_id}-{f}.zip")
+            note = export_note(len(export_set.images), f, out)
+            cached = download.move_resource_to_block_cache(out)
         except ValueError as e:
             return f"⚠ {e}", None
-        return export_note(len(export_set.images), f, out), str(out)
+        finally:
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+        return note, cached
 
     export.click(on_export, [job, fmt], [message, download], api_visibility="private")
 
