@@ -209,3 +209,218 @@ def test_the_throttle_doubles_up_to_five_minutes_per_address_and_per_user():
     now[0] += 301
     t.succeeded("10.0.0.1", "ada")
     assert t.wait("10.0.0.1", "ada") == 0 and t.failed("10.0.0.1", "ada") == 0
+
+
+# --- the login throttle reads the form as Gradio does, keys the socket's peer, and bounds its memory ---
+
+def _login_harness(throttle, seen: list):
+    """LoginThrottle in front of a FastAPI /login that reads its form exactly as Gradio's does (the same
+    OAuth2PasswordRequestForm dependency, gradio/routes.py), records the user name it saw and refuses every password
+    but RIGHT; the peer address comes from the test's X-Test-Peer header."""
+    from fastapi import Depends, FastAPI, HTTPException
+    from fastapi.security import OAuth2PasswordRequestForm
+    from fastapi.testclient import TestClient
+
+    from ui.login_throttle import LoginThrottle
+    inner = FastAPI()
+
+    @inner.post("/login")
+    async def login(form_data=Depends(OAuth2PasswordRequestForm)):  # routes.py's, without the annotation
+        seen.append(form_data.username.strip())
+        if form_data.password != "RIGHT":
+            raise HTTPException(status_code=400, detail="Incorrect credentials.")
+        return {"success": True}
+
+    guarded = LoginThrottle(inner, throttle)
+
+    async def app(scope, receive, send):
+        peer = dict(scope.get("headers", [])).get(b"x-test-peer")
+        if peer:
+            scope["client"] = (peer.decode(), 4321)
+        await guarded(scope, receive, send)
+    return TestClient(app)
+
+
+def _multipart(*fields: tuple[str, bytes], charset: str | None = None) -> tuple[bytes, str]:
+    boundary = "b0undary"
+    parts = ([("_charset_", charset.encode())] if charset else []) + list(fields)
+    body = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n".encode() + v + b"\r\n"
+                    for k, v in parts) + f"--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+FORM = "application/x-www-form-urlencoded"
+ODD_FORMS = [  # (body, content type): each counted against the name Gradio reads
+    (b"username=decoy&username=u&password=x", FORM),
+    (b"username=u&password=x", FORM.upper()),
+    (b"username=u&password=x", "Application/X-WWW-Form-Urlencoded; charset=UTF-8"),
+    (b"username=%75&password=x", FORM),
+    (b"username=+U+&password=x", FORM),
+    ("username=\xe9&password=x".encode("latin-1"), FORM),
+    ("username=\xe9&password=x".encode("utf-8"), FORM),
+    ("username=\xe9&password=x".encode("utf-8"), f"{FORM}; charset=latin-1"),
+    _multipart(("username", b"decoy"), ("username", b"u"), ("password", b"x")),
+    (_multipart(("username", b"u"), ("password", b"x"))[0], "MULTIPART/FORM-DATA; boundary=b0undary"),
+    _multipart(("username", "\xe9".encode("latin-1")), ("password", b"x"), charset="latin-1"),
+    _multipart(("username", "\xe9".encode("utf-8")), ("password", b"x")),
+]
+
+
+def test_the_throttle_counts_the_user_name_gradio_reads():
+    """Whatever the form's shape (a repeated field, the content type's case, its charset, percent escapes,
+    multipart), the failure is counted against the very name Gradio's /login checked."""
+    from ui.login_throttle import Throttle
+    for n, (body, kind) in enumerate(ODD_FORMS):
+        t, seen = Throttle(clock=lambda: 0.0), []
+        client = _login_harness(t, seen)
+        answer = client.post("/login", content=body, headers={"content-type": kind, "x-test-peer": f"10.1.0.{n}"})
+        assert answer.status_code == 400 and len(seen) == 1, (body, kind, answer.text)
+        user_key = list(t.keys(f"10.1.0.{n}", seen[0]))[1]
+        assert user_key in t.counts and t.counts[user_key].failures == 1, (body, kind, seen)
+
+
+def test_a_locked_user_name_stays_locked_whatever_the_form_looks_like():
+    """Issue 29: with `u` locked, `username=decoy&username=u&password=RIGHT` and the content type in capitals were
+    let in (the throttle read the first value and matched the type's case); both are refused unheard now."""
+    from ui.login_throttle import USER_FREE, Throttle
+    t, seen = Throttle(clock=lambda: 0.0), []
+    client = _login_harness(t, seen)
+    for n in range(USER_FREE + 1):  # from as many addresses: only the name's count locks
+        assert client.post("/login", data={"username": "u", "password": "guess"},
+                           headers={"x-test-peer": f"10.2.0.{n}"}).status_code == 400
+    tries = [(b"username=decoy&username=u&password=RIGHT", FORM), (b"username=u&password=RIGHT", FORM.upper()),
+             _multipart(("username", b"decoy"), ("username", b"u"), ("password", b"RIGHT"))]
+    for n, (body, kind) in enumerate(tries):
+        answer = client.post("/login", content=body, headers={"content-type": kind, "x-test-peer": f"10.3.0.{n}"})
+        assert answer.status_code == 429, (body, kind, answer.status_code)
+    heard = len(seen)
+    assert client.post("/login", content=b"username=decoy&password=RIGHT", headers={
+        "content-type": FORM, "x-test-peer": "10.4.0.1"}).status_code == 200 and len(seen) == heard + 1
+
+
+def test_a_login_body_over_64_kb_is_refused_before_it_is_read():
+    """Issue 29: the throttle buffered the whole /login body with `body +=` (80 MB: 23 s and +280 MB). A declared
+    length over 64 KB is refused (413) without reading a byte; a chunked body is read up to 64 KB, then refused."""
+    import asyncio
+
+    from ui.login_throttle import MAX_BODY, LoginThrottle, Throttle
+    assert MAX_BODY == 64 * 1024
+    called = []
+
+    async def inner(scope, receive, send):
+        called.append(scope)
+
+    def run(headers, receive):
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+        scope = {"type": "http", "method": "POST", "path": "/login", "client": ("127.0.0.1", 1),
+                 "headers": [(k.encode(), v.encode()) for k, v in headers.items()]}
+        asyncio.run(LoginThrottle(inner, Throttle())(scope, receive, send))
+        if not sent:
+            return None, b""
+        return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+    async def never():
+        raise AssertionError("the body was read")
+    status, body = run({"content-type": FORM, "content-length": str(80 * 1024 ** 2)}, never)
+    assert status == 413 and json.loads(body)["detail"].startswith("The login form is over 64 KB")
+    reads = []
+
+    async def endless():
+        reads.append(1)
+        return {"type": "http.request", "body": b"u" * 16384, "more_body": True}
+    status, _ = run({"content-type": FORM, "transfer-encoding": "chunked"}, endless)
+    assert status == 413 and len(reads) == 5 and not called  # 5 x 16 KB: the first read past 64 KB
+    full = b"username=u&password=x".ljust(MAX_BODY, b"&")
+
+    async def once():
+        return {"type": "http.request", "body": full, "more_body": False}
+    assert run({"content-type": FORM, "content-length": str(MAX_BODY)}, once) == (None, b"")
+    assert len(called) == 1  # a form of exactly 64 KB goes on to Gradio
+
+
+def test_the_failure_table_is_bounded_in_entries_and_bytes():
+    """Issue 29: every failure was kept for an hour with no cap: 300 failures with 500 KB user names held +150 MB.
+    Names are kept as a fixed-size digest, and past max_keys the entries that failed longest ago go first."""
+    import tracemalloc
+
+    from ui.login_throttle import Throttle
+    now = [0.0]
+    t = Throttle(clock=lambda: now[0], max_keys=100)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(300):
+            t.failed(f"10.5.{i // 256}.{i % 256}", f"{i}-" + "n" * 500_000)
+            now[0] += 0.001
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(t.counts) <= 100 and max(len(k) for k in t.counts) <= 80
+    assert held < 1_000_000, held
+    assert list(t.keys("10.5.1.43", "299-" + "n" * 500_000))[1] in t.counts  # the newest kept
+    assert not any(k in t.counts for k in t.keys("10.5.0.0", "0-" + "n" * 500_000))  # the oldest dropped
+    for _ in range(20):  # a locked name stays locked when the table fills with others: it is touched last
+        t.failed("10.6.0.1", "ada")
+    assert t.wait("10.6.0.2", "ada") > 0
+
+
+def _status_line(url: str, head: bytes, chunks=(), timeout: float = 10.0) -> int:
+    """The status of a raw HTTP request to the server at `url` (a body sent in pieces, which the server may
+    cut short by answering first)."""
+    import socket
+    host, port = url.rsplit("/", 1)[1].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        try:
+            s.sendall(head)
+            for chunk in chunks:
+                s.sendall(chunk)
+        except OSError:
+            pass  # answered and closed before the body was sent
+        return int(s.recv(4096).split(b" ", 2)[1])
+
+
+def test_x_forwarded_for_does_not_reset_the_count_and_big_bodies_are_refused_unread(tmp_path):
+    """Issue 29: uvicorn trusted X-Forwarded-For from loopback, so a client behind a local proxy or an SSH tunnel
+    rotated addresses at will. Without --forwarded-allow-ips the socket's peer is the address."""
+    with running_app(tmp_path / "data", "--auth", "ada:s3cret") as (url, _):
+        head = (b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                b"Content-Length: 80000000\r\n\r\n")
+        assert _status_line(url, head, timeout=5) == 413  # before any byte of the 80 MB
+        chunked = (b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                   b"Transfer-Encoding: chunked\r\n\r\n")
+        assert _status_line(url, chunked, [b"4000\r\n" + b"u" * 0x4000 + b"\r\n"] * 8, timeout=5) == 413
+        assert [_login_answer(url, "ada", f"guess{i}")[0] for i in range(4)] == [400] * 4
+        assert _login_answer(url, "ada", "s3cret")[0] == 429
+        assert _forwarded_login(url, "ada", "s3cret", "10.0.0.2")[0] == 429
+
+
+def _forwarded_login(url: str, user: str, password: str, forwarded_for: str, body: bytes | None = None,
+                     kind: str = FORM) -> tuple[int, str]:
+    data = body if body is not None else urllib.parse.urlencode({"username": user, "password": password}).encode()
+    req = urllib.request.Request(f"{url}/login", data=data, method="POST",
+                                 headers={"Content-Type": kind, "X-Forwarded-For": forwarded_for})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, ""
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_a_named_proxy_is_trusted_and_a_locked_name_cannot_be_dodged(tmp_path):
+    """--forwarded-allow-ips names the proxy whose X-Forwarded-For is believed: each client behind it is counted
+    on its own, while the user name's count holds however the form is written."""
+    with running_app(tmp_path / "data", "--auth", "u:RIGHT", "--forwarded-allow-ips", "127.0.0.1") as (url, _):
+        assert [_forwarded_login(url, "u", "guess", f"10.7.0.{n}")[0] for n in range(11)] == [400] * 11
+        assert _forwarded_login(url, "", "", "10.7.1.1", b"username=decoy&username=u&password=RIGHT")[0] == 429
+        assert _forwarded_login(url, "u", "RIGHT", "10.7.1.2", kind=FORM.upper())[0] == 429
+        assert _forwarded_login(url, "someone", "else", "10.7.1.3")[0] == 400  # another client, another name: heard
+
+
+def test_forwarded_allow_ips_is_checked_before_anything_starts(tmp_path):
+    proc = _app("--data-dir", str(tmp_path / "data"), "--forwarded-allow-ips", "127.0.0.1,proxy.example")
+    assert proc.returncode == 1 and proc.stderr.startswith("error: --forwarded-allow-ips: 'proxy.example' is not an "
+                                                           "IP address or network"), proc.stderr
+    assert not (tmp_path / "data").exists()

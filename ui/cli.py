@@ -44,7 +44,7 @@ def _comma_list(text: str) -> list[str]:
 def cmd_serve(args: argparse.Namespace) -> int:
     from ui.server import serve
     return serve(resolve_data_dir(args.data_dir), host=args.host, port=args.port, auth=args.auth, share=args.share,
-                 insecure_no_auth=args.insecure_no_auth)
+                 insecure_no_auth=args.insecure_no_auth, forwarded_allow_ips=args.forwarded_allow_ips)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure-no-auth", action="store_true",
                    help="serve on a non-loopback --host without a login (only behind a proxy that asks for one)")
     p.add_argument("--share", action="store_true", help="ask Gradio for a public share link (needs --auth)")
+    p.add_argument("--forwarded-allow-ips", metavar="ADDRS",
+                   help="comma-separated addresses or networks of the reverse proxies whose X-Forwarded-For is "
+                        "believed (or $VRFT_FORWARDED_ALLOW_IPS); default: none, so a client's address (which the "
+                        "login throttle counts) is the socket's peer")
     p.set_defaults(func=cmd_serve)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 

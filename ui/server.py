@@ -1,5 +1,5 @@
 """Serving the page: safe defaults (loopback only, a login required anywhere else, upload cap, share link only
-with a login)."""
+with a login, proxy headers believed only from proxies named with --forwarded-allow-ips)."""
 from __future__ import annotations
 
 import ipaddress
@@ -46,10 +46,36 @@ def check_exposure(host: str, credentials: tuple[str, str] | None, share: bool, 
                          "--insecure-no-auth if a proxy in front of the app asks for the login")
 
 
+def parse_forwarded_allow_ips(value: str | None) -> str:
+    """--forwarded-allow-ips 'ADDR,NET/BITS,...' checked: the proxies whose X-Forwarded-For (and -Proto) uvicorn
+    believes, as uvicorn's FORWARDED_ALLOW_IPS takes them ('*': any, only when every client comes through the
+    proxy). '' (the default) trusts none: the client's address is the socket's peer, whatever headers it sends."""
+    items = [v.strip() for v in (value or "").split(",") if v.strip()]
+    if items == ["*"]:
+        return "*"
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False) if "/" in item else ipaddress.ip_address(item)
+        except ValueError:
+            raise ValueError(f"--forwarded-allow-ips: '{item}' is not an IP address or network (like 127.0.0.1 or "
+                             "10.0.0.0/8; '*' for any)") from None
+    return ",".join(items)
+
+
+def trust_proxies(value: str) -> None:
+    """Make the uvicorn that Gradio's launch creates believe proxy headers only from `value`'s addresses: Gradio
+    builds uvicorn.Config itself without forwarded_allow_ips, so uvicorn reads FORWARDED_ALLOW_IPS, and left unset
+    it trusts 127.0.0.1 (a client reaching the page through a local proxy or an SSH tunnel could then name any
+    address in X-Forwarded-For). Set here, never inherited."""
+    os.environ["FORWARDED_ALLOW_IPS"] = value
+
+
 def serve(data_dir: Path, host: str = "127.0.0.1", port: int = 7860, auth: str | None = None,
-          share: bool = False, insecure_no_auth: bool = False) -> int:
+          share: bool = False, insecure_no_auth: bool = False, forwarded_allow_ips: str | None = None) -> int:
     credentials = parse_auth(auth or os.environ.get("VRFT_AUTH"))
     check_exposure(host, credentials, share, insecure_no_auth)  # before anything starts
+    proxies = parse_forwarded_allow_ips(forwarded_allow_ips if forwarded_allow_ips is not None
+                                        else os.environ.get("VRFT_FORWARDED_ALLOW_IPS"))
 
     from ui.app import build_app
 
@@ -66,6 +92,7 @@ def serve(data_dir: Path, host: str = "127.0.0.1", port: int = 7860, auth: str |
         from starlette.middleware import Middleware
 
         from ui.login_throttle import LOGIN_NOTE, LoginThrottle
+        trust_proxies(proxies)
         app.queue(default_concurrency_limit=4).launch(
             server_name=host, server_port=port, auth=credentials, share=share, max_file_size=MAX_UPLOAD,
             footer_links=["api"], show_error=False, quiet=True, ssr_mode=False,
