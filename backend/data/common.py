@@ -45,7 +45,8 @@ class Problems:
         self.items: list[str] = []
 
     def add(self, message: str) -> None:
-        self.items.append(message)
+        # a name or value quoted from a file may hold a line break: shown as \n, the sentence stays one line
+        self.items.append("".join(c if c.isprintable() else repr(c)[1:-1] for c in message))
 
     def raise_if_any(self) -> None:
         if not self.items:

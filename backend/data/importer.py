@@ -229,6 +229,7 @@ def import_dataset(store: Store, data_dir: Path, sources: list[Path | str], name
             raise ImportProblem(f"the upload holds {parsed.task} annotations, not {task}")
         task = parsed.task
         rows = _checked_rows(parsed, upload, limits, problems)
+        problems.raise_if_any()  # a broken image or box is named before "no class" is concluded from what is left
         _drop_unused_classes(parsed, rows)
         if parsed.task != "grounding" and not parsed.classes:
             raise ImportProblem("the upload holds no annotated object or label, so there is no class to train on")

@@ -66,9 +66,10 @@ def parse(upload: Upload, problems: Problems) -> Parsed:
                 chosen, others = latest(task.get("annotations", task.get("completions")) or [])
                 regions.several += others > 0
             else:  # pre-annotations only (a task Label Studio exports lists its annotations; if none: unlabelled)
-                chosen = next(iter(task.get("predictions") or []), None)
+                predictions = task.get("predictions")
+                chosen = predictions[0] if isinstance(predictions, list) and predictions else None
             results = chosen.get("result") if isinstance(chosen, dict) else None
-            regions.read([flat(r) for r in results or [] if isinstance(r, dict)], sample,
+            regions.read([flat(r) for r in results if isinstance(r, dict)] if isinstance(results, list) else [], sample,
                          f"{where}: task {task.get('id')}")
             samples.append(sample)
     task_kind, classes, samples, warnings = regions.result(samples, "the export")

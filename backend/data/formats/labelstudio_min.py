@@ -84,7 +84,8 @@ def read_records(records: list[dict], where: str, base: Path, upload: Upload, pr
     choice_key = _choice_key(records, skip, where, problems, regions.notes)
     by_task: dict = {}
     for n, record in enumerate(records):
-        by_task.setdefault(record.get("id", f"#{n + 1}"), []).append(record)
+        task_id = record.get("id", f"#{n + 1}")
+        by_task.setdefault(task_id if isinstance(task_id, (int, str)) else str(task_id), []).append(record)
     samples = []
     for task_id, group in by_task.items():
         record, others = latest(group)

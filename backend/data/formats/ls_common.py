@@ -113,7 +113,8 @@ class Regions:
                 self.left_out[f"{kind} without a label" if kind in _LABEL_KEYS else kind] += 1
 
     def _choice(self, region: dict, sample: RawSample, at: str) -> None:
-        chosen = [str(c).strip() for c in region.get("choices") or []]
+        chosen = region.get("choices") or []
+        chosen = [str(c).strip() for c in (chosen if isinstance(chosen, list) else [chosen])]
         if len(chosen) != 1 or (sample.label is not None and sample.label != chosen[0]):
             named = ", ".join(chosen + ([sample.label] if sample.label else []))
             self.problems.add(f"{at} has {len(chosen) + (sample.label is not None)} choices ({named}); an image "
@@ -140,7 +141,8 @@ class Regions:
             box = [box[0] * fw / ow, box[1] * fh / oh, box[2] * fw / ow, box[3] * fh / oh]
         if boxed:
             self.boxed["polygon" if "points" in region else "rotated rectangle"] += 1
-        label = str(region[kind][0]).strip()
+        labels = region[kind]
+        label = str(labels[0] if isinstance(labels, list) else labels).strip()
         if label not in self.box_classes:
             self.box_classes.append(label)
         sample.boxes.append([*box, label])

@@ -62,17 +62,29 @@ def detect(upload: Upload) -> bool:
     return bool(_json_files(upload) or _csv_files(upload))
 
 
-def _from_json(path: Path, upload: Upload) -> tuple[list[Entry], list[str]]:
+def _dict(value: object) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _from_json(path: Path, upload: Upload, problems: Problems) -> tuple[list[Entry], list[str]]:
     """The entries of a VIA JSON, and the region attributes its project declares (in order)."""
     doc = load_json(path, upload)
     where = upload.rel(path)
-    declared = list((doc.get("_via_attributes") or {}).get("region") or {}) if "_via_img_metadata" in doc else []
+    attributes = doc.get("_via_attributes") if "_via_img_metadata" in doc else None
+    region = attributes.get("region") if isinstance(attributes, dict) else None
+    declared = list(region) if isinstance(region, dict) else []
     entries = []
-    for entry in _images_of(doc).values():
+    for key, entry in _images_of(doc).items():
+        if not isinstance(entry, dict):
+            problems.add(f"{where}: the entry '{key}' is not a JSON object with filename and regions")
+            continue
         regions = entry.get("regions") or []
+        if not isinstance(regions, (list, dict)):
+            problems.add(f"{where}: the regions of '{entry.get('filename')}' are not a list")
+            continue
         if isinstance(regions, dict):  # VIA 1: {"0": {...}, "1": {...}}
             regions = [regions[k] for k in sorted(regions, key=lambda k: int(k) if str(k).isdigit() else 0)]
-        pairs = [(r.get("shape_attributes") or {}, r.get("region_attributes") or {})
+        pairs = [(_dict(r.get("shape_attributes")), _dict(r.get("region_attributes")))
                  for r in regions if isinstance(r, dict)]
         entries.append((str(entry.get("filename") or ""), pairs, where))
     return entries, declared
@@ -140,7 +152,7 @@ def _box(shape: dict) -> list[float]:
 def parse(upload: Upload, problems: Problems) -> Parsed:
     files, entries, declared = _json_files(upload), [], []
     for path in files:
-        found, names = _from_json(path, upload)
+        found, names = _from_json(path, upload, problems)
         entries += found
         declared += names
     if not files:
