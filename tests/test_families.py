@@ -159,7 +159,7 @@ def test_the_baseline_advice_points_families_without_a_box_convention_to_sft():
 def test_models_check_reports_the_processors_view_and_points_to_sft(published, photos, arch):
     from tests.conftest import run_cli
     out = json.loads(run_cli("models", "check", str(published[arch]), "--dataset", "photos", "--samples", "1",
-                             "--json", data_dir=photos.data_dir).stdout)
+                             "--signal-images", "0", "--json", data_dir=photos.data_dir).stdout)
     family = get_family(arch)
     assert out["family"] == arch and (out["min_pixels"], out["max_pixels"]) == (family.min_pixels, family.max_pixels)
     processor, _ = load_processor(str(published[arch]))

@@ -189,9 +189,10 @@ def test_compare_lists_the_base_then_each_completed_run(ws):
     from backend.jobs.compare import compare
     first = _run_with_curve(ws, {0: 0.2, 2: 0.4, 4: 0.5}, saved=[2, 4])
     second = _run_with_curve(ws, {0: 0.2, 4: 0.6}, saved=[4])
+    scores = lambda value: {f"img{i}": [value + 0.01 * (i % 3)] for i in range(12)}  # noqa: E731
     for run_id, after in ((first, 0.5), (second, 0.6)):
-        save_evaluation(ws.store, run_id, "before", {"mean_iou": 0.2, "map": 0.1})
-        save_evaluation(ws.store, run_id, "after", {"mean_iou": after, "map": 0.3})
+        save_evaluation(ws.store, run_id, "before", {"mean_iou": 0.2, "map": 0.1, "per_image": scores(0.2)})
+        save_evaluation(ws.store, run_id, "after", {"mean_iou": after, "map": 0.3, "per_image": scores(after)})
         upsert_metrics(ws.store, run_id, 1, {"step_time": 2.0})
     with ws.store.write() as s:
         s.get(Run, second).settings = {**s.get(Run, second).settings, "method": "sft"}
@@ -200,9 +201,15 @@ def test_compare_lists_the_base_then_each_completed_run(ws):
     assert table["dataset"] == "demo-shapes"
     assert [(r["run"], r["method"], r["steps"]) for r in table["rows"]] == \
         [(None, "base", 0), (first, "grpo", 4), (second, "sft", 4)]
-    assert table["rows"][0]["metrics"] == {"mean_iou": 0.2, "map": 0.1}
+    assert table["rows"][0]["metrics"]["mean_iou"] == 0.2
     assert table["rows"][1]["metrics"]["mean_iou"] == 0.5 and table["rows"][1]["seconds"] == 2.0 + 3 * 1.5
     assert table["rows"][2]["best"] == {"step": 4, "metric": "mean_iou", "value": 0.6}
+    # each run's change from the start, and GRPO against SFT, with intervals paired over the same 12 images
+    assert table["rows"][1]["change"]["delta"] == pytest.approx(0.3)
+    assert table["rows"][1]["change"]["interval"] == pytest.approx([0.3, 0.3])
+    [contrast] = table["contrasts"]
+    assert contrast["what"] == f"GRPO run {first} against SFT run {second}" and contrast["images"] == 12
+    assert contrast["delta"] == pytest.approx(-0.1) and contrast["interval"] == pytest.approx([-0.1, -0.1])
 
 
 # ------------------------------------------------------------------ the demo through the CLI
@@ -211,7 +218,7 @@ def test_compare_lists_the_base_then_each_completed_run(ws):
 def _create(data, *flags) -> int:
     return json.loads(run_cli("runs", "create", "--dataset", "demo-shapes", "--model", "demo", "--num-generations",
                               "2", "--prompts-per-step", "2", "--max-completion-length", "16",
-                              "--eval-max-examples", "6", "--eval-during-max-examples", "4", "--rollout-steps", "1",
+                              "--eval-max-examples", "6", "--rollout-steps", "1",
                               "--ignore-memory-estimate", *flags, "--json", data_dir=data).stdout)["id"]
 
 
@@ -223,7 +230,7 @@ def test_grpo_held_out_curve_best_checkpoint_and_every_completion_of_the_groups(
     run = json.loads(run_cli("runs", "show", str(run_id), "--json", data_dir=data).stdout)
     assert run["status"] == "completed", run["error"]
     assert run["method"] == "grpo"
-    # before (step 0), every step during training, after (step 3); the same 4 prompts each time
+    # before (step 0), every step during training, after (step 3); the same 6 prompts each time
     assert [p[0] for p in run["heldout"]["mean_iou"]] == [0, 1, 2, 3]
     assert [p[0] for p in run["heldout"]["format_rate"]] == [0, 1, 2, 3]
     assert all(s > 0 for _, s in run["heldout_seconds"])
@@ -233,6 +240,16 @@ def test_grpo_held_out_curve_best_checkpoint_and_every_completion_of_the_groups(
     assert best["metric"] == "mean_iou" and best["value"] == max(values.values())
     assert best["step"] == max(s for s, v in values.items() if v == best["value"])
     assert [p[0] for p in run["metrics"]["frac_reward_zero_std"]] == [1, 2, 3]
+    # the verdict: before against after on the same prompts, with its interval; "improved" only beyond it
+    verdict = run["verdict"]
+    assert verdict["final"] and verdict["metric"] == "mean_iou"
+    assert verdict["before"] == pytest.approx(run["evaluation"]["before"]["mean_iou"], abs=1e-4)
+    assert verdict["after"] == pytest.approx(run["evaluation"]["after"]["mean_iou"], abs=1e-4)
+    assert verdict["after"] == pytest.approx(run["heldout"]["mean_iou"][-1][1], abs=1e-4)  # one definition
+    lo, hi = verdict["interval"]
+    assert lo <= verdict["delta"] <= hi
+    assert verdict["status"] == ("improved" if lo > 0 else "worse" if hi < 0 else "no_change")
+    assert f"Verdict: " in run_cli("runs", "show", str(run_id), data_dir=data).stdout
 
     from backend.data.workspace import open_workspace
     from backend.jobs.run_history import rollouts

@@ -172,7 +172,7 @@ def test_models_check_baseline_on_a_published_layout(published, photo_data):
     """Random weights never answer in the format: the baseline says so, with pictures and every reward."""
     from tests.conftest import run_cli
     out = json.loads(run_cli("models", "check", str(published["qwen2_5_vl"]), "--dataset", "photos", "--samples", "2",
-                             "--json", data_dir=photo_data).stdout)
+                             "--signal-images", "1", "--json", data_dir=photo_data).stdout)
     base = out["baseline"]
     assert len(base["samples"]) == 2 and base["format_rate"] == 0.0
     for s in base["samples"]:
@@ -180,14 +180,15 @@ def test_models_check_baseline_on_a_published_layout(published, photo_data):
         assert Path(s["picture"]).is_file()
         assert "pixel coordinates of the 728x532 image" in s["prompt"] or "4000" in s["image"]
     assert any("never answers in the expected" in a for a in out["advice"])
+    assert out["ready"] is False and out["signal_check"]["format_rate"] == 0
 
 
 def test_models_check_of_the_demo_with_baseline(tmp_path):
     from tests.conftest import run_cli
     data = tmp_path / "data"
     run_cli("demo", data_dir=data)
-    out = json.loads(run_cli("models", "check", "demo", "--dataset", "demo-shapes", "--samples", "3", "--json",
-                             data_dir=data).stdout)
+    out = json.loads(run_cli("models", "check", "demo", "--dataset", "demo-shapes", "--samples", "3",
+                             "--signal-images", "0", "--json", data_dir=data).stdout)
     assert out["family"] == "demo" and out["images"][0]["frame"] == [100, 100]
     base = out["baseline"]
     assert base["format_rate"] > 0.5 and len(base["samples"]) == 3      # the warm start answers in the format

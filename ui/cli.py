@@ -209,7 +209,15 @@ def build_parser() -> argparse.ArgumentParser:
     mc.add_argument("--image", action="append", default=[], metavar="PATH", help="an image to check (repeatable)")
     _pixel_flags(mc)
     mc.add_argument("--samples", type=int, help="training images for the baseline (default 8)")
+    mc.add_argument("--signal-images", type=int, metavar="K",
+                    help="training images whose G completions the signal check samples at the run's temperature and "
+                         "scores with its rewards (default 8; 0: no signal check)")
     mc.add_argument("--no-baseline", action="store_true", help="image sizes only: load the processor, not the model")
+    mc.add_argument("--preset", default="CPU demo", choices=list(PRESETS),
+                    help="the run's settings the check samples with (G, temperature, rewards, answer length)")
+    mc.add_argument("--rewards", help="comma-separated reward names (default: the preset's, else the task's)")
+    mc.add_argument("--reward-weights", help="comma-separated weights, one per reward")
+    _setting_flags(mc)
     mc.add_argument("--json", action="store_true")
     mc.set_defaults(func=cmd_models_check)
     ml = msub.add_parser("list", help="the published checkpoints of every family: size, visual tokens of a photo, "

@@ -42,10 +42,16 @@ def cmd_runs_create(args: argparse.Namespace) -> int:
 
 
 def cmd_models_check(args: argparse.Namespace) -> int:
-    from backend.engine.preflight import DEFAULT_SAMPLES, check
-    result = check(_open(args), args.model, dataset_name=args.dataset, image_paths=[Path(p) for p in args.image],
-                   min_pixels=args.min_pixels, max_pixels=args.max_pixels, samples=args.samples or DEFAULT_SAMPLES,
-                   with_baseline=not args.no_baseline)
+    from backend.engine.preflight import DEFAULT_SAMPLES, SIGNAL_IMAGES, check, signal_sentences
+    ws, settings = _open(args), _settings(args)
+    start = None
+    if settings.init_from is not None:  # what a GRPO run with --init-from starts from: that SFT run's adapter
+        from backend.jobs.predict import chosen_adapter
+        start = chosen_adapter(ws, settings.init_from)[0]
+    result = check(ws, args.model, dataset_name=args.dataset, image_paths=[Path(p) for p in args.image],
+                   min_pixels=settings.min_pixels, max_pixels=settings.max_pixels,
+                   samples=args.samples or DEFAULT_SAMPLES, with_baseline=not args.no_baseline, settings=settings,
+                   signal_images=SIGNAL_IMAGES if args.signal_images is None else args.signal_images, start=start)
     lines = [f"{result['model']} ({result['family']}): images resized within {result['min_pixels']:,}.."
              f"{result['max_pixels']:,} pixels", "  original -> input (frame), visual tokens:"]
     seen = set()
@@ -69,7 +75,10 @@ def cmd_models_check(args: argparse.Namespace) -> int:
         lines.append(f"  zero-shot baseline on {len(base['samples'])} training images: format rate "
                      f"{base['format_rate']:.2f}, " + ", ".join(f"{k} {v:.3f}" for k, v in base["means"].items()))
         lines.append(f"  pictures (truth green, prediction red): {Path(base['samples'][0]['picture']).parent}")
+    lines += [f"  {line}" for line in signal_sentences(result)]
     lines += [f"advice: {a}" for a in result["advice"]]
+    lines.append("ready: GRPO has a signal to learn the task from" if result["ready"] else
+                 "not ready: GRPO would not learn the task from this start (see the advice)")
     _print(result, args.json, "\n".join(lines))
     return 0
 
@@ -99,15 +108,18 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
 def cmd_runs_show(args: argparse.Namespace) -> int:
     from backend.jobs.run_history import run_json
     from backend.jobs.runs import training_set_text
+    from backend.scoring.verdict import verdict_sentence
     ws = _open(args)
     run = run_json(ws.store, args.id, data_dir=ws.data_dir)
     last = {k: v[-1][1] for k, v in run["metrics"].items() if k in ("reward", "loss", "kl", "completions/mean_length")}
     best = run["best"]
+    summary = {phase: {k: v for k, v in e.items() if k != "per_image"} for phase, e in run["evaluation"].items()}
     text = (f"run {run['id']}: {run['method']} {run['status']} at step {run['step']}/{run['max_steps']}, {run['model']} "
             f"on {run['task']}" + (f" (from run {run['init_from']})" if run["init_from"] is not None else "")
             + f"\n  {training_set_text(run['training_set'])}"
-            + f"\n  latest: {json.dumps(last)}\n  evaluation: {json.dumps(run['evaluation'])}"
+            + f"\n  latest: {json.dumps(last)}\n  evaluation: {json.dumps(summary)}"
             + (f"\n  best: {best['metric']} {best['value']:.4f} at step {best['step']}" if best else "")
+            + f"\n  {verdict_sentence(run['verdict'])}"
             + (f"\n  error: {run['error']}" if run["error"] else ""))
     _print(run, args.json, text)
     return 0
@@ -177,6 +189,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from backend.jobs.compare import compare
+    from backend.scoring.verdict import within_noise
     ws = _open(args)
     table = compare(ws.store, args.dataset, args.metric, ws.data_dir)
     lines = [f"{table['dataset']} ({table['task']}): the base model and every completed run, held-out metrics after "
@@ -187,7 +200,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         who = "base" if row["run"] is None else f"run {row['run']}"
         method = row["method"] + (f" after run {row['init_from']}" if row["init_from"] is not None else "")
         best = f"; best {row['best']['value']:.3f} at step {row['best']['step']}" if row["best"] else ""
-        lines.append(f"  {who}\t{method}\t{row['steps']} steps\t{row['seconds']:.0f} s\t{shown}{best}")
+        change = f"; change {within_noise(row['change'])}" if row.get("change") else ""
+        lines.append(f"  {who}\t{method}\t{row['steps']} steps\t{row['seconds']:.0f} s\t{shown}{best}{change}")
+    lines += [f"  {c['what']}: {within_noise(c)}" for c in table["contrasts"]]
     lines += efficiency_text(table)
     _print(table, args.json, "\n".join(lines))
     return 0

@@ -17,7 +17,7 @@ from backend.jobs.run_history import metrics, run_results, steps_with_rollouts
 from backend.jobs.step_summary import step_rows
 from storage.models import Run
 from ui.rollout_inspector import inspector
-from ui.run_views import (CHARTS, chart_id, chart_updates, compare_frame, download_path, empty_charts_note,
+from ui.run_views import (CHARTS, Y_TITLES, chart_id, chart_updates, compare_frame, download_path, empty_charts_note,
                           evaluation_rows, heldout_note, progress_html, signal_note)
 
 NAMES = ["picker", "status", *map(chart_id, CHARTS), "charts_note", "heldout", "signal", "evaluation", "summary",
@@ -36,10 +36,11 @@ def create_live_view() -> dict:
             for row in (keys[:2], keys[2:4], keys[4:6], keys[6:]):
                 with gr.Row():
                     for key in row:
-                        # Steps are whole numbers: no 1.5 tick on a short run's axis.
-                        parts[chart_id(key)] = gr.LinePlot(x="step", y="value", color="series", title=CHARTS[key],
-                                                           height=240, elem_id=chart_id(key), x_axis_format="d",
-                                                           visible=False)
+                        # The held-out curve has a few points (one, early on): drawn as markers, not as a line.
+                        plot = gr.ScatterPlot if key == "heldout" else gr.LinePlot
+                        parts[chart_id(key)] = plot(x="step", y="value", color="series", title=CHARTS[key],
+                                                    height=240, elem_id=chart_id(key), x_axis_format="d",
+                                                    x_title="step", y_title=Y_TITLES[key], visible=False)
             parts["charts_note"] = gr.Markdown(elem_id="charts-note")
             parts["heldout"] = gr.Markdown(elem_id="heldout-note")
             parts["signal"] = gr.Markdown(elem_id="zero-signal-hint")

@@ -13,6 +13,7 @@ from backend.data.workspace import Workspace
 from backend.scoring.advantages import zero_signal_hint
 from backend.scoring.evaluation import MAIN_METRIC
 from backend.scoring.rewards import REWARDS
+from backend.scoring.verdict import within_noise
 from storage.models import Run
 from ui.rollout_inspector import fmt
 
@@ -24,8 +25,17 @@ CHARTS = {"reward": "Reward (total and each function)", "heldout": "Held-out eva
 SHOWN = {"grpo": {"reward", "heldout", "kl", "completions/mean_length", "step_time", "frac_reward_zero_std"},
          "sft": {"heldout", "loss", "mean_token_accuracy", "step_time"}}
 """The charts each method's runs show (an SFT run samples nothing: no reward, KL or zero-signal share)."""
-HELDOUT_SERIES = ("mean_iou", "miou", "accuracy", "iou50", "map", "format_rate")
-"""What the held-out chart draws, of what the task reports (the main metric first)."""
+HELDOUT_SERIES = {"mean_iou": "mean IoU (first box)", "miou": "mean IoU", "accuracy": "accuracy",
+                  "iou50": "share with IoU ≥ 0.5", "map": "mAP", "format_rate": "answers in the format"}
+"""What the held-out chart draws, of what the task reports (the main metric first), with its legend's words."""
+LEGENDS = {"kl": "KL", "completions/mean_length": "answer length (tokens)", "loss": "loss",
+           "mean_token_accuracy": "token accuracy", "step_time": "seconds per step",
+           "frac_reward_zero_std": "groups with no signal"}
+"""The one series of each other chart, in words (not the trainer's keys)."""
+Y_TITLES = {"reward": "mean reward", "heldout": "held-out score (0–1)", "kl": "KL divergence",
+            "completions/mean_length": "tokens", "loss": "loss", "mean_token_accuracy": "share of tokens",
+            "step_time": "seconds", "frac_reward_zero_std": "share of groups"}
+"""What each chart's y-axis measures."""
 
 
 def duration(seconds: float | None) -> str:
@@ -45,10 +55,26 @@ def progress_html(run: dict, eta: float | None) -> str:
     colour = {"failed": "#ef4444", "cancelled": "#9ca3af", "completed": "#22c55e"}.get(run["status"], "#f97316")
     trained = f"<div id='run-trained' style='font-size:0.9em'>{html.escape(run['trained'])}</div>" if run.get(
         "trained") else ""
+    failed = (f"<div id='run-error' style='color:#b91c1c;margin-top:4px'><b>Failed:</b> {html.escape(run['error'])}"
+              "</div>" if run.get("error") and run["status"] == "failed" else "")
     return (f"<div id='run-progress'><b>Run {run['id']}</b> · {method} · {run['status']} · step {run['step']}/"
-            f"{run['max_steps']} · ETA {duration(eta)}{latest}{marked}{trained}<div style='background:#e5e7eb;"
-            f"border-radius:6px;height:12px;margin-top:6px'><div style='width:{pct:.1f}%;background:{colour};"
-            "height:12px;border-radius:6px'></div></div></div>")
+            f"{run['max_steps']} · ETA {duration(eta)}{latest}{marked}{trained}{failed}{verdict_html(run)}"
+            f"<div style='background:#e5e7eb;border-radius:6px;height:12px;margin-top:6px'><div style='width:"
+            f"{pct:.1f}%;background:{colour};height:12px;border-radius:6px'></div></div></div>")
+
+
+VERDICT_COLOURS = {"improved": "#15803d", "worse": "#b91c1c", "no_change": "#92400e", "pending": "#6b7280"}
+
+
+def verdict_html(run: dict) -> str:
+    """The run's verdict (backend.scoring.verdict) as a line of the header; nothing for a run without held-out
+    images or with a verdict still pending before it has started."""
+    v = run.get("verdict")
+    if not v or (v["status"] == "pending" and not v["format_only"] and run["status"] not in ("running",)):
+        return ""
+    from backend.scoring.verdict import verdict_sentence
+    return (f"<div id='run-verdict' data-status='{v['status']}' style='margin-top:4px;color:"
+            f"{VERDICT_COLOURS[v['status']]}'>{html.escape(verdict_sentence(v))}</div>")
 
 
 def _frame(points: dict, names: dict[str, str], domain: list[str]) -> tuple[pd.DataFrame, list[str]]:
@@ -85,8 +111,8 @@ def chart_frame(run: dict, key: str) -> tuple[pd.DataFrame, list[str]]:
         rewards = {f"rewards/{name}/mean": name for name in REWARDS}
         return _frame(run.get("metrics", {}), {"reward": "total"} | rewards, ["total", *REWARDS])
     if key == "heldout":
-        return _frame(run.get("heldout", {}), {k: k for k in HELDOUT_SERIES}, list(HELDOUT_SERIES))
-    return _frame(run.get("metrics", {}), {key: key}, [key])
+        return _frame(run.get("heldout", {}), HELDOUT_SERIES, list(HELDOUT_SERIES.values()))
+    return _frame(run.get("metrics", {}), {key: LEGENDS[key]}, [LEGENDS[key]])
 
 
 def shown_charts(run: dict) -> list[str]:
@@ -106,15 +132,20 @@ def has_points(run: dict, key: str) -> bool:
     return bool(metrics.get(key))
 
 
-MIN_STEP_SPAN = 20
-"""The step axis spans at least this many steps: the plot picks about one tick per 40 pixels, so a shorter span
-would get ticks at 1.5, 2.5 (the axis prints whole numbers only, and would repeat them)."""
+WHOLE_TICKS_FROM = 20
+"""The plot picks about one tick per 40 pixels, so a span of fewer steps gets ticks at 0.5, 1.5: below this many
+steps they are printed as such ("0.5", "1"), from it as whole numbers."""
 
 
 def step_axis(run: dict) -> list[int]:
-    """The x range of a run's charts: from 0 to its last step (at least MIN_STEP_SPAN), so the curves grow across the
-    chart as the run trains, under whole-number ticks."""
-    return [0, max(int(run.get("max_steps") or 0), MIN_STEP_SPAN)]
+    """The x range of a run's charts: from 0 to its last step, so the curves grow across the chart as the run
+    trains."""
+    return [0, max(1, int(run.get("max_steps") or 0))]
+
+
+def step_format(run: dict) -> str:
+    """The step axis' number format (d3): whole numbers, or for a short run up to one decimal without a trailing 0."""
+    return "d" if step_axis(run)[1] >= WHOLE_TICKS_FROM else ".1~f"
 
 
 def chart_updates(run: dict, redraw: dict[str, bool]) -> list:
@@ -127,7 +158,8 @@ def chart_updates(run: dict, redraw: dict[str, bool]) -> list:
         visible = key in shown and has_points(run, key)
         if visible and redraw["heldout" if key == "heldout" else "metrics"]:
             frame, legend = chart_frame(run, key)
-            updates.append(gr.update(value=frame, colors_in_legend=legend, visible=True, x_lim=step_axis(run)))
+            updates.append(gr.update(value=frame, colors_in_legend=legend, visible=True, x_lim=step_axis(run),
+                                     x_axis_format=step_format(run)))
         else:
             updates.append(gr.update(visible=visible))
     return updates
@@ -151,13 +183,14 @@ def heldout_note(run: dict) -> str:
                 else "Held-out curve: none (no held-out images, or an older run).")
     settings = run.get("settings", {})
     during = [s for step, s in points if 0 < step < run["max_steps"]]
-    parts = [f"Held-out curve: greedy answers to the same first {settings.get('eval_during_max_examples', '?')} "
-             f"held-out prompts at each of {len(points)} points"]
+    cap = settings.get("eval_max_examples", "?")
+    parts = [f"Held-out curve: greedy answers to the same held-out prompts (all of them, up to {cap}) at each of "
+             f"{len(points)} points — before, during, best and after are measured alike"]
     if during:
         parts.append(f"an evaluation during training took {during[-1]:.1f} s (last)")
     ends = {"before": points[0][1] if points[0][0] == 0 else None,
             "after": points[-1][1] if points[-1][0] >= run["max_steps"] else None}
-    parts += [f"{k} ({settings.get('eval_max_examples', '?')} prompts) {v:.1f} s" for k, v in ends.items() if v]
+    parts += [f"{k} {v:.1f} s" for k, v in ends.items() if v]
     best = run.get("best")
     text = "; ".join(parts) + "."
     if best:
@@ -175,13 +208,13 @@ def signal_note(run: dict) -> str:
 
 def evaluation_rows(evaluation: dict) -> list[list]:
     before, after = evaluation.get("before", {}), evaluation.get("after", {})
-    keys = [k for k in (before or after) if k not in ("per_class", "count", "seconds", "base", "novel")]
+    keys = [k for k in (before or after) if k not in ("per_class", "per_image", "count", "seconds", "base", "novel")]
     fmt = lambda v: "—" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
     rows = [[k, fmt(before.get(k)), fmt(after.get(k))] for k in keys]
     for scope in ("base", "novel"):  # classes held out of training: each part apart
         inner = (before or after).get(scope) or {}
         rows += [[f"{scope} classes: {k}", fmt((before.get(scope) or {}).get(k)), fmt((after.get(scope) or {}).get(k))]
-                 for k in inner if k not in ("per_class", "count", "format_rate")]
+                 for k in inner if k not in ("per_class", "per_image", "count", "format_rate")]
     if "seconds" in before or "seconds" in after:
         rows.append(["evaluation time"] + [f"{e['seconds']:.1f} s" if "seconds" in e else "—" for e in (before, after)])
     return rows
@@ -214,10 +247,13 @@ def compare_frame(ws: Workspace, run: Run | None) -> tuple:
             "steps": r["steps"], "time": duration(r["seconds"]) if r["run"] else "—",
             main: fmt(r["metrics"].get(main)), f"{main} at start": fmt(before),
             f"best {main} (step)": f"{fmt(best['value'])} ({best['step']})" if best else "—",
+            "change (90 % interval)": "—" if r["run"] is None else within_noise(r.get("change")),
             **{k: fmt(r["metrics"].get(k)) for k in extra}})
     heading = (f"**{table['dataset']}** ({table['task']}): the base model and every completed run, on the same "
-               f"held-out prompts: each run's model after training, its score at the start, and its best evaluated "
-               f"step (on the curve's first prompts). Time: training steps plus evaluations.")
+               f"held-out prompts: each run's model after training, its score at the start, its best evaluated "
+               f"step, and the change from start to after with its 90 % interval (the held-out images resampled, "
+               f"paired): a change whose interval holds 0 is within noise. Time: training steps plus evaluations.")
+    heading += "".join(f"\n- {c['what']}: {main} {within_noise(c)}" for c in table["contrasts"])
     return heading, pd.DataFrame(records) if records else empty, *efficiency_parts(table)
 
 

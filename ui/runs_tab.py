@@ -23,10 +23,12 @@ QUIET = {"api_visibility": "private", "show_progress": "hidden"}
 
 
 def table_row(run: dict) -> list:
-    """A run as the table shows it: ETA and newest reward come from its row (kept as its job writes)."""
+    """A run as the table shows it: ETA and newest reward come from its row (kept as its job writes); a failed
+    run's status says why."""
     method = run["method"].upper() + (f" from run {run['init_from']}" if run["init_from"] is not None else "")
     reward = "—" if run["last_reward"] is None else f"{run['last_reward']:.3f}"
-    return [run["id"], method, run["status"], f"{run['step']}/{run['max_steps']}", duration(eta_seconds(run)),
+    status = f"failed: {run['error']}" if run["status"] == "failed" and run.get("error") else run["status"]
+    return [run["id"], method, status, f"{run['step']}/{run['max_steps']}", duration(eta_seconds(run)),
             reward, run["dataset"] or "(deleted)", run["model"], run["task"],
             run["created_at"][:19].replace("T", " ")]
 

@@ -119,13 +119,23 @@ def launch(ws: Workspace, dataset: str, model: str, preset_name: str, rewards_te
     return create_run(ws.store, dataset, model.strip(), settings)
 
 
+CHECKED_SETTINGS = ("min_pixels", "max_pixels", "num_generations", "temperature", "top_p", "max_completion_length",
+                    "seed", "init_from", "method", "negative_share", "object_kind")
+"""The form's settings the check samples and scores with (the signal check: G completions as the run would)."""
+
+
 def run_check(ws: Workspace, dataset: str, model: str, settings: TrainSettings, samples: int = 4) -> dict:
-    """`models check --json` in its own process: the page never loads a model (nor torch)."""
+    """`models check --json` in its own process, with the form's rewards and sampling settings: the page never loads
+    a model (nor torch)."""
     cmd = [sys.executable, str(ROOT / "app.py"), "--data-dir", str(ws.data_dir), "models", "check", model.strip(),
            "--dataset", dataset, "--samples", str(samples), "--json"]
-    for flag, value in (("--min-pixels", settings.min_pixels), ("--max-pixels", settings.max_pixels)):
-        if value:
-            cmd += [flag, str(value)]
+    if settings.rewards:
+        cmd += ["--rewards", ",".join(settings.rewards),
+                "--reward-weights", ",".join(f"{w:g}" for w in settings.reward_weights)]
+    for name in CHECKED_SETTINGS:
+        value = getattr(settings, name)
+        if value is not None:
+            cmd += ["--" + name.replace("_", "-"), str(value)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
@@ -156,7 +166,15 @@ def check_view(result: dict) -> tuple[list[list], list[tuple[str, str]], str]:
         for sample in base["samples"]:
             terms = ", ".join(f"{k} {v:.2f}" for k, v in sample["rewards"].items())
             pictures.append((sample["picture"], f"{sample['category'] or ''}: {terms}"))
-    lines += [f"⚠ {a}" for a in result["advice"]] or ["✓ Nothing stands in the way of training."]
+    from backend.engine.preflight import signal_sentences
+    signal = signal_sentences(result)
+    if signal:
+        lines.append(f"**{signal[0]}**\n" + "".join(f"\n- {line}" for line in signal[1:]))
+    lines += [f"⚠ {a}" for a in result["advice"]]
+    if result.get("ready", True) and not result["advice"]:
+        lines.append("✓ Ready: GRPO has a signal to learn the task from, and nothing else stands in the way.")
+    elif not result.get("ready", True):
+        lines.append("✗ **Not ready:** GRPO would not learn the task from this start (see above).")
     return rows, pictures, "\n\n".join(lines)
 
 

@@ -11,7 +11,7 @@ def messages(prompt: str) -> list[dict]:
 
 
 def generate(loaded, items: Sequence[tuple[Image.Image, str]], max_new_tokens: int = 256, batch_size: int = 16,
-             do_sample: bool = False, temperature: float = 1.0) -> list[str]:
+             do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0) -> list[str]:
     """Completions (text after the prompt) for (image, prompt) pairs."""
     import torch
     proc = loaded.processor
@@ -26,7 +26,7 @@ def generate(loaded, items: Sequence[tuple[Image.Image, str]], max_new_tokens: i
         kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, do_sample=do_sample,
                                       pad_token_id=proc.tokenizer.pad_token_id)
         if do_sample:
-            kwargs["temperature"] = temperature
+            kwargs["temperature"], kwargs["top_p"] = temperature, top_p
         with torch.no_grad():
             ids = loaded.model.generate(**enc, **kwargs)
         new = ids[:, enc["input_ids"].shape[1]:]

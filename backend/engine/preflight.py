@@ -20,10 +20,22 @@ from backend.engine.dense_scenes import dense_advice, dense_scenes
 from backend.engine.settings import TrainSettings
 from backend.scoring.draw import PREDICTION, TRUTH, draw_boxes
 from backend.scoring.families import get_family
-from backend.scoring.rewards import REWARDS
+from backend.scoring.rewards import NOT_THE_TASK, REWARDS
 from backend.scoring.tasks import get_task
 
 DEFAULT_SAMPLES = 8
+SIGNAL_IMAGES = 8
+"""Training images whose groups the signal check samples."""
+SIGNAL_SECONDS = 60.0
+SIGNAL_SPREAD = 0.05
+SIGNAL_BEST = 0.5
+"""A group has signal in a reward when its completions' rewards differ by at least SIGNAL_SPREAD (highest - lowest,
+on the reward's 0-1 scale) and its best completion earns at least SIGNAL_BEST: a hit by the task's own standard (IoU
+0.5 is where a box counts as found; a right class scores 1). GRPO divides a group's advantages by its std, so a
+group whose boxes differ only by chance overlap (0.02 against 0.3 on a large object) is pushed as hard as one with a
+real hit: that is noise to learn from, not signal."""
+"""The signal check stops sampling further groups after this long (a large model on a CPU); the output says how many
+groups it sampled in that time."""
 
 
 def _upright(path: Path) -> Image.Image:
@@ -139,6 +151,118 @@ def baseline(ws, loaded, dataset: dict, samples: int, max_new_tokens: int, out_d
             "format_rate": round(sum(r["format_ok"] for r in results) / len(results), 4)}
 
 
+def signal(ws, loaded, dataset: dict, settings: TrainSettings, images: int = SIGNAL_IMAGES,
+           seconds: float = SIGNAL_SECONDS) -> tuple[dict, dict]:
+    """What GRPO would learn from at its first steps: for `images` training images, the run's G completions sampled
+    at its temperature and top_p from the starting model, scored with the run's rewards. Per reward its mean and the
+    share of groups whose rewards differ (a group whose G completions all score the same gives no advantage: GRPO
+    learns nothing from it; SIGNAL_SPREAD): ({reward: {"mean", "groups_with_signal", "groups_varied"}}, how it was sampled: groups,
+    G, temperature, seconds, the share of groups whose weighted total differs, the format rate). Sampling stops after
+    `seconds`."""
+    import torch
+
+    from backend.engine.inference import generate
+    from backend.scoring.tasks import get_task
+    task = get_task(dataset["task"])
+    names = settings.rewards or list(task.default_rewards)
+    weights = dict(zip(names, settings.reward_weights or [1.0] * len(names)))
+    rng = random.Random(settings.seed)
+    torch.manual_seed(settings.seed)
+    train = [s for s in dataset["samples"] if s["split"] == "train"]
+    chosen = random.Random(settings.seed).sample(train, min(images, len(train)))
+    G, started = settings.num_generations, time.time()
+    groups = []
+    for s in chosen:
+        if groups and time.time() - started > seconds:
+            break
+        ex = task.build_examples(s, dataset["classes"], loaded.family.name, settings.task_settings(), rng,
+                                 synonyms=dataset.get("synonyms", {}),
+                                 input_size=loaded.view((s["width"], s["height"])).input)[0]
+        with Image.open(Path(ws.data_dir) / dataset["folder"] / "images" / s["file"]) as im:
+            picture = im.convert("RGB")
+        texts = generate(loaded, [(picture, ex.prompt)] * G, max_new_tokens=settings.max_completion_length,
+                         batch_size=G, do_sample=True, temperature=settings.temperature, top_p=settings.top_p)
+        scores = {n: REWARDS[n](texts, solution=[ex.solution] * G) for n in names}
+        scores = {n: v for n, v in scores.items() if all(x is not None for x in v)}  # rewards of this task
+        groups.append(scores)
+    applied = [n for n in names if groups and all(n in g for g in groups)]
+    out = {}
+    for n in applied:
+        varied = sum(has_signal(g[n]) for g in groups)
+        out[n] = {"mean": round(sum(sum(g[n]) for g in groups) / (G * len(groups)), 4),
+                  "groups_with_signal": round(varied / len(groups), 4), "groups_varied": varied}
+    totals = [[sum(weights.get(n, 1.0) * g[n][i] for n in applied) for i in range(G)] for g in groups]
+    return out, {"groups": len(groups), "asked": len(chosen), "num_generations": G,
+                 "temperature": settings.temperature, "seconds": round(time.time() - started, 1), "bound_seconds": seconds,
+                 "total_groups_with_signal": round(sum(max(t) - min(t) >= SIGNAL_SPREAD for t in totals) / max(1, len(groups)),
+                                                   4), "format_rate": out.get("format", {}).get("mean")}
+
+
+def has_signal(rewards: list[float]) -> bool:
+    """Whether a group's rewards (of one function) give GRPO something to learn from (SIGNAL_SPREAD, SIGNAL_BEST)."""
+    return max(rewards) - min(rewards) >= SIGNAL_SPREAD and max(rewards) >= SIGNAL_BEST
+
+
+def ready(result: dict) -> bool:
+    """Whether GRPO has something to learn from: some task reward (not format, nor detection_confidence, which a model
+    that finds nothing earns too: NOT_THE_TASK) varies within at least one group, and some completion is in the
+    answer format. True where no signal check ran."""
+    if result.get("signal") is None:
+        return True
+    task_signal = any(v["groups_varied"] for n, v in result["signal"].items() if n not in NOT_THE_TASK)
+    rate = result["signal_check"]["format_rate"]
+    return task_signal and (rate is None or rate > 0)
+
+
+def signal_sentences(result: dict) -> list[str]:
+    """The signal check in words: per reward, in how many groups it varies, and what that means for GRPO."""
+    if result.get("signal") is None:
+        return []
+    rewards, sig = result["signal"], result["signal_check"]
+    k, G = sig["groups"], sig["num_generations"]
+    bound = (f" (stopped at the {sig['bound_seconds']:.0f} s bound: {k} of {sig['asked']} images)"
+             if k < sig["asked"] else "")
+    lines = [f"Signal check: {G} completions sampled at temperature {sig['temperature']:g} for each of {k} training "
+             f"images{bound}, {sig['seconds']:.0f} s."]
+    for n, v in rewards.items():
+        lines.append(f"{n} varies in {v['groups_varied']} of {k} groups (mean {v['mean']:.3f})")
+    lines.append(f"(a group varies when its rewards differ by {SIGNAL_SPREAD:g} or more and its best completion earns "
+                 f"{SIGNAL_BEST:g} or more)")
+    task = [n for n, v in rewards.items() if n not in NOT_THE_TASK and v["groups_varied"]]
+    if task:
+        best = max(task, key=lambda n: rewards[n]["groups_varied"])
+        lines.append(f"{best} varies in {rewards[best]['groups_varied']} of {k} groups: GRPO has something to learn "
+                     "from.")
+    return lines
+
+
+def signal_advice(result: dict) -> list[str]:
+    """Plain sentences when the signal check finds nothing for GRPO to learn the task from."""
+    if result.get("signal") is None or ready(result):
+        return []
+    out = []
+    sig = result["signal_check"]
+    k = sig["groups"]
+    if sig["format_rate"] == 0:
+        out.append(f"No sampled completion of {k * sig['num_generations']} is in the <think>…</think><answer>…</answer> "
+                   "format: GRPO gets no reward to learn from. Start from an instruction-tuned checkpoint, or warm-start "
+                   "with SFT (--method sft, then a GRPO run with --init-from RUN).")
+    elif any(v["groups_varied"] for v in result["signal"].values()):
+        varied = [n for n, v in result["signal"].items() if v["groups_varied"]]
+        out.append(f"Only {' and '.join(varied)} var{'ies' if len(varied) == 1 else 'y'}: GRPO would teach "
+                   f"{' and '.join(NOT_THE_TASK[n] for n in varied)}, not the task — start from a model trained for "
+                   "it, warm-start with SFT (--method sft, then --init-from RUN), check the frame overlay (are the red "
+                   "boxes near the objects, only shifted or scaled?), or raise G (num_generations).")
+    else:
+        out.append(f"No reward varies in any of the {k} groups: every completion of a group scores the same, so GRPO "
+                   "has nothing to learn from. Warm-start with SFT, raise G or the temperature, or start from a model "
+                   "trained for this task.")
+    if result.get("demo_on_other_data"):
+        out.append("The demo model only knows the synthetic shapes of demo-shapes (coloured circles, squares and "
+                   "triangles): on these images it finds nothing. Choose a real checkpoint (`models list`).")
+    return out
+
+
 def advice(result: dict) -> list[str]:
     """Plain sentences for what would make GRPO fail or waste the card."""
     out = []
@@ -154,20 +278,23 @@ def advice(result: dict) -> list[str]:
             out.append("The base model never answers in the expected <think>…</think><answer>…</answer> format: "
                        "GRPO will get no reward signal. Start from an instruction-tuned checkpoint, or warm-start "
                        "with SFT.")
-        elif accuracy and all(r["rewards"][n] == 0 for r in base["samples"] for n in accuracy):
+        elif (result.get("signal") is None and accuracy
+              and all(r["rewards"][n] == 0 for r in base["samples"] for n in accuracy)):  # the signal check says more
             out.append(f"Every sample scored 0 on {', '.join(accuracy)}: GRPO gets no signal from it. Check that "
                        "the drawn boxes sit near the objects; if they are shifted or scaled, the coordinate frame "
                        "does not match the model, otherwise warm-start with SFT or raise G.")
     mem = result.get("memory")
     if mem and mem.get("fits") is False:
         out += mem["advice"]
-    return out + dense_advice(result.get("dense"))
+    return out + signal_advice(result) + dense_advice(result.get("dense"))
 
 
 def check(ws, model: str, *, dataset_name: str | None = None, image_paths: list[Path] = (),
           min_pixels: int | None = None, max_pixels: int | None = None, samples: int = DEFAULT_SAMPLES,
-          with_baseline: bool = True, settings: TrainSettings | None = None) -> dict:
-    """The whole check as one JSON-ready document (see the module docstring)."""
+          with_baseline: bool = True, settings: TrainSettings | None = None,
+          signal_images: int = SIGNAL_IMAGES, start: Path | None = None) -> dict:
+    """The whole check as one JSON-ready document (see the module docstring). `start`: the adapter a GRPO run would
+    start from (--init-from's), which the baseline and the signal check load on the model."""
     from backend.engine.model_input import pixel_limits
     settings = settings or TrainSettings()
     dataset = get_dataset(ws.store, dataset_name) if dataset_name else None
@@ -179,7 +306,7 @@ def check(ws, model: str, *, dataset_name: str | None = None, image_paths: list[
                          "add --no-baseline to check image sizes only")
     if with_baseline:
         from backend.engine.models import load
-        loaded = load(model, min_pixels=min_pixels, max_pixels=max_pixels)
+        loaded = load(model, adapter=str(start) if start else None, min_pixels=min_pixels, max_pixels=max_pixels)
         processor, family = loaded.processor, loaded.family
     else:
         from backend.engine.models import load_processor
@@ -192,7 +319,7 @@ def check(ws, model: str, *, dataset_name: str | None = None, image_paths: list[
               "images": [{"path": label, **view.to_json()} for label, view in views],
               "largest_visual_tokens": largest,
               "memory": memory_line(model, settings, visual_tokens=largest), "baseline": None,
-              "dense": None}
+              "dense": None, "signal": None, "signal_check": None}
     if dataset is not None:  # the answer the densest image asks for, in this family's format and this tokenizer's tokens
         tokenizer = getattr(processor, "tokenizer", processor)
         result["dense"] = dense_scenes(dataset, family.name, lambda text: len(tokenizer(text)["input_ids"]),
@@ -201,5 +328,11 @@ def check(ws, model: str, *, dataset_name: str | None = None, image_paths: list[
     if with_baseline:
         out_dir = Path(ws.data_dir) / "checks" / time.strftime("%Y%m%d-%H%M%S")
         result["baseline"] = baseline(ws, loaded, dataset, samples, settings.max_completion_length, out_dir)
+        if settings.method == "grpo" and signal_images > 0:
+            result["signal"], result["signal_check"] = signal(ws, loaded, dataset, settings, signal_images)
+            from backend.data.demo.dataset import DEMO_DATASET
+            from backend.engine.models import DEMO_MODEL
+            result["demo_on_other_data"] = model.strip() == DEMO_MODEL and dataset["name"] != DEMO_DATASET
+    result["ready"] = ready(result)
     result["advice"] = advice(result)
     return result

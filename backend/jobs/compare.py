@@ -12,7 +12,8 @@ from backend.data.catalog import get_dataset
 from backend.engine.settings import TrainSettings
 from backend.jobs.run_history import best_point, evaluations, heldout_points, metric_total
 from backend.jobs.runs import run_training_set, training_set
-from backend.scoring.evaluation import MAIN_METRIC
+from backend.scoring.evaluation import MAIN_METRIC, main_scores
+from backend.scoring.verdict import paired_bootstrap
 from storage import Store
 from storage.models import Run
 
@@ -55,10 +56,37 @@ def compare(store: Store, dataset: str, metric: str | None = None, data_dir: Pat
                      "seed": settings.get("seed", 0), "shots": settings.get("shots"),
                      "novel_classes": list(settings.get("novel_classes") or []),
                      "training_set": run_training_set(store, run, data_dir)})
-    table = {"dataset": info["name"], "task": info["task"], "rows": [*bases.values(), *rows]}
+        rows[-1]["change"] = paired_bootstrap(*(main_scores(e or {}) or {} for e in (rows[-1]["before"],
+                                                                                     rows[-1]["metrics"])))
+    table = {"dataset": info["name"], "task": info["task"], "rows": [*bases.values(), *rows],
+             "contrasts": contrasts(rows)}
     if metric is not None and metric not in METRICS_SHOWN[info["task"]]:
         raise ValueError(f"unknown metric '{metric}' for {info['task']} (known: {', '.join(METRICS_SHOWN[info['task']])})")
     return table | {"efficiency": efficiency(rows, info["task"], all_shots(info), metric)}
+
+
+def contrasts(rows: list[dict]) -> list[dict]:
+    """Differences the Compare view states with their paired interval over the same held-out images: each GRPO run
+    against each SFT run of the same model, shots and novel classes (seed for seed where both have it), after
+    training; and each run with novel classes, its novel classes against its base classes."""
+    out = []
+    for grpo in (r for r in rows if r["method"] == "grpo" and r["init_from"] is None):
+        for sft in (r for r in rows if r["method"] == "sft"):
+            if (sft["model"], sft["shots"], sft["novel_classes"], sft["seed"]) != (
+                    grpo["model"], grpo["shots"], grpo["novel_classes"], grpo["seed"]):
+                continue
+            change = paired_bootstrap(main_scores(sft["metrics"]) or {}, main_scores(grpo["metrics"]) or {})
+            if change:
+                out.append({"what": f"GRPO run {grpo['run']} against SFT run {sft['run']}", "runs": [grpo["run"], sft["run"]],
+                            **change})
+    for r in rows:
+        metrics = r["metrics"] or {}
+        if r["novel_classes"] and metrics.get("base") and metrics.get("novel"):
+            change = paired_bootstrap(metrics["base"].get("per_image") or {}, metrics["novel"].get("per_image") or {})
+            if change:
+                out.append({"what": f"run {r['run']}: novel classes against base classes", "runs": [r["run"]],
+                            **change})
+    return out
 
 
 METRICS_SHOWN = {"detection": ("mean_iou", "ap50", "map"), "classification": ("accuracy",), "grounding": ("miou",)}

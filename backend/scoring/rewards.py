@@ -151,3 +151,8 @@ REWARDS: dict[str, RewardFn] = {
     for f in (format_reward, detection_iou, detection_soft_iou, detection_confidence, classification_accuracy,
               grounding_iou, grounding_giou)
 }
+
+NOT_THE_TASK = {"format": "the answer's shape", "detection_confidence": "the confidence it states"}
+"""Rewards that do not say whether the model finds the objects or the class: format scores the answer's shape, and
+detection_confidence pays 1 - confidence for a box that matches nothing, so a model that finds nothing still earns
+(and varies in) it. GRPO learns the task only from the other rewards; the pre-flight's readiness asks for them."""

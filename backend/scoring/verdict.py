@@ -19,31 +19,31 @@ def paired_bootstrap(before: Scores, after: Scores, resamples: int = RESAMPLES, 
                      seed: int = SEED) -> dict | None:
     """The change of the mean over prompts from `before` to `after`, paired over the images both scored, and its
     `level` percentile interval: images drawn with replacement `resamples` times (a prompt goes with its image, so
-    an image's several prompts are not counted as independent), seeded. None when no image was scored by both."""
-    images = sorted(set(before) & set(after))
-    pairs = tuple((sum(before[i]), sum(after[i]), len(before[i])) for i in images
-                  if before[i] and len(before[i]) == len(after[i]))
+    an image's several prompts are not counted as independent), seeded. The two sides may hold other prompts of
+    the same images (base against novel classes). None when no image was scored by both."""
+    pairs = tuple((sum(before[i]), len(before[i]), sum(after[i]), len(after[i]))
+                  for i in sorted(set(before) & set(after)) if before[i] and after[i])
     return _bootstrap(pairs, resamples, level, seed) if pairs else None
 
 
 @lru_cache(maxsize=256)  # the Runs tab asks again at every poll while nothing changed
-def _bootstrap(pairs: tuple[tuple[float, float, int], ...], resamples: int, level: float, seed: int) -> dict:
-    n = sum(c for _, _, c in pairs)
-    mean_before, mean_after = sum(b for b, _, _ in pairs) / n, sum(a for _, a, _ in pairs) / n
+def _bootstrap(pairs: tuple[tuple[float, int, float, int], ...], resamples: int, level: float, seed: int) -> dict:
+    mean_before = sum(p[0] for p in pairs) / sum(p[1] for p in pairs)
+    mean_after = sum(p[2] for p in pairs) / sum(p[3] for p in pairs)
     rng = random.Random(seed)
     k = len(pairs)
     deltas = []
     for _ in range(resamples):
-        sb = sa = sc = 0.0
+        sb = nb = sa = na = 0.0
         for j in rng.choices(range(k), k=k):
-            b, a, c = pairs[j]
-            sb, sa, sc = sb + b, sa + a, sc + c
-        deltas.append((sa - sb) / sc)
+            b, m, a, n = pairs[j]
+            sb, nb, sa, na = sb + b, nb + m, sa + a, na + n
+        deltas.append(sa / na - sb / nb)
     deltas.sort()
     tail = (1 - level) / 2
     return {"before": mean_before, "after": mean_after, "delta": mean_after - mean_before,
-            "interval": [_quantile(deltas, tail), _quantile(deltas, 1 - tail)], "images": k, "n": n,
-            "level": level, "resamples": resamples}
+            "interval": [_quantile(deltas, tail), _quantile(deltas, 1 - tail)], "images": k,
+            "n": sum(p[3] for p in pairs), "level": level, "resamples": resamples}
 
 
 def _quantile(ordered: list[float], q: float) -> float:
