@@ -10,7 +10,7 @@ from backend.jobs.runs import create_run as create
 from backend.jobs.run_history import run_json
 
 
-def register_api(ws: Workspace) -> None:
+def register_api(ws: Workspace, keeper=None) -> None:
     def create_run(dataset: str, model: str = "demo", preset_name: str = "CPU demo", max_steps: int = 0,
                    rewards: str = "", method: str = "grpo", shots: int = 0, novel_classes: str = "") -> dict:
         """Queue a run (method "grpo" or "sft"); rewards as 'name=weight, ...' (empty: the task's defaults); shots:
@@ -42,5 +42,12 @@ def register_api(ws: Workspace) -> None:
         except ValueError as e:
             raise gr.Error(str(e)) from None
 
-    for fn in (create_run, run_status, cancel_run):
+    def worker_status() -> dict:
+        """The page's worker: {"pid": its pid (null while there is none), "restarts": [{"gone", "pid", "at"}, ...]
+        (each worker the page started in place of one that died), "error", "message": what the page shows}."""
+        if keeper is None:
+            return {"pid": None, "restarts": [], "error": None, "message": "this page does not keep a worker"}
+        return keeper.status()
+
+    for fn in (create_run, run_status, cancel_run, worker_status):
         gr.api(fn, api_name=fn.__name__)

@@ -13,7 +13,9 @@ from ui.test_tab import create_test_tab
 from ui.train_tab import create_train_tab
 
 
-def build_app(ws: Workspace, demo=None) -> gr.Blocks:
+def build_app(ws: Workspace, demo=None, keeper=None) -> gr.Blocks:
+    """The page; `demo`: the first-start demo setup (its progress shown), `keeper`: the page's WorkerKeeper (its
+    worker's loss and replacement shown, and the worker_status endpoint)."""
     # Uploads are deleted from gradio's cache once imported or refused (ui/data_tab.py); anything else it holds
     # (test images, abandoned uploads) goes after a day, swept hourly.
     with gr.Blocks(title="Visual-RFT Studio", delete_cache=(3600, 86400)) as app:
@@ -24,6 +26,9 @@ def build_app(ws: Workspace, demo=None) -> gr.Blocks:
             timer = gr.Timer(1.0)
             timer.tick(lambda: (demo.message(), gr.Timer(active=demo.state == "preparing")), None, [banner, timer],
                        api_visibility="private")
+        if keeper is not None:  # a worker that died and was replaced (or is being): said on every open page
+            worker_line = gr.Markdown(elem_id="worker-status")
+            gr.Timer(3.0).tick(keeper.message, None, worker_line, api_visibility="private", show_progress="hidden")
         with gr.Tabs(selected="train") as tabs:
             data = create_data_tab(ws)
             train = create_train_tab(ws, on_launched=lambda run_id: (
@@ -34,7 +39,7 @@ def build_app(ws: Workspace, demo=None) -> gr.Blocks:
             create_playground_tab()
         button, fn, inputs, message = train["launch"]
         button.click(fn, inputs, [message, tabs, runs["picker"]], api_visibility="private")
-        register_api(ws)
+        register_api(ws, keeper)
         # The page holds no state: every load reads datasets and runs back from storage. Each dataset and run
         # list is read again when its tab is selected (ui/*_tab.py), after the actions that change it, and once
         # the demo dataset is ready (the banner empties); the Test tab's run list follows runs finishing.

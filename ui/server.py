@@ -79,15 +79,15 @@ def serve(data_dir: Path, host: str = "127.0.0.1", port: int = 7860, auth: str |
 
     from ui.app import build_app
 
-    from backend.jobs.background import DemoSetup, ensure_worker, stop_started_worker
+    from backend.jobs.background import DemoSetup, WorkerKeeper, stop_started_worker
 
     ws = open_workspace(data_dir)
     demo = DemoSetup(ws)
     signal.signal(signal.SIGTERM, _interrupt)  # `docker stop`, `systemctl stop`: as Ctrl-C
-    worker = ensure_worker(ws.data_dir)
+    keeper = WorkerKeeper(ws.data_dir)  # a worker, found or started, and another whenever it dies
     try:
-        app = build_app(ws, demo)
-        print(f"Visual-RFT Studio: http://{host}:{port} (data in {ws.data_dir.resolve()}, worker pid {worker}); "
+        app = build_app(ws, demo, keeper)
+        print(f"Visual-RFT Studio: http://{host}:{port} (data in {ws.data_dir.resolve()}, worker pid {keeper.pid}); "
               "Ctrl-C stops the page and the worker it started", flush=True)
         from starlette.middleware import Middleware
 
@@ -101,7 +101,7 @@ def serve(data_dir: Path, host: str = "127.0.0.1", port: int = 7860, auth: str |
     except KeyboardInterrupt:
         pass
     finally:  # the page's own worker stops with it (jobs checkpointed, runs re-queued); one started apart does not
-        stop_started_worker(worker)
+        stop_started_worker(keeper.stop())
     return 0
 
 

@@ -1,5 +1,6 @@
 """Processes the page starts: the data dir's worker, when none runs (the page owns it: it stops with the page, its
-jobs saving a checkpoint and re-queued, and stops by itself if the page is gone), and the first-start demo setup.
+jobs saving a checkpoint and re-queued, and stops by itself if the page is gone), kept running while the page runs
+(WorkerKeeper: a worker that dies, even by SIGKILL, is replaced), and the first-start demo setup.
 A worker started apart (`python app.py worker`, a service) is found and used, and never stopped by the page."""
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -51,6 +54,114 @@ def ensure_worker(data_dir: Path) -> int:
     (data_dir / PID_FILE).write_text(str(proc.pid))
     _STARTED[proc.pid] = proc
     return proc.pid
+
+
+RESTART_SECONDS = 10.0
+"""The page starts at most one worker per this many seconds when it finds its worker gone (VRFT_WORKER_RESTART_SECONDS
+overrides): a worker that dies at every start is retried, and logged, at that pace, not in a tight loop."""
+RESTART_NOTE_SECONDS = 600.0
+"""How long the page says that it replaced its worker."""
+
+
+def _reap() -> None:
+    """Forget (and reap: no zombie) the workers this process started that have exited."""
+    for pid, proc in list(_STARTED.items()):
+        if proc.poll() is not None:
+            _STARTED.pop(pid, None)
+
+
+class WorkerKeeper:
+    """The page's worker, kept running: one is found or started at once (ensure_worker), then a watch thread looks
+    every `poll` seconds and, when the data dir has no live worker (killed, crashed), starts another, at most once
+    per `every` seconds. Each loss and start is logged (the page's output and worker.log) and `message()` says it on
+    the page. A worker it starts is owned by this process like the first (it stops with the page). `stop()` ends
+    the watch before the page stops its worker, so none is started after."""
+
+    def __init__(self, data_dir: Path, every: float | None = None, poll: float = 1.0, start=None, say=print,
+                 clock=time.monotonic):
+        self.data_dir = Path(data_dir).resolve()
+        self.every = float(os.environ.get("VRFT_WORKER_RESTART_SECONDS", RESTART_SECONDS)) if every is None else every
+        self.poll, self._start, self._say, self._clock = poll, start or ensure_worker, say, clock
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self.pid = self._start(self.data_dir)
+        self.last_start = self._clock()
+        self.gone: tuple[int, float] | None = None
+        """(pid, when) of the worker found gone and not yet replaced."""
+        self.restarts: list[dict] = []
+        """Each replacement: {"gone": old pid, "pid": new pid, "at": wall-clock time}."""
+        self.error: str | None = None
+        self._thread = threading.Thread(target=self._watch, name="worker-keeper", daemon=True)
+        self._thread.start()
+
+    def _log(self, line: str) -> None:
+        self._say(f"Visual-RFT Studio: {line}")
+        try:
+            with open(self.data_dir / "worker.log", "a") as log:
+                log.write(f"[page {os.getpid()}] {datetime.now():%Y-%m-%d %H:%M:%S} {line}\n")
+        except OSError:
+            pass
+
+    def check(self) -> None:
+        """One look: the worker gone -> another started, unless one was started less than `every` seconds ago."""
+        _reap()
+        if worker_pid(self.data_dir):
+            return
+        with self._lock:
+            if self._stopped.is_set():
+                return
+            now = self._clock()
+            if self.gone is None:
+                self.gone = (self.pid, time.time())
+                self._log(f"the worker (pid {self.pid}) is gone; starting another"
+                          + (f" in {self.every - (now - self.last_start):.0f} s"
+                             if now - self.last_start < self.every else ""))
+            if now - self.last_start < self.every:
+                return
+            self.last_start = now
+            try:
+                pid = self._start(self.data_dir)
+            except Exception as e:  # noqa: BLE001 - said on the page and tried again after `every` seconds
+                self.error = str(e) or type(e).__name__
+                self._log(f"could not start a worker: {self.error}; trying again in {self.every:.0f} s")
+                return
+            self.restarts.append({"gone": self.gone[0], "pid": pid, "at": time.time()})
+            self._log(f"started worker pid {pid} in place of pid {self.gone[0]}")
+            self.pid, self.gone, self.error = pid, None, None
+
+    def _watch(self) -> None:
+        while not self._stopped.wait(self.poll):
+            try:
+                self.check()
+            except Exception as e:  # noqa: BLE001 - the watch must go on
+                self._log(f"checking the worker failed: {e}")
+
+    def stop(self) -> int:
+        """Stop watching (no worker is started after this returns); the pid of the latest worker."""
+        with self._lock:
+            self._stopped.set()
+        self._thread.join(timeout=10)
+        return self.pid
+
+    def status(self) -> dict:
+        """What the page shows: the live worker's pid (None while there is none), the replacements, the message."""
+        return {"pid": worker_pid(self.data_dir), "restarts": list(self.restarts), "error": self.error,
+                "message": self.message()}
+
+    def message(self) -> str:
+        """'' while the worker runs and was not replaced lately; else a line for the page."""
+        if self.gone is not None:
+            if self.error:
+                return (f"⚠ The worker (pid {self.gone[0]}) is gone and another could not be started: {self.error} "
+                        f"(see worker.log in the data dir; the page tries again every {self.every:.0f} s).")
+            return (f"⚠ The worker (pid {self.gone[0]}) is gone; the page is starting another. Queued runs and "
+                    "labelling jobs wait for it.")
+        if self.restarts and time.time() - self.restarts[-1]["at"] < RESTART_NOTE_SECONDS:
+            last = self.restarts[-1]
+            return (f"⚠ The worker (pid {last['gone']}) stopped; the page started another (pid {last['pid']}) at "
+                    f"{datetime.fromtimestamp(last['at']):%H:%M:%S}. Queued runs and labelling jobs go on; a run that "
+                    "was training resumes from its last checkpoint.")
+        return ""
 
 
 def stop_started_worker(pid: int, say=print) -> bool:
