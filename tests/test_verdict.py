@@ -158,3 +158,25 @@ def test_a_nan_metric_is_recorded_as_missing(ws):
     save_heldout_point(ws.store, run_id, 0, {"mean_iou": float("nan"), "base": {"map": float("-inf")}}, 1.0)
     assert heldout_points(ws.store, run_id)[0].metrics == {"mean_iou": None, "base": {"map": None}}
     assert finite([1.0, {"a": float("nan")}]) == [1.0, {"a": None}]
+
+
+def test_a_nan_loss_stops_the_run_with_a_sentence_and_keeps_the_last_good_checkpoint(ws):
+    """A learning rate so large (finite, so accepted) that the weights leave the numbers after the first step: the
+    NaN metrics of step 2 are recorded as missing (a NaN metric used to end the run with a database error), and its
+    NaN gradient norm stops training there, without saving it, in one sentence."""
+    from backend.data.demo.dataset import ensure_demo_dataset
+    from backend.jobs.run_history import latest_checkpoint, run_json
+    from backend.jobs.runs import create_run
+    from tests.conftest import run_job_now
+    ensure_demo_dataset(ws.store, ws.data_dir, n=10)
+    settings = preset("CPU demo", method="sft", max_steps=4, save_steps=1, eval_steps=0, eval_max_examples=1,
+                      max_completion_length=16, learning_rate=1e30)
+    run_id = create_run(ws.store, "demo-shapes", "demo", settings)
+    assert run_job_now(ws, run_id) != 0
+    run = run_json(ws.store, run_id)
+    assert run["status"] == "failed"
+    assert run["error"] == ("the gradient norm became NaN at step 2, so training stopped there; the last good "
+                            "checkpoint (step 1) is kept: lower the learning rate (or beta) and start a new run")
+    assert [p[0] for p in run["metrics"]["grad_norm"]] == [1]  # step 2's NaN is missing, not an error
+    assert [p[0] for p in run["metrics"]["loss"]] == [1, 2]
+    assert latest_checkpoint(ws.store, ws.data_dir, run_id).step == 1

@@ -172,7 +172,8 @@ def run_job(ws: Workspace, run_id: int, token: str | None = None, lifeline=None)
             raise Stopped(*callback.stopped)
         if callback.diverged is not None:
             kept = latest_checkpoint(ws.store, ws.data_dir, run_id)
-            raise ValueError(f"the training loss became NaN at step {callback.diverged}, so training stopped there; "
+            step, what = callback.diverged
+            raise ValueError(f"the {what} became NaN at step {step}, so training stopped there; "
                              + (f"the last good checkpoint (step {kept.step}) is kept" if kept else "no checkpoint "
                                 "was saved before it") + ": lower the learning rate (or beta) and start a new run")
 
@@ -288,8 +289,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - stored for the person, with the log for detail
         traceback.print_exc()
         line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        sentence = f"training failed: {line} (see the log)"
+        if "inf, nan" in line:  # torch.multinomial on broken weights: GRPO samples before any loss is logged
+            sentence = (f"the model's weights became NaN or infinite after step {get_run(ws.store, args.run).step}, so "
+                        "sampling failed: lower the learning rate (or beta) and start a new run")
         if main_process:
-            finish(ws, args.run, "failed", f"training failed: {line} (see the log)", token)
+            finish(ws, args.run, "failed", sentence, token)
         return EXIT_FAILED
     if main_process and not finish(ws, args.run, status, token=token) and token is not None:
         print(f"stopping: run {args.run} is no longer leased to this job; its result was not recorded", flush=True)

@@ -50,8 +50,9 @@ def make_callback(ws: Workspace, run_id: int, settings: TrainSettings, recorder:
             self.step_seconds = 0.0
             self.heldout: HeldoutEvaluations | None = None
             self.stopped: tuple[int, str] | None = None
-            self.diverged: int | None = None
-            """The step whose training loss was NaN or infinite: training stopped there, without saving it."""
+            self.diverged: tuple[int, str] | None = None
+            """(step, what): the step whose training loss or gradient norm was NaN or infinite: training stopped
+            there, without saving it."""
 
         def on_step_begin(self, args, state, control, **kw):
             self.step_started = time.time()
@@ -61,8 +62,9 @@ def make_callback(ws: Workspace, run_id: int, settings: TrainSettings, recorder:
                 return
             values = {k: v for k, v in logs.items() if isinstance(v, (int, float)) and not k.startswith(("total_flos", "train_"))}
             values["step_time"] = self.step_seconds  # without the held-out evaluation at its end
-            if "loss" in values and not math.isfinite(values["loss"]):  # the weights are no longer numbers
-                self.diverged = state.global_step
+            broken = [k for k in ("loss", "grad_norm") if k in values and not math.isfinite(values[k])]
+            if broken:  # the weights are no longer numbers (or will not be after this step's update)
+                self.diverged = (state.global_step, "training loss" if "loss" in broken else "gradient norm")
                 control.should_training_stop = True
                 control.should_save = False  # the last good checkpoint stays the newest
             upsert_metrics(ws.store, run_id, state.global_step, values, token=token)
