@@ -3,8 +3,9 @@
 Trains the demo with the default preset on demo-shapes' ~80 training images and prints held-out
 mean IoU (first box vs truth, on prompts whose category is present), share of IoU >= 0.5 and
 format rate for: the warm start, after GRPO (the app's own job), and after SFT (TRL SFTTrainer,
-LoRA, tight boxes) on the same images for the same wall-clock time. The last line is one JSON
-object. Never tune on the held-out images.
+LoRA, tight boxes) on the same images for the same wall-clock time, and each change of mean IoU (GRPO and SFT
+against the warm start, GRPO against SFT) with its 90 % paired bootstrap interval over the held-out images, as the
+app's verdict computes it. The last line is one JSON object. Never tune on the held-out images.
 
 --shots K trains both on K images per class (the run's seed draws them, as the app does); --novel-classes
 "a,b" holds those classes out of both trainings (never in a prompt: their boxes are dropped, their images
@@ -88,8 +89,22 @@ def sft(ws, dataset: dict, seconds: float, seed: int, settings) -> dict:
     trainer.model.eval()
     loaded.model = trainer.model
     val = [s for s in dataset["samples"] if s["split"] == "val"]
-    return summary(heldout.evaluate(loaded, ws.data_dir, dataset, val, TaskSettings(), settings.max_completion_length,
-                                    10_000, novel=settings.novel_classes), elapsed)
+    return heldout.evaluate(loaded, ws.data_dir, dataset, val, TaskSettings(), settings.max_completion_length, 10_000,
+                            novel=settings.novel_classes), elapsed
+
+
+def intervals(before: dict, after: dict) -> dict:
+    """The change of held-out mean IoU from `before` to `after` with its 90 % paired bootstrap interval over the
+    held-out images (backend.scoring.verdict), on every prompt and on the base / novel classes apart."""
+    from backend.scoring.verdict import paired_bootstrap
+    out = {}
+    for scope in ("all", "base", "novel"):
+        b, a = (before if scope == "all" else before.get(scope)), (after if scope == "all" else after.get(scope))
+        if b and a and b.get("per_image") and a.get("per_image"):
+            change = paired_bootstrap(b["per_image"], a["per_image"])
+            out[scope] = {"delta": round(change["delta"], 4), "interval": [round(v, 4) for v in change["interval"]],
+                          "images": change["images"], "n": change["n"]}
+    return out
 
 
 def main() -> None:
@@ -104,6 +119,7 @@ def main() -> None:
     settings = preset("CPU demo", seed=args.seed, max_steps=args.steps, shots=args.shots,
                       novel_classes=parse_class_list(args.novel_classes))
     settings.eval_max_examples = 10_000
+    settings.eval_steps = 0  # before and after only: the comparison is of those two
 
     run_id = create_run(ws.store, "demo-shapes", "demo", settings)  # shots and classes checked: one sentence
     print(training_set_text(training_set(dataset, settings)), flush=True)
@@ -118,10 +134,16 @@ def main() -> None:
     grpo = summary(ev["after"], grpo_seconds)
     print(f"warm start: {warm}", flush=True)
     print(f"GRPO ({settings.max_steps} steps, job total {total:.0f} s): {grpo}", flush=True)
-    sft_result = sft(ws, dataset, grpo_seconds, args.seed, settings)
+    sft_metrics, sft_seconds = sft(ws, dataset, grpo_seconds, args.seed, settings)
+    sft_result = summary(sft_metrics, sft_seconds)
     print(f"SFT (same wall-clock): {sft_result}", flush=True)
-    print(json.dumps({"warm_start": warm, "grpo": grpo, "sft": sft_result, "seed": args.seed, "shots": args.shots,
-                      "novel_classes": settings.novel_classes, "steps": settings.max_steps}))
+    from backend.jobs.run_history import run_json
+    changes = {"grpo_vs_warm_start": intervals(ev["before"], ev["after"]),
+               "sft_vs_warm_start": intervals(ev["before"], sft_metrics),
+               "grpo_vs_sft": intervals(sft_metrics, ev["after"])}
+    print(f"verdict: {run_json(ws.store, run_id)['verdict']}", flush=True)
+    print(json.dumps({"warm_start": warm, "grpo": grpo, "sft": sft_result, "changes": changes, "seed": args.seed,
+                      "shots": args.shots, "novel_classes": settings.novel_classes, "steps": settings.max_steps}))
 
 
 if __name__ == "__main__":
