@@ -176,3 +176,22 @@ def test_a_corrupt_zip_to_label_is_not_a_valid_zip_archive(tmp_path):
     with pytest.raises(ImportProblem) as refused:
         collect_images([broken], tmp_path / "unpack")
     assert str(refused.value).endswith("photos.zip is not a valid zip archive")
+
+
+# ------------------------------------------------------------------ errors name the sender's file, not the server's copy
+
+def test_errors_about_an_upload_name_the_file_not_the_servers_path(tmp_path):
+    """An upload sits in Gradio's cache (shared by every visitor) or the data dir's staging: an error says the
+    sender's file name and the reason, never that path (an OSError's text carries it)."""
+    from backend.data.config import ImportLimits
+    from backend.data.safety import ByteBudget, extract_zip, probe_image
+    cache = tmp_path / "gradio" / "0123456789abcdef"
+    cache.mkdir(parents=True)
+    limits = ImportLimits.from_env()
+    for refuse in (lambda: probe_image(cache / "photo.png", limits, "photo.png"),
+                   lambda: extract_zip(cache / "photos.zip", tmp_path / "out", limits, ByteBudget(limits),
+                                       "photos.zip")):
+        with pytest.raises(ImportProblem) as refused:
+            refuse()
+        assert str(tmp_path) not in str(refused.value), str(refused.value)
+        assert str(refused.value).startswith("photo"), str(refused.value)

@@ -56,12 +56,25 @@ class ByteBudget:
                                 "(the limit); it may be a zip bomb")
 
 
+def reason(e: BaseException, *paths: tuple[Path, str]) -> str:
+    """An exception's words for a sentence the sender reads: a file-system error without the server's path (its
+    `strerror`), and each (path, name) pair's server path replaced by the name the sender knows (an upload sits in
+    a cache folder shared by every visitor, or in the data dir's staging)."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    text = str(e) or type(e).__name__
+    for path, name in paths:
+        for form in {str(path), str(Path(path).resolve())}:
+            text = text.replace(form, name)
+    return text
+
+
 def extract_zip(archive: Path, dest: Path, limits: ImportLimits, budget: ByteBudget, label: str) -> None:
     """Unpack `archive` under `dest`, refusing anything unsafe. Sizes are counted as bytes stream."""
     try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError) as e:
-        raise ImportProblem(f"{label} is not a valid zip archive ({e})") from None
+        raise ImportProblem(f"{label} is not a valid zip archive ({reason(e, (archive, label))})") from None
     with zf:
         infos = zf.infolist()
         if len(infos) > limits.max_entries:
@@ -88,9 +101,11 @@ def extract_zip(archive: Path, dest: Path, limits: ImportLimits, budget: ByteBud
             except ImportProblem:
                 raise
             except RuntimeError as e:  # encrypted entries
-                raise ImportProblem(f"{label}: '{info.filename}' cannot be read ({e})") from None
+                raise ImportProblem(f"{label}: '{info.filename}' cannot be read "
+                                    f"({reason(e, (archive, label))})") from None
             except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
-                raise ImportProblem(f"{label} is damaged: '{info.filename}' cannot be unpacked ({e})") from None
+                raise ImportProblem(f"{label} is damaged: '{info.filename}' cannot be unpacked "
+                                    f"({reason(e, (archive, label), (target, info.filename))})") from None
 
 
 def gather_upload(sources: list[Path], dest: Path, limits: ImportLimits, names: list[str] | None = None) -> None:
@@ -191,7 +206,7 @@ def _checked_open(path: Path, limits: ImportLimits, label: str, fn):
     except Image.UnidentifiedImageError:
         raise ImportProblem(f"{label} is not a readable JPEG, PNG, WebP, BMP or TIFF image") from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise ImportProblem(f"{label} is corrupt or truncated ({e})") from None
+        raise ImportProblem(f"{label} is corrupt or truncated ({reason(e, (path, label))})") from None
 
 
 def inspect_image(path: Path, limits: ImportLimits, label: str) -> ImageInfo:

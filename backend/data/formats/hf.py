@@ -11,7 +11,7 @@ from typing import Any, Iterator
 from PIL import Image
 
 from backend.data.common import Format, Parsed, Problems, RawSample, Upload
-from backend.data.safety import IMAGE_SUFFIXES, ImportProblem
+from backend.data.safety import IMAGE_SUFFIXES, ImportProblem, reason
 from backend.data.split import split_in_path, split_named
 
 _OBJECTS = ("objects", "annotations", "objects_list")
@@ -41,7 +41,8 @@ def _tables(upload: Upload) -> Iterator[tuple[str | None, str, Any, Any]]:
         try:
             ds = datasets.load_from_disk(str(root))
         except Exception as e:  # noqa: BLE001 - a damaged or foreign folder: one sentence
-            raise ImportProblem(f"{where} is not a readable Hugging Face dataset ({e})") from None
+            raise ImportProblem(f"{where} is not a readable Hugging Face dataset "
+                                f"({reason(e, (upload.root, 'the upload'))})") from None
         split = split_named(root.name) or split_named(str(ds.split or "")) or split_in_path(f"{upload.rel(root)}/x")
         yield split, where, ds.features, ds.data.table
     groups: dict[tuple[Path, str | None], list[Path]] = {}
@@ -54,7 +55,8 @@ def _tables(upload: Upload) -> Iterator[tuple[str | None, str, Any, Any]]:
             table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
             features = datasets.Features.from_arrow_schema(table.schema)
         except Exception as e:  # noqa: BLE001 - not parquet, or parts that do not fit together
-            raise ImportProblem(f"{where} is not a readable parquet file of a Hugging Face dataset ({e})") from None
+            raise ImportProblem(f"{where} is not a readable parquet file of a Hugging Face dataset "
+                                f"({reason(e, (upload.root, 'the upload'))})") from None
         yield split, where, features, table
 
 
