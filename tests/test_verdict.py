@@ -71,10 +71,23 @@ def test_only_images_scored_by_both_are_paired_and_the_result_is_seeded():
 
 
 def test_the_reward_changes_are_last_quarter_against_first_quarter():
+    """Quarters of at least 3 steps where there are 6: 8 points compare the first 3 with the last 3."""
     points = {"rewards/format/mean": [[s, v] for s, v in enumerate([0.5, 0.5, 0.6, 0.7, 0.8, 0.9, 0.9, 0.9], 1)],
               "rewards/detection_soft_iou/mean": [[1, 0.02], [2, 0.01]], "reward": [[1, 3.0], [2, 4.0]],
               "rewards/format/std": [[1, 0.1], [2, 0.2]], "rewards/x/mean": [[1, 0.3]]}
-    assert reward_changes(points) == pytest.approx({"format": 0.4, "detection_soft_iou": -0.01})
+    assert reward_changes(points) == pytest.approx({"format": 0.9 - 1.6 / 3, "detection_soft_iou": -0.01})
+    long = {"rewards/format/mean": [[s, 0.0 if s <= 25 else 0.5 if s <= 75 else 1.0] for s in range(1, 101)]}
+    assert reward_changes(long) == {"format": 1.0}  # 25 steps a side
+
+
+def test_the_cones_run_rose_through_format():
+    """The 6 steps of a run of the demo model on the Roboflow cones export (its log): the total reward 0.56 -> 0.76,
+    one step's soft IoU 0.062 at the end. Three steps a side: format +0.135, soft IoU +0.013: format only."""
+    steps = {"format": [0.531, 0.312, 0.656, 0.5, 0.75, 0.656], "detection_soft_iou": [0.0039, 0, 0.027, 0.0018,
+                                                                                      0.0052, 0.062],
+             "detection_confidence": [0.025, 0.0094, 0.019, 0.028, 0.041, 0.041]}
+    changes = reward_changes({f"rewards/{k}/mean": [[i + 1, v] for i, v in enumerate(vs)] for k, vs in steps.items()})
+    assert changes["format"] == pytest.approx(0.1357, abs=1e-3) and format_only(changes, {})
 
 
 @pytest.mark.parametrize("changes, expected", [

@@ -73,13 +73,14 @@ def within_noise(change: dict | None) -> str:
 
 
 RISE = 0.05
-"""A reward (on its own 0–1 scale) rose, or moved at all, when its mean over the last quarter of the steps differs
-from the first quarter's by more than this."""
+"""A reward (on its own 0–1 scale) rose when its mean over the last quarter of the steps exceeds the first quarter's
+by more than this (reward_changes)."""
 
 
 def reward_changes(metrics: dict[str, list[list[float]]]) -> dict[str, float]:
     """Per reward function (TRL's `rewards/<name>/mean` points), its mean over the last quarter of the logged steps
-    minus the first quarter's (at least one step each); rewards with fewer than two points are left out."""
+    minus the first quarter's, each quarter at least 3 steps where the run has 6 (one step's mean is mostly the
+    sampling of its few prompts); rewards with fewer than two points are left out."""
     out = {}
     for key, points in metrics.items():
         if not (key.startswith("rewards/") and key.endswith("/mean")) or len(points) < 2:
@@ -87,7 +88,7 @@ def reward_changes(metrics: dict[str, list[list[float]]]) -> dict[str, float]:
         values = [v for _, v in sorted(points) if v is not None and math.isfinite(v)]
         if len(values) < 2:
             continue
-        q = max(1, len(values) // 4)
+        q = max(len(values) // 4, min(3, len(values) // 2))  # a quarter, but 3 steps a side where there are 6
         out[key.split("/")[1]] = sum(values[-q:]) / q - sum(values[:q]) / q
     return out
 
