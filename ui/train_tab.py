@@ -1,10 +1,10 @@
-"""The Train tab: dataset, model, rewards with weights, a preset and advanced settings; launch queues a run."""
+"""The Train tab: dataset, model, the rewards picked with their weights, a preset and the other settings in groups;
+Check runs the pre-flight in its own process, Train queues a run."""
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
 import gradio as gr
@@ -12,104 +12,25 @@ import gradio as gr
 from backend.data.catalog import dataset_names, get_dataset
 from backend.data.workspace import Workspace
 from backend.engine.preflight import launch_check
-from backend.engine.settings import (CHOICES, PRESETS, TrainSettings, parse_setting, preset, setting_help,
-                                     setting_type)
+from backend.engine.settings import PRESET_CARD_GIB, PRESETS, TrainSettings, setting_help
 from backend.jobs.runs import create_run
-from backend.scoring.families import KNOWN_MODELS
-from backend.scoring.rewards import REWARDS
-from backend.scoring.tasks import TASKS
+from backend.scoring.families import KNOWN_MODELS, get_family
+from ui.train_form import (ADVANCED, REWARD_NAMES, SETTING_GROUPS, form_args, form_settings, form_value,  # noqa: F401
+                           parse_weights, reward_line, reward_updates, setting_info, setting_input, task_rewards,
+                           weights_text)
 
-ADVANCED = [f.name for f in dataclass_fields(TrainSettings) if f.name not in ("rewards", "reward_weights")]
-"""Every other setting is in the Advanced accordion, built from TrainSettings (its docstrings are the hints)."""
-AUTO = "auto"
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def device_summary() -> str:
+def has_gpu() -> bool:
     """Without importing torch (the page must start fast): a GPU is visible through the driver."""
-    gpu = Path("/proc/driver/nvidia/gpus").exists()
+    return Path("/proc/driver/nvidia/gpus").exists()
+
+
+def device_summary() -> str:
+    gpu = has_gpu()
     return ("**Device:** NVIDIA GPU — QLoRA (4-bit NF4, bf16 compute) with LoRA adapters" if gpu else
             "**Device:** CPU (no GPU found) — LoRA in float32; pick the *CPU demo* preset and the demo model")
-
-
-def weights_text(task: str, preset_name: str | None = None) -> str:
-    """The rewards a run of `task` gets: the preset's that score this task (each reward is named for its
-    task), else the task's defaults."""
-    chosen = PRESETS.get(preset_name, {}).get("rewards")
-    if chosen:
-        return ", ".join(f"{n}=1" for n in chosen if n == "format" or n.startswith(f"{task}_"))
-    return ", ".join(f"{n}={w:g}" for n, w in TASKS[task].default_rewards.items())
-
-
-def parse_weights(text: str) -> tuple[list[str], list[float]]:
-    """'detection_iou=1, format=0.5' -> names and weights."""
-    names, weights = [], []
-    for part in (text or "").split(","):
-        if not part.strip():
-            continue
-        name, _, w = part.partition("=")
-        name = name.strip()
-        try:
-            weight = float(w) if w.strip() else 1.0
-        except ValueError:
-            raise ValueError(f"the weight of '{name}' is not a number: '{w.strip()}'") from None
-        names.append(name)
-        weights.append(weight)
-    if not names:
-        raise ValueError("choose at least one reward")
-    return names, weights
-
-
-def form_value(key: str, value):
-    """A setting as its form input shows it (qlora: auto / on / off)."""
-    if key == "qlora":
-        return AUTO if value is None else ("on" if value else "off")
-    if setting_type(key) is list:
-        return ", ".join(value or [])
-    if setting_type(key) in (int, float) and getattr(TrainSettings, key, None) is None:
-        return "" if value is None else str(value)
-    return value
-
-
-def setting_input(key: str, value, help_text: str | None):
-    """The form input for one setting: a choice, a checkbox, a number or text."""
-    label, info = key.replace("_", " "), help_text or None
-    if key in CHOICES:
-        return gr.Dropdown(list(CHOICES[key]), value=value, label=label, info=info)
-    if key == "qlora":  # None = decided by the device
-        return gr.Radio([AUTO, "on", "off"], value=form_value(key, value), label=label, info=info)
-    kind = setting_type(key)
-    if kind is bool:
-        return gr.Checkbox(value=value, label=label, info=info)
-    if kind in (int, float) and getattr(TrainSettings, key, None) is not None:
-        return gr.Number(value, label=label, info=info, precision=0 if kind is int else None)
-    # Optional numbers and text: empty = the default (a Number would show and send 0).
-    if kind is list:
-        return gr.Textbox(form_value(key, value), label=label, info=info, placeholder="none",
-                          elem_id=f"setting-{key}")
-    return gr.Textbox("" if value is None else str(value), label=label, info=info, placeholder="default",
-                      elem_id=f"setting-{key}")
-
-
-def form_settings(dataset: str, model: str, preset_name: str, rewards_text: str, *values) -> TrainSettings:
-    """The form as TrainSettings (ValueError: one sentence for the page)."""
-    if not dataset:
-        raise ValueError("choose a dataset first (the Data tab imports one)")
-    if not model:
-        raise ValueError("choose a model")
-    names, weights = parse_weights(rewards_text)
-    overrides = {}
-    for key, value in zip(ADVANCED, values):
-        if value is None or value == "" or value == AUTO:
-            continue
-        kind = setting_type(key)
-        try:
-            overrides[key] = (value in (True, "on")) if kind is bool else parse_setting(key, value)
-        except ValueError:
-            raise ValueError(f"{key.replace('_', ' ')} must be a number, got '{value}'") from None
-    settings = preset(preset_name, **overrides)
-    settings.rewards, settings.reward_weights = names, weights
-    return settings
 
 
 def launch(ws: Workspace, dataset: str, model: str, preset_name: str, rewards_text: str, *values) -> int:
@@ -143,8 +64,58 @@ def run_check(ws: Workspace, dataset: str, model: str, settings: TrainSettings, 
     return json.loads(proc.stdout)
 
 
-def check_view(result: dict) -> tuple[list[list], list[tuple[str, str]], str]:
-    """(size table rows, baseline pictures with captions, markdown summary and advice)."""
+def plan_lines(result: dict, settings: TrainSettings, preset_name: str | None, gpu: bool) -> list[str]:
+    """The check's plan in this machine's terms: on a GPU the plan and memory on it; on a CPU the CPU plan and its
+    time per step; and for a GPU preset, what its card would run."""
+    from backend.engine.cpu_advice import cpu_estimate, span
+    from backend.engine.memory import model_shape
+    from backend.engine.models import resolve_model
+    from backend.engine.run_plan import plan_run
+    lines, mem = [], result.get("memory")
+    if gpu and mem:
+        card = f"this machine's {mem['gpu_gib']:g} GiB GPU" if mem.get("gpu_gib") else "this machine's GPU"
+        lines.append(f"**On {card}:** {mem['plan']}; **memory estimate:** {mem['summary']}")
+    try:
+        source = resolve_model(result["model"])[0]
+        shape = model_shape(source)
+    except ValueError:  # a model of unknown shape: nothing to estimate from
+        return lines
+    if not gpu:
+        est = cpu_estimate(settings, shape, visual_tokens=result.get("largest_visual_tokens"))
+        lines.append(f"**On this machine's CPU** (no GPU found): LoRA on a float32 base, HF generate; about "
+                     f"{est['memory_gib']:g} GiB of memory and roughly {span(est['step_seconds'])} a step "
+                     f"({span(est['run_seconds'])} for {settings.max_steps} steps).")
+    card = PRESET_CARD_GIB.get(preset_name)
+    if card and not (gpu and mem and mem.get("gpu_gib")):
+        plan = plan_run(settings, source, cuda=True, vllm_installed=True, gpu_gib=card,
+                        visual_tokens=result.get("largest_visual_tokens"))
+        if plan.estimate is not None:
+            fits = "" if plan.fits else " (does not fit)"
+            lines.append(f"**On a {card} GB GPU** (the {preset_name} preset, with vLLM installed): "
+                         f"{plan.describe()}{fits}; **memory estimate:** {plan.estimate.summary()}")
+    return lines
+
+
+def frame_note(result: dict) -> str:
+    """What "coordinate frame" means for this model, in words: where its box numbers live."""
+    try:
+        convention = get_family(result["family"]).convention
+    except ValueError:
+        return ""
+    if convention.kind == "normalized":
+        how = (f"numbers from 0 to {convention.scale} across the width and down the height, whatever the image's "
+               f"size: a {convention.scale}×{convention.scale} frame")
+    else:
+        how = "pixels of the image as it is fed to the model (the resized size), so the frame is that size"
+    return (f"**Coordinate frame:** the grid the model writes a box's corners in. {result['family']} answers in "
+            f"{how}. Every answer is converted back to the original image's pixels before it is scored or drawn; "
+            "boxes that sit shifted or scaled on the pictures below would mean the frame does not match the model.")
+
+
+def check_view(result: dict, settings: TrainSettings | None = None, preset_name: str | None = None,
+               gpu: bool | None = None) -> tuple[list[list], list[tuple[str, str]], str]:
+    """(size table rows, baseline pictures with captions, markdown summary and advice). The plan is said in this
+    machine's terms (`gpu` None: looked up), for the form's `settings` and preset."""
     rows, seen = [], set()
     for im in result["images"]:
         key = (tuple(im["original"]), tuple(im["input"]))
@@ -157,8 +128,7 @@ def check_view(result: dict) -> tuple[list[list], list[tuple[str, str]], str]:
     pictures, lines = [], [f"**{result['model']}** ({result['family']}): images are resized within "
                            f"{result['min_pixels']:,}–{result['max_pixels']:,} pixels; the largest takes "
                            f"{result['largest_visual_tokens']} visual tokens."]
-    if result.get("memory"):
-        lines.append(f"**GPU plan:** {result['memory']['plan']}; **memory estimate:** {result['memory']['summary']}")
+    lines += plan_lines(result, settings or TrainSettings(), preset_name, has_gpu() if gpu is None else gpu)
     base = result.get("baseline")
     if base:
         lines.append(f"**Zero-shot baseline** on {len(base['samples'])} training images: format rate "
@@ -180,7 +150,6 @@ def check_view(result: dict) -> tuple[list[list], list[tuple[str, str]], str]:
 
 def _card_preset(preset_name: str) -> str:
     """The GPU preset whose card the checkpoint table is for: the chosen one, or the 24 GB card's."""
-    from backend.engine.settings import PRESET_CARD_GIB
     return preset_name if preset_name in PRESET_CARD_GIB else "24 GB GPU"
 
 
@@ -194,6 +163,35 @@ def checkpoints_caption(preset_name: str) -> str:
 def checkpoints_view(preset_name: str) -> tuple[list[str], list[list]]:
     from backend.engine.checkpoints import checkpoint_rows, checkpoint_table
     return checkpoint_table(checkpoint_rows(_card_preset(preset_name)))
+
+
+def create_reward_picker(task: str, preset_name: str) -> tuple[list, list, list]:
+    """A checkbox per reward (its docstring's line beside it) and a weight beside each ticked one: (rows, ticks,
+    weights), one of each per REWARD_NAMES; the rows of other tasks' rewards are hidden."""
+    rows, ticks, weights = [], [], []
+    chosen = dict(zip(*parse_weights(weights_text(task, preset_name))))
+    gr.Markdown("**Rewards** (each scores every completion; a step's reward is their weighted sum)",
+                elem_id="rewards-heading")
+    for name in REWARD_NAMES:
+        with gr.Row(visible=name in task_rewards(task), equal_height=True, elem_classes="reward-row") as row:
+            tick = gr.Checkbox(name in chosen, label=name, info=reward_line(name), scale=4, elem_id=f"reward-{name}")
+            weight = gr.Number(chosen.get(name, 1.0), label="weight", visible=name in chosen, scale=1, min_width=90,
+                               elem_id=f"reward-weight-{name}")
+        tick.change(lambda on: gr.Number(visible=on), tick, weight, api_visibility="private", show_progress="hidden")
+        rows.append(row), ticks.append(tick), weights.append(weight)
+    return rows, ticks, weights
+
+
+def create_settings_groups(defaults: TrainSettings, preset_name: str, method) -> list:
+    """Every setting besides the rewards in its group (SETTING_GROUPS) with its hint and default, inside one
+    Advanced accordion; the inputs in ADVANCED's order (`method`, shown above, first)."""
+    helps, inputs = setting_help(), {"method": method}
+    with gr.Accordion("Advanced settings", open=False, elem_id="advanced-settings"):
+        for title, (opened, keys) in SETTING_GROUPS.items():
+            with gr.Accordion(title, open=opened, elem_classes="settings-group"), gr.Row():  # two abreast, wrapping
+                for key in keys:
+                    inputs[key] = setting_input(key, getattr(defaults, key), setting_info(key, preset_name, helps))
+    return [inputs[key] for key in ADVANCED]
 
 
 def create_train_tab(ws: Workspace, on_launched) -> dict:
@@ -212,17 +210,14 @@ def create_train_tab(ws: Workspace, on_launched) -> dict:
                                   label="Method", elem_id="train-method",
                                   info="Compare them on your data in Runs → Compare; a GRPO run can start from a "
                                        "finished SFT run (init from, in the advanced settings).")
-                rewards = gr.Textbox(weights_text("detection", "CPU demo"), label="Rewards and weights",
-                                     info="name=weight, comma-separated. Known: " + ", ".join(REWARDS))
+                with gr.Group(elem_id="train-rewards"):
+                    reward_rows, ticks, weights = create_reward_picker("detection", "CPU demo")
                 with gr.Row():
                     check_btn = gr.Button("Check", elem_id="check")
                     launch_btn = gr.Button("Train", variant="primary", elem_id="launch")
                 message = gr.Markdown(elem_id="launch-message")
             with gr.Column():
-                with gr.Accordion("Advanced settings", open=False):
-                    helps = setting_help()
-                    fields = [method if key == "method" else setting_input(key, getattr(defaults, key), helps.get(key))
-                              for key in ADVANCED]
+                fields = create_settings_groups(defaults, "CPU demo", method)
         with gr.Accordion("Known checkpoints: size, visual tokens, plan and memory on a GPU", open=False,
                           elem_id="checkpoints"):
             checkpoints_note = gr.Markdown(checkpoints_caption("CPU demo"), elem_id="checkpoints-note")
@@ -234,20 +229,25 @@ def create_train_tab(ws: Workspace, on_launched) -> dict:
             check_summary = gr.Markdown(elem_id="check-summary")
             check_table = gr.Dataframe(headers=["original", "fed to the model", "coordinate frame", "visual tokens",
                                                 "images"], interactive=False, elem_id="check-table")
+            check_frame = gr.Markdown(elem_id="check-frame")
             check_gallery = gr.Gallery(label="Baseline: truth (green), prediction (red)", columns=4, height="auto",
                                        elem_id="check-gallery")
+    form = [dataset, model, preset_name, *ticks, *weights, *fields]
+    """What Check and Train send (form_args makes form_settings' arguments of it)."""
 
     def on_rewards(name, preset_name):
-        if not name:
-            return gr.update()
+        """The dataset's task's rewards, ticked as the preset (else the task) has them."""
         try:
-            return weights_text(get_dataset(ws.store, name, with_samples=False)["task"], preset_name)
+            task = get_dataset(ws.store, name, with_samples=False)["task"] if name else None
         except ValueError:  # deleted meanwhile: launching it says so in a sentence
-            return gr.update()
+            task = None
+        return reward_updates(task, preset_name) if task else [gr.update()] * (3 * len(REWARD_NAMES))
 
     def on_preset(name):
         values = TrainSettings.from_dict(PRESETS[name])
-        return [gr.update() if k == "method" else form_value(k, getattr(values, k)) for k in ADVANCED]
+        helps = setting_help()
+        return [gr.update() if k == "method" else gr.update(value=form_value(k, getattr(values, k)),
+                                                             info=setting_info(k, name, helps)) for k in ADVANCED]
 
     def on_checkpoint(evt: gr.SelectData):
         """A row of the checkpoint table picked: its model becomes the choice."""
@@ -258,13 +258,14 @@ def create_train_tab(ws: Workspace, on_launched) -> dict:
         headers, table = checkpoints_view(name)
         return checkpoints_caption(name), gr.update(value={"headers": headers, "data": table})
 
-    def on_launch(ds, m, p, r, *values):
+    def on_launch(*sent):
+        args = form_args(*sent)
         try:
-            run_id = launch(ws, ds, m, p, r, *values)
+            run_id = launch(ws, *args)
         except ValueError as e:
             return f"⚠ {e}", *on_launched(None)
         from backend.engine.cpu_advice import dataset_cpu_warning
-        warning = dataset_cpu_warning(ws, ds, m.strip(), form_settings(ds, m, p, r, *values))
+        warning = dataset_cpu_warning(ws, args[0], args[1].strip(), form_settings(*args))
         return f"✓ Queued run {run_id}." + (f"\n\n⚠ Note: {warning}" if warning else ""), *on_launched(run_id)
 
     def on_refresh(current):
@@ -276,22 +277,24 @@ def create_train_tab(ws: Workspace, on_launched) -> dict:
         value = "demo-shapes" if "demo-shapes" in names else (names[-1] if names else None)
         return gr.update(choices=names, value=value)
 
-    def on_check(ds, m, p, r, *values):
+    def on_check(*sent):
+        args = form_args(*sent)
         try:
-            settings = form_settings(ds, m, p, r, *values)
-            rows, pictures, text = check_view(run_check(ws, ds, m, settings))
+            settings = form_settings(*args)
+            result = run_check(ws, args[0], args[1], settings)
+            rows, pictures, text = check_view(result, settings, args[2])
         except ValueError as e:
-            return f"⚠ {e}", gr.Group(visible=False), "", [], []
-        return "", gr.Group(visible=True), text, rows, pictures
+            return f"⚠ {e}", gr.Group(visible=False), "", [], "", []
+        return "", gr.Group(visible=True), text, rows, frame_note(result), pictures
 
-    check_btn.click(on_check, [dataset, model, preset_name, rewards, *fields],
-                    [message, check_box, check_summary, check_table, check_gallery], api_visibility="private")
-    dataset.change(on_rewards, [dataset, preset_name], rewards, api_visibility="private")
+    check_btn.click(on_check, form, [message, check_box, check_summary, check_table, check_frame, check_gallery],
+                    api_visibility="private")
+    reward_parts = [*reward_rows, *ticks, *weights]
+    dataset.change(on_rewards, [dataset, preset_name], reward_parts, api_visibility="private")
     preset_name.change(on_preset, preset_name, fields, api_visibility="private").then(
-        on_rewards, [dataset, preset_name], rewards, api_visibility="private")
+        on_rewards, [dataset, preset_name], reward_parts, api_visibility="private")
     preset_name.change(on_checkpoints, preset_name, [checkpoints_note, checkpoints], api_visibility="private")
     checkpoints.select(on_checkpoint, None, model, api_visibility="private")
     refresh = (on_refresh, [dataset], [dataset])
     tab.select(*refresh, api_visibility="private", show_progress="hidden")
-    return {"launch": (launch_btn, on_launch, [dataset, model, preset_name, rewards, *fields], message),
-            "refresh": refresh}
+    return {"launch": (launch_btn, on_launch, form, message), "refresh": refresh}

@@ -12,7 +12,8 @@ CPU_MEMORY_GBPS = 20.0
 """Memory bandwidth: generation reads every weight once per new token."""
 
 
-def _span(seconds: float) -> str:
+def span(seconds: float) -> str:
+    """A duration as a person reads it: '40 s', '12 min', '1.5 h'."""
     if seconds >= 5400:
         return f"{seconds / 3600:.1f} h" if seconds < 36000 else f"{seconds / 3600:.0f} h"
     if seconds >= 90:
@@ -20,13 +21,14 @@ def _span(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
-def cpu_estimate(settings, shape, image_size: tuple[int, int] | None = None) -> dict:
+def cpu_estimate(settings, shape, image_size: tuple[int, int] | None = None, visual_tokens: int | None = None
+                 ) -> dict:
     """{"memory_gib", "step_seconds", "run_seconds"} of training `shape` with `settings` (a TrainSettings) on a
     CPU: LoRA in fp32 (twice the bf16 estimate, without the CUDA context), the step's forward and backward over
-    every sequence plus its generation."""
+    every sequence plus its generation. The largest image: `image_size`, or the `visual_tokens` it becomes."""
     from backend.engine import memory
-    job = memory.job_from_settings(settings, shape, image_size=image_size or (1024, 768), qlora=False,
-                                   generation="hf")
+    job = memory.job_from_settings(settings, shape, image_size=image_size or (1024, 768), visual_tokens=visual_tokens,
+                                   qlora=False, generation="hf")
     est = memory.estimate(job)
     params = shape.total_params_b * 1e9
     tokens = job.sequences * (job.prompt_tokens + job.visual_tokens + job.max_completion_length)
@@ -57,7 +59,7 @@ def cpu_warning(model: str, settings, image_size: tuple[int, int] | None = None,
     est = cpu_estimate(settings, shape, image_size)
     return (f"this machine has no GPU, so a worker here would train {model} ({shape.total_params_b:.1f}B parameters, "
             f"against the demo's few million) on the CPU: about {est['memory_gib']:.0f} GiB of memory and roughly "
-            f"{_span(est['step_seconds'])} per step ({_span(est['run_seconds'])} for {settings.max_steps} steps). "
+            f"{span(est['step_seconds'])} per step ({span(est['run_seconds'])} for {settings.max_steps} steps). "
             "Train it where a worker has a GPU, or try the walk with the demo model first.")
 
 

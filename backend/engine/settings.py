@@ -18,12 +18,12 @@ class TrainSettings:
     max_steps: int = 200
     """Optimiser steps."""
     shots: int | None = None
-    """Train on k images per class, drawn with the run's seed from the training split (detection: k images that
-    hold the class, an image counting for every class it holds; grounding: k images); empty = every training
-    image. The held-out split is never touched."""
+    """Train on k images per class (empty = every training image). They are drawn with the run's seed from the
+    training split (detection: k images that hold the class, an image counting for every class it holds;
+    grounding: k images); the held-out split is never touched."""
     novel_classes: list[str] = field(default_factory=list)
-    """Classes held out of training entirely (comma-separated), to see whether the model finds classes it never
-    trained on: never in a training prompt (detection keeps their images but never asks about them;
+    """Classes held out of training (comma-separated), to see whether the model finds classes it never trained on.
+    They are never in a training prompt (detection keeps their images but never asks about them;
     classification leaves their images out and their names out of the class list). Held-out evaluation reports
     base and novel classes apart."""
     novel_fraction: float = 0.0
@@ -36,16 +36,20 @@ class TrainSettings:
     prompts_per_step: int = 1
     """Prompts (images) per step; the batch holds prompts_per_step x num_generations completions."""
     learning_rate: float = 1e-6
+    """Step size of the adapter's optimiser (AdamW). A LoRA adapter takes a larger one than the paper's full
+    fine-tune (1e-6)."""
     beta: float = 0.04
     """KL penalty to the reference model (0 = none, and no reference model in memory)."""
     temperature: float = 1.0
+    """Sampling temperature of the completions. Higher spreads a group's answers (more for GRPO to compare), lower
+    keeps them near the model's best guess."""
     top_p: float = 1.0
     """Nucleus sampling of the completions (1.0 = the whole distribution)."""
     loss_type: str = "dapo"
-    """TRL's loss aggregation: "dapo" (the default here and in TRL: token losses normalised by the active
-    tokens of the whole batch, so neither short nor long answers are favoured), "grpo" (per-sequence mean:
-    length-biased), "dr_grpo" (a constant: max_completion_length), "bnpo" (the local batch), "cispo",
-    "sapo", "luspo", "vespo"."""
+    """How the token losses of a step become one loss (TRL's loss_type). "dapo" (the default here and in TRL: token
+    losses normalised by the active tokens of the whole batch, so neither short nor long answers are favoured),
+    "grpo" (per-sequence mean: length-biased), "dr_grpo" (a constant: max_completion_length), "bnpo" (the local
+    batch), "cispo", "sapo", "luspo", "vespo"."""
     scale_rewards: str = "group"
     """Advantages divided by the group's reward std ("group", the GRPO/Visual-RFT rule), the batch's
     ("batch"), or not at all ("none", Dr. GRPO: no bias towards too-easy/too-hard prompts)."""
@@ -60,9 +64,13 @@ class TrainSettings:
     """Leave completions cut at max_completion_length out of the loss (DAPO). Off by default: a cut
     answer fails the format reward, which is the signal that teaches the model to finish."""
     max_completion_length: int = 256
+    """Tokens a completion may hold (its reasoning and its answer); a longer one is cut there."""
     lora_rank: int = 16
+    """Rank of the LoRA adapter's matrices: how much it can learn (and its size)."""
     lora_alpha: int = 32
+    """LoRA's scale: the adapter's update is multiplied by lora_alpha / lora_rank."""
     seed: int = 0
+    """The run's random seed: the shots drawn, the adapter's start and the sampling follow it."""
     save_steps: int = 50
     """Checkpoint every N steps (and at the end); a killed run resumes from the last one."""
     rollout_steps: int = 5
@@ -72,22 +80,27 @@ class TrainSettings:
     rollout_max_completions: int = 20_000
     """Completions stored per run at most; once reached, later steps store none (bounds the database)."""
     qlora: bool | None = None
-    """4-bit NF4 base weights (QLoRA) or bf16 (LoRA); None = on a GPU, bf16 where the memory estimate fits the
-    card (it generates faster), else 4-bit; off on a CPU (backend/engine/run_plan.py)."""
+    """The base model's weights in 4-bit NF4 (QLoRA: less memory) or bf16 (LoRA: faster). None = on a GPU, bf16
+    where the memory estimate fits the card (it generates faster), else 4-bit; off on a CPU
+    (backend/engine/run_plan.py)."""
     rewards: list[str] = field(default_factory=list)
     """Reward names from backend.scoring.rewards.REWARDS; empty = the task's defaults."""
     reward_weights: list[float] = field(default_factory=list)
+    """One weight per reward, in the order of rewards; a completion's reward is their weighted sum."""
     negative_share: float = 0.25
+    """Detection: the chance per image of one extra prompt asking for a class absent from it (the right answer
+    is 'No Objects')."""
     classes_in_prompt: bool = True
+    """Classification: list the candidate classes in the prompt."""
     object_kind: str = "object"
-    """Classification: what the images show ('plant', 'dog', 'aircraft'): the prompt says 'This is an
-    image containing a dog. Please identify the class of the dog'."""
+    """Classification: what the images show, named in the prompt ('plant', 'dog', 'aircraft'). With 'dog' the
+    prompt says 'This is an image containing a dog. Please identify the class of the dog'."""
     eval_max_examples: int = 300
     """Cap on the held-out prompts of every evaluation: before training, each point of the curve, the best step
     and after training are all scored on the same first prompts, so any two of them can be compared."""
     eval_steps: int | None = None
-    """Evaluate the adapter on the held-out split every N steps, with a checkpoint there so the best one
-    can be kept; None = about eight evaluations a run (max_steps // 8); 0 = only before and after. An interval
+    """Evaluate the adapter on the held-out split every N steps (a checkpoint there, so the best one can be
+    kept). None = about eight evaluations a run (max_steps // 8); 0 = only before and after. An interval
     that leaves no evaluation during the run (as long as the run or longer) becomes max_steps // 4."""
     min_pixels: int | None = None
     """Images smaller than this many pixels are enlarged; None = the model family's default."""
@@ -110,9 +123,9 @@ class TrainSettings:
     with compilation disabled; this lifts it). CUDA only. Bare generate on an H100 (3B shape, bf16) went
     from 181 to 759 new tokens/s; inside a training job with LoRA it is not measured yet, hence off."""
     report_to: list[str] = field(default_factory=list)
-    """Experiment trackers that also receive the run's metrics and settings, under the run's name (comma-
-    separated: trackio, wandb, mlflow, tensorboard; each needs its package installed and, for wandb and
-    mlflow, its usual login or tracking URI in the environment). Empty = none."""
+    """Experiment trackers that also receive the run's metrics and settings (comma-separated: trackio, wandb,
+    mlflow, tensorboard). They get them under the run's name; each needs its package installed and, for wandb
+    and mlflow, its usual login or tracking URI in the environment. Empty = none."""
     use_liger_kernel: bool = False
     """Liger's Triton kernels for the training forward (CUDA and the liger-kernel package). Measure
     step time and memory on your card before keeping it on."""
@@ -120,11 +133,11 @@ class TrainSettings:
     """GPUs this run trains on at once, one process each; each GPU takes prompts_per_step prompts per
     step, so a step sees num_gpus times more. A worker claims the run only when it has that many free."""
     distributed: str = "ddp"
-    """With num_gpus > 1: "ddp" (the default: every GPU holds the whole model; LoRA or QLoRA),
-    "zero2" (DeepSpeed ZeRO-2: optimiser state and gradients sharded across the GPUs), "zero3"
-    (DeepSpeed ZeRO-3: the weights sharded too, which is what full fine-tuning of a large model needs;
-    with this app's LoRA the trained part is small and each GPU loads the whole base before it is
-    sharded, so ddp or zero2 is the usual choice; bf16 LoRA, not QLoRA). zero2/zero3 need deepspeed."""
+    """How several GPUs (num_gpus > 1) share the model: "ddp", "zero2" or "zero3". "ddp" (the default: every GPU
+    holds the whole model; LoRA or QLoRA), "zero2" (DeepSpeed ZeRO-2: optimiser state and gradients sharded across
+    the GPUs), "zero3" (DeepSpeed ZeRO-3: the weights sharded too, which is what full fine-tuning of a large model
+    needs; with this app's LoRA the trained part is small and each GPU loads the whole base before it is sharded, so
+    ddp or zero2 is the usual choice; bf16 LoRA, not QLoRA). zero2/zero3 need deepspeed."""
 
     def task_settings(self):
         """The prompt-shaping part, as the task templates take it."""
