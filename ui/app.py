@@ -29,7 +29,7 @@ def build_app(ws: Workspace, demo=None, keeper=None) -> gr.Blocks:
         if keeper is not None:  # a worker that died and was replaced (or is being): said on every open page
             worker_line = gr.Markdown(elem_id="worker-status")
             gr.Timer(3.0).tick(keeper.message, None, worker_line, api_visibility="private", show_progress="hidden")
-        with gr.Tabs(selected="train") as tabs:
+        with gr.Tabs(selected="train", overflow_behavior="wrap") as tabs:  # a phone shows every tab, none behind "⋯"
             data = create_data_tab(ws)
             train = create_train_tab(ws, on_launched=lambda run_id: (
                 (gr.Tabs(selected="runs"), gr.update(value=run_id)) if run_id else (gr.update(), gr.update())))

@@ -7,6 +7,7 @@ hold, reads the log only from its end and only when the file changed, and sends 
 """
 from __future__ import annotations
 
+import re
 from bisect import bisect_left
 
 import gradio as gr
@@ -17,30 +18,38 @@ from backend.jobs.run_history import metrics, run_results, steps_with_rollouts
 from backend.jobs.step_summary import step_rows
 from storage.models import Run
 from ui.rollout_inspector import inspector
-from ui.run_views import (CHARTS, Y_TITLES, chart_id, chart_updates, compare_frame, download_path, empty_charts_note,
-                          evaluation_rows, heldout_note, progress_html, signal_note)
+from ui.run_views import (CHARTS, Y_TITLES, chart_colors, chart_heads, chart_id, chart_updates, compare_frame,
+                          download_path, empty_charts_note, evaluation_rows, head_id, heldout_note, progress_html,
+                          signal_note)
 
-NAMES = ["picker", "status", *map(chart_id, CHARTS), "charts_note", "heldout", "signal", "evaluation", "summary",
-         "gallery", "cards", "step", "prompt", "compare_heading", "compare", "efficiency_note", "efficiency", "efficiency_plot", "latest", "log", "download", "view"]
+NAMES = ["picker", "status", *map(chart_id, CHARTS), *map(head_id, CHARTS), "charts_note", "heldout", "signal",
+         "evaluation", "summary", "gallery", "cards", "step", "prompt", "compare_heading", "compare", "efficiency_note",
+         "efficiency", "efficiency_plot", "latest", "log", "download", "view"]
 """The live view's outputs, in order (what `live_poll` returns)."""
 LOG_CHARS = 4000
+SCROLL_LOG_TO_END = ("() => { requestAnimationFrame(() => { const t = document.querySelector('#log-tail textarea'); "
+                     "if (t) t.scrollTop = t.scrollHeight; }); }")
 
 
 def create_live_view() -> dict:
-    """The live view's Training, Rollout inspector and Compare tabs: {name (NAMES): component}, and "follow"
-    (the inspector's checkbox)."""
+    """The live view's Training, Rollout inspector and Compare tabs: {name (NAMES): component}, "follow"
+    (the inspector's checkbox) and "scroll_log" (the script that shows the log's end, for the Runs tab's select)."""
     parts: dict = {}
-    with gr.Tabs():
-        with gr.Tab("Training", id="run-training"):
+    with gr.Tabs(overflow_behavior="wrap"):
+        with gr.Tab("Training", id="run-training") as training:
             keys = list(CHARTS)
             for row in (keys[:2], keys[2:4], keys[4:6], keys[6:]):
                 with gr.Row():
                     for key in row:
-                        # The held-out curve has a few points (one, early on): drawn as markers, not as a line.
-                        plot = gr.ScatterPlot if key == "heldout" else gr.LinePlot
-                        parts[chart_id(key)] = plot(x="step", y="value", color="series", title=CHARTS[key],
-                                                    height=240, elem_id=chart_id(key), x_axis_format="d",
-                                                    x_title="step", y_title=Y_TITLES[key], visible=False)
+                        # A chart's title and legend are HTML above it (they wrap on a phone), its colours fixed.
+                        with gr.Column(min_width=300, elem_classes="chart-cell"):
+                            parts[head_id(key)] = gr.HTML(visible=False, elem_id=head_id(key))
+                            # The held-out curve has a few points (one, early on): drawn as markers, not a line.
+                            plot = gr.ScatterPlot if key == "heldout" else gr.LinePlot
+                            parts[chart_id(key)] = plot(x="step", y="value", color="series", height=240,
+                                                        elem_id=chart_id(key), x_axis_format="d", x_title="step",
+                                                        y_title=Y_TITLES[key], visible=False, show_label=False,
+                                                        color_map=chart_colors(key), colors_in_legend=[])
             parts["charts_note"] = gr.Markdown(elem_id="charts-note")
             parts["heldout"] = gr.Markdown(elem_id="heldout-note")
             parts["signal"] = gr.Markdown(elem_id="zero-signal-hint")
@@ -48,9 +57,13 @@ def create_live_view() -> dict:
                                                label="Held-out evaluation", elem_id="evaluation")
             parts["latest"] = gr.Dataframe(headers=["latest step", ""], interactive=False, elem_id="latest-step",
                                            label="Latest step")
-            with gr.Accordion("Log (the end of train.log)", open=False, elem_id="log-accordion"):
+            with gr.Accordion("Log (the end of train.log)", open=True, elem_id="log-accordion") as log_box:
                 parts["log"] = gr.Textbox(show_label=False, lines=12, max_lines=12, autoscroll=True,
                                           elem_id="log-tail")
+            # Shown at its end, the newest line in sight, whenever it changes or comes into view (autoscroll alone
+            # leaves a log that arrives in one piece, or while its tab is hidden, at its top).
+            for shown in (parts["log"].change, log_box.expand, training.select):
+                shown(None, js=SCROLL_LOG_TO_END)
         with gr.Tab("Rollout inspector", id="run-rollouts"):
             with gr.Row():
                 parts["step"] = gr.Slider(0, 1, step=1, label="Step", elem_id="rollout-step", scale=2)
@@ -70,6 +83,7 @@ def create_live_view() -> dict:
                                                elem_id="efficiency-table")
             parts["compare"] = gr.Dataframe(interactive=False, label="Held-out metrics by run",
                                             elem_id="compare-table")
+    parts["scroll_log"] = SCROLL_LOG_TO_END
     return parts
 
 
@@ -140,7 +154,8 @@ def live_poll(ws: Workspace, run_id, step=None, follow: bool = True, prompt_inde
     same_id = str(run.id) == str(run_id)
     shown["trained"] = view.get("trained")
     return (gr.skip() if same_id else gr.update(value=run.id), progress_html(shown, eta_seconds(shown)),
-            *chart_updates(shown, redraw), empty_charts_note(shown), heldout_note(shown), signal_note(shown),
+            *chart_updates(shown, redraw), *chart_heads(shown, redraw), empty_charts_note(shown), heldout_note(shown),
+            signal_note(shown),
             gr.skip() if evaluation == view["evaluation"] else evaluation, *inspected[:3], slider, inspected[3],
             *compared, gr.skip() if latest == view.get("latest") else latest, log,
             gr.skip() if download_mark == view["download"] else download_path(ws, run.id, run.status), held)
@@ -148,8 +163,9 @@ def live_poll(ws: Workspace, run_id, step=None, follow: bool = True, prompt_inde
 
 def no_run(ws: Workspace) -> tuple:
     """The live view without any run."""
-    return (gr.update(value=None), "No runs yet: launch one in the Train tab.",
-            *chart_updates({}, {"metrics": True, "heldout": True}), "", "", "", [], "", [], "", gr.update(),
+    everything = {"metrics": True, "heldout": True}
+    return (gr.update(value=None), "No runs yet: launch one in the Train tab.", *chart_updates({}, everything),
+            *chart_heads({}, everything), "", "", "", [], "", [], "", gr.update(),
             gr.update(choices=[], value=None), *compare_frame(ws, None), [], "", None, None)
 
 
@@ -196,16 +212,69 @@ def log_update(ws: Workspace, run: Run, held: list | None) -> tuple[list, object
 
 
 def log_tail(ws: Workspace, run: Run, chars: int = LOG_CHARS) -> str:
-    """The last `chars` characters of the run's train.log, read from its end (a seek: the file may be huge);
-    the tail stored in the row when the file is gone or unreadable."""
+    """The last `chars` characters of the run's train.log as a person reads it (readable_log), read from its end
+    (a seek: the file may be huge; a larger piece while progress bars and warnings leave too little); the tail
+    stored in the row when the file is gone or unreadable."""
     path = ws.data_dir / f"runs/{run.id}/train.log"
     try:
         with open(path, "rb") as f:
             size = f.seek(0, 2)
-            f.seek(max(0, size - 4 * chars))  # enough bytes for `chars` characters of UTF-8
-            return f.read().decode("utf-8", "replace")[-chars:]
+            window = 4 * chars  # enough bytes for `chars` characters of UTF-8
+            while True:
+                f.seek(max(0, size - window))
+                shown = readable_log(f.read().decode("utf-8", "replace"))
+                if len(shown) >= chars or window >= size or window >= LOG_MAX_BYTES:
+                    return shown[-chars:]
+                window *= 8
     except OSError:
-        return (run.log_tail or "")[-chars:]
+        return readable_log(run.log_tail or "")[-chars:]
+
+
+LOG_MAX_BYTES = 4 * 2**20
+"""The most of train.log's end read for the page, however much of it is progress bars."""
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+PROGRESS_BAR = re.compile(r"\d+%\|.*\|\s*\d+/\d+|\d+/\d+ \[\d+:\d+<|\|\s*\d+/\d+ \[")
+"""A tqdm bar however it was cut: '45%|████▌     | 9/20 [00:01<00:02, 5.1it/s]'."""
+WARNING_LINE = re.compile(r"^\S+\.py:\d+: \w*Warning: ")
+"""The first line `warnings.warn` writes ('path/to/lib.py:12: FutureWarning: ...'); the source line follows it."""
+NO_ACTION = (
+    re.compile(r"^\[transformers\] (?!.*(error|exception|traceback))", re.I),  # transformers' logger: notices
+    re.compile(r"^(Warning|WARNING)(:|\s)"),
+)
+"""Library notices that ask nothing of the person (transformers' aligned tokens, deprecations): left out of the
+page, kept in the file."""
+
+
+def readable_log(text: str) -> str:
+    """The log as the page shows it: ANSI colours gone, each \\r-overwritten line as a terminal would end up showing
+    it, progress bars and library warnings that need no action left out (the file keeps every byte), with a last
+    line saying how many lines were left out."""
+    kept, bars, notices, skip_source = [], 0, 0, False
+    for line in ANSI.sub("", text).split("\n"):
+        if "\r" in line:  # what a terminal shows of it: its last part that holds anything
+            line = next((part for part in reversed(line.split("\r")) if part.strip()), None)
+            if line is None:
+                continue
+        if skip_source:  # the source line `warnings.warn` prints under its message
+            skip_source = False
+            if line.startswith((" ", "\t")):
+                continue
+        if PROGRESS_BAR.search(line):
+            bars += 1
+        elif WARNING_LINE.match(line):
+            notices, skip_source = notices + 1, True
+        elif any(rule.match(line) for rule in NO_ACTION):
+            notices += 1
+        else:
+            kept.append(line)
+    left = [f"{n} {what}" for n, what in ((bars, "progress bars"), (notices, "library notices")) if n]
+    shown = "\n".join(kept)
+    if not left:
+        return shown
+    return (shown + ("" if shown.endswith("\n") or not shown else "\n")
+            + f"({' and '.join(left)} left out here; train.log keeps them)\n")
 
 
 def compare_update(ws: Workspace, run: Run, held: list | None) -> tuple[list, tuple]:

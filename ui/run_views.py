@@ -109,10 +109,46 @@ def chart_frame(run: dict, key: str) -> tuple[pd.DataFrame, list[str]]:
     chart the task's metrics at each evaluated step; the others one metric each."""
     if key == "reward":
         rewards = {f"rewards/{name}/mean": name for name in REWARDS}
-        return _frame(run.get("metrics", {}), {"reward": "total"} | rewards, ["total", *REWARDS])
+        return _frame(run.get("metrics", {}), {"reward": "total"} | rewards, chart_domain(key))
     if key == "heldout":
-        return _frame(run.get("heldout", {}), HELDOUT_SERIES, list(HELDOUT_SERIES.values()))
-    return _frame(run.get("metrics", {}), {key: LEGENDS[key]}, [LEGENDS[key]])
+        return _frame(run.get("heldout", {}), HELDOUT_SERIES, chart_domain(key))
+    return _frame(run.get("metrics", {}), {key: LEGENDS[key]}, chart_domain(key))
+
+
+PALETTE = ("#4c78a8", "#f58518", "#e45756", "#72b7b2", "#54a24b", "#eeca3b", "#b279a2", "#ff9da6", "#9d755d",
+           "#bab0ac")
+"""Vega's tableau10: each chart's series take them in its domain's order, fixed (the legend above the chart says
+which is which)."""
+
+
+def chart_domain(key: str) -> list[str]:
+    """Every series chart `key` can ever draw, in its legend's order."""
+    if key == "reward":
+        return ["total", *REWARDS]
+    if key == "heldout":
+        return list(HELDOUT_SERIES.values())
+    return [LEGENDS[key]]
+
+
+def chart_colors(key: str) -> dict[str, str]:
+    return {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(chart_domain(key))}
+
+
+def head_id(key: str) -> str:
+    """The page element of a chart's title and legend: chart-head-reward, ..."""
+    return "chart-head-" + key.replace("/", "-")
+
+
+def chart_head(key: str, legend: list[str]) -> str:
+    """A chart's title and legend as HTML above it: both wrap on a narrow screen (drawn inside the plot, they were
+    cut at its edge)."""
+    colors = chart_colors(key)
+    keys = "".join(f"<span style='white-space:nowrap'><i style='display:inline-block;width:10px;height:10px;"
+                   f"border-radius:50%;background:{colors[label]};margin-right:4px'></i>{html.escape(label)}</span>"
+                   for label in legend)
+    return (f"<div class='chart-head'><div class='chart-title' style='font-weight:600'>{html.escape(CHARTS[key])}"
+            f"</div><div class='chart-legend' style='display:flex;flex-wrap:wrap;gap:2px 14px;font-size:0.85em'>"
+            f"{keys}</div></div>")
 
 
 def shown_charts(run: dict) -> list[str]:
@@ -158,8 +194,20 @@ def chart_updates(run: dict, redraw: dict[str, bool]) -> list:
         visible = key in shown and has_points(run, key)
         if visible and redraw["heldout" if key == "heldout" else "metrics"]:
             frame, legend = chart_frame(run, key)
-            updates.append(gr.update(value=frame, colors_in_legend=legend, visible=True, x_lim=step_axis(run),
-                                     x_axis_format=step_format(run)))
+            updates.append(gr.update(value=frame, visible=True, x_lim=step_axis(run), x_axis_format=step_format(run)))
+        else:
+            updates.append(gr.update(visible=visible))
+    return updates
+
+
+def chart_heads(run: dict, redraw: dict[str, bool]) -> list:
+    """Each chart's title and legend (CHARTS' order), shown with its chart, written again when its data changed."""
+    shown = shown_charts(run)
+    updates = []
+    for key in CHARTS:
+        visible = key in shown and has_points(run, key)
+        if visible and redraw["heldout" if key == "heldout" else "metrics"]:
+            updates.append(gr.update(value=chart_head(key, chart_frame(run, key)[1]), visible=True))
         else:
             updates.append(gr.update(visible=visible))
     return updates

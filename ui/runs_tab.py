@@ -17,6 +17,9 @@ REFRESH_SECONDS = 2.0
 PER_PAGE = 20
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 HEADERS = ["run", "method", "status", "progress", "ETA", "reward", "dataset", "model", "task", "created"]
+COMPACT_HEADERS = ["run", "status", "reward", "dataset"]
+"""The table a phone shows instead (ui/page_style.py swaps them by the screen's width): what a person watching
+looks for, the rest in the run's header below."""
 EVERY = ""
 """A filter's value for "no filter"."""
 QUIET = {"api_visibility": "private", "show_progress": "hidden"}
@@ -31,6 +34,13 @@ def table_row(run: dict) -> list:
     return [run["id"], method, status, f"{run['step']}/{run['max_steps']}", duration(eta_seconds(run)),
             reward, run["dataset"] or "(deleted)", run["model"], run["task"],
             run["created_at"][:19].replace("T", " ")]
+
+
+def compact_rows(rows: list[list]) -> list[list]:
+    """The table's rows as a narrow screen shows them: the run with its method, the status with its progress and
+    ETA, the newest reward, the dataset."""
+    return [[f"{r[0]} · {r[1]}", f"{r[2]} · {r[3]}" + (f" · ETA {r[4]}" if r[4] != "—" else ""), r[5], r[6]]
+            for r in rows]
 
 
 def runs_table(ws: Workspace, page=1, status: str = EVERY, dataset: str = EVERY) -> tuple[list[list], int, int]:
@@ -60,7 +70,7 @@ def table_poll(ws: Workspace, page=1, status: str = EVERY, dataset: str = EVERY,
 
 
 def create_runs_tab(ws: Workspace) -> dict:
-    with gr.Tab("Runs", id="runs"):
+    with gr.Tab("Runs", id="runs") as tab:
         listing = create_listing()
         with gr.Row():
             picker = gr.Dropdown([], label="Run", elem_id="run-picker", scale=2, allow_custom_value=True)
@@ -86,6 +96,7 @@ def create_runs_tab(ws: Workspace) -> dict:
     for trigger in (timer.tick, picker.change, shown["step"].release, shown["prompt"].input):
         trigger(live, inputs, outputs, **live_queue)
     wire_actions(ws, picker, message, cancel, resume, delete)
+    tab.select(None, js=shown["scroll_log"])  # the log filled while the tab was hidden: shown at its end
 
     def on_load(app: gr.Blocks) -> None:
         """Fill the tab when the page opens, in the polls' queues."""
@@ -106,13 +117,15 @@ def create_listing() -> dict:
         gr.HTML(scale=2)
     table = gr.Dataframe(headers=HEADERS, interactive=False, label="Runs (click one to watch it)",
                          elem_id="runs-table")
+    compact = gr.Dataframe(headers=COMPACT_HEADERS, interactive=False, wrap=True, label="Runs (tap one to watch it)",
+                           column_widths=["17%", "39%", "20%", "24%"], elem_id="runs-table-compact")
     with gr.Row(equal_height=True):
         newer = gr.Button("◀ Newer", size="sm", scale=0, min_width=100, elem_id="runs-newer")
         pager = gr.Markdown(elem_id="runs-pager")
         older = gr.Button("Older ▶", size="sm", scale=0, min_width=100, elem_id="runs-older")
     query = gr.State({"page": 1, "status": EVERY, "dataset": EVERY})
-    return {"status": status, "dataset": dataset, "table": table, "newer": newer, "pager": pager, "older": older,
-            "query": query}
+    return {"status": status, "dataset": dataset, "table": table, "compact": compact, "newer": newer, "pager": pager,
+            "older": older, "query": query}
 
 
 def wire_listing(ws: Workspace, parts: dict, timer: gr.Timer, picker: gr.Dropdown) -> list[tuple]:
@@ -120,8 +133,12 @@ def wire_listing(ws: Workspace, parts: dict, timer: gr.Timer, picker: gr.Dropdow
     table's poll first."""
     query = parts["query"]
 
+    def both(polled: tuple) -> tuple:
+        """table_poll's answer with the compact table's rows."""
+        return (*polled, compact_rows(polled[0]))
+
     def poll(q: dict):
-        return table_poll(ws, **q)
+        return both(table_poll(ws, **q))
 
     def datasets():
         return gr.update(choices=[("every dataset", EVERY), *dataset_names(ws.store)])
@@ -129,21 +146,25 @@ def wire_listing(ws: Workspace, parts: dict, timer: gr.Timer, picker: gr.Dropdow
     def watch(event: gr.SelectData):
         return event.row_value[0]  # the row's run id
 
+    def watch_compact(event: gr.SelectData):
+        return int(str(event.row_value[0]).split(" ")[0])  # "12 · GRPO"
+
     # The query lives on the server (a gr.State is read when the event runs, not when the browser sent it), and
     # the table's events run one at a time (one queue, limit 1; each takes a millisecond or two): a poll sent
     # before a click or a filter and answered after it still shows what was asked for last.
-    outputs = [parts["table"], parts["pager"], picker, query]
+    outputs = [parts["table"], parts["pager"], picker, query, parts["compact"]]
     queue = {"concurrency_id": "runs-table", "concurrency_limit": 1, **QUIET}
     timer.tick(poll, query, outputs, **queue)
-    parts["newer"].click(lambda q: table_poll(ws, **(q | {"page": q["page"] - 1}), moved=True), query, outputs,
-                         **queue)
-    parts["older"].click(lambda q: table_poll(ws, **(q | {"page": q["page"] + 1}), moved=True), query, outputs,
-                         **queue)
+    parts["newer"].click(lambda q: both(table_poll(ws, **(q | {"page": q["page"] - 1}), moved=True)), query,
+                         outputs, **queue)
+    parts["older"].click(lambda q: both(table_poll(ws, **(q | {"page": q["page"] + 1}), moved=True)), query,
+                         outputs, **queue)
     filters = [parts["status"], parts["dataset"]]
     for chosen in filters:
-        chosen.input(lambda s, d: table_poll(ws, 1, s, d, moved=True), filters, outputs, **queue)
+        chosen.input(lambda s, d: both(table_poll(ws, 1, s, d, moved=True)), filters, outputs, **queue)
     parts["dataset"].focus(datasets, None, parts["dataset"], **QUIET)
     parts["table"].select(watch, None, picker, **QUIET)
+    parts["compact"].select(watch_compact, None, picker, **QUIET)
     return [(poll, [query], outputs, queue), (datasets, None, [parts["dataset"]], QUIET)]
 
 

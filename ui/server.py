@@ -78,6 +78,7 @@ def serve(data_dir: Path, host: str = "127.0.0.1", port: int = 7860, auth: str |
                                         else os.environ.get("VRFT_FORWARDED_ALLOW_IPS"))
 
     from ui.app import build_app
+    from ui.page_style import PAGE_CSS
 
     from backend.jobs.background import DemoSetup, WorkerKeeper, stop_started_worker
 
@@ -95,7 +96,7 @@ def serve(data_dir: Path, host: str = "127.0.0.1", port: int = 7860, auth: str |
         trust_proxies(proxies)
         app.queue(default_concurrency_limit=4).launch(
             server_name=host, server_port=port, auth=credentials, share=share, max_file_size=MAX_UPLOAD,
-            footer_links=["api"], show_error=False, quiet=True, ssr_mode=False,
+            footer_links=["api"], show_error=False, quiet=True, ssr_mode=False, css=PAGE_CSS,
             auth_message=LOGIN_NOTE if credentials else None,
             app_kwargs={"middleware": [Middleware(LoginThrottle)]})  # failed logins slowed down
     except KeyboardInterrupt:
