@@ -93,7 +93,7 @@ def test_files_outside_the_upload_cache_are_never_deleted(tmp_path, cache):
 
 
 def test_a_dataset_deleted_elsewhere_is_a_sentence_when_picked(ws, tmp_path, tab):
-    assert tab["pick"]("gone", "all") == ("⚠ there is no dataset named 'gone'", [], [])
+    assert tab["pick"]("gone", "all") == ("⚠ there is no dataset named 'gone'", [], [], "", 1)
 
 
 def test_the_tab_says_where_the_split_came_from(ws, tmp_path, cache, tab):
