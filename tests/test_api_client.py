@@ -33,9 +33,10 @@ def test_client_walk(tmp_path):
         assert client.predict(second, api_name="/cancel_run") in ("cancelled", "running")
 
         image = next((tmp_path / "data" / "datasets").glob("demo-shapes-*/images/shapes_002.png"))
-        message, gallery, reasoning = client.predict(str(run_id), "demo", [handle_file(str(image))], "blue square", "",
-                                                     True, api_name="/predict")
+        message, gallery, reasoning, pictures = client.predict(str(run_id), "demo", [handle_file(str(image))],
+                                                               "blue square", "", True, api_name="/predict")
         assert message == "" and len(gallery) == 2 and "answer" in reasoning
+        assert "Tuned: run" in pictures and "Base model" in pictures  # the page's headings
 
         result, rewards, _, note = client.predict(
             "detection", "pixels (no family)", None, "", "", '{"boxes": [[10, 10, 50, 50]]}',

@@ -13,7 +13,7 @@ from backend.jobs.answerer import Answerer
 from backend.jobs.worker import make_slots, tend_answerers, work
 from storage.models import PredictionRequest, Run
 from tests.test_side_by_side import run_with_adapter
-from ui.test_tab import ask, follow, shown, waiting_text
+from ui.test_tab import ask, follow, pictures_html, shown, waiting_text
 
 
 def _image(ws):
@@ -44,7 +44,11 @@ def test_the_worker_answers_a_tuned_run_beside_its_base_and_forgets_the_images(w
     assert answers[0]["completion"] != answers[1]["completion"]  # the adapter is on for one, off for the other
     items, text = shown([str(image)], answers)
     assert [caption.split(" · ")[1] for _, caption in items] == [a["source"] for a in answers]
-    assert f"run {run_id} (last, step 2)" in text
+    assert f"Tuned: run {run_id} (last checkpoint, step 2)" in text and "Base model" in text
+    page = pictures_html([str(image)], items, answers)  # each picture under its heading, its caption whole
+    assert page.count("<figure") == 2 and page.count("<img src='data:image/jpeg;base64,") == 2
+    assert page.index(f"Tuned: run {run_id} (last checkpoint, step 2)") < page.index("Base model")
+    assert f"{image.name} · {len(answers[1].get('boxes', []))} box" in page
     assert not (ws.data_dir / "predictions" / str(request_id)).exists(), "answered: its images are removed"
     with ws.store.read() as s:
         assert s.get(PredictionRequest, request_id) is None, "read by the page: forgotten"

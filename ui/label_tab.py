@@ -18,6 +18,8 @@ from backend.data.writers.files import listing
 from backend.jobs import label_queue
 from backend.jobs.labelling import Source, classes_from_text
 from backend.jobs.runs import list_runs
+from PIL import Image, ImageDraw, ImageFont
+
 from backend.scoring.draw import PREDICTION, draw_file
 from ui.uploads import IMAGES_OR_ZIP, UploadFiles, accept_uploads
 
@@ -66,7 +68,30 @@ def counts_text(items: list[dict]) -> str:
     accepted = sum(i["review"] == "accepted" for i in items)
     rejected = sum(i["review"] == "rejected" for i in items)
     return (f"**{accepted} accepted · {rejected} rejected · {len(items) - accepted - rejected} to review** "
-            f"(of {len(items)} labelled)")
+            f"(of {len(items)} labelled). On each picture its review (a green frame and ACCEPTED, greyed out and "
+            "REJECTED, or an amber TO REVIEW) and the model's boxes in red with their confidence.")
+
+
+REVIEW_LOOK = {"accepted": ((22, 163, 74), "ACCEPTED"), "rejected": ((55, 65, 81), "REJECTED"),
+               None: ((217, 119, 6), "TO REVIEW")}
+"""Each review's colour and word on its gallery tile (not red: the predicted boxes are)."""
+
+
+def with_review(image: Image.Image, review: str | None) -> Image.Image:
+    """The tile of a labelled image: its review in a corner tag, an accepted one framed in green, a rejected one
+    greyed out, so the gallery shows where the review stands without reading a caption."""
+    color, word = REVIEW_LOOK[review]
+    if review == "rejected":
+        image = Image.blend(image.convert("RGB"), Image.new("RGB", image.size, (255, 255, 255)), 0.55)
+    draw = ImageDraw.Draw(image)
+    if review == "accepted":
+        draw.rectangle([0, 0, image.width - 1, image.height - 1], outline=color, width=max(4, image.width // 80))
+    font = ImageFont.load_default(size=max(12, round(max(image.size) / 26)))
+    left, top, right, bottom = draw.textbbox((0, 0), word, font=font)
+    pad = max(3, (bottom - top) // 3)
+    draw.rectangle([0, 0, right - left + 2 * pad, bottom - top + 2 * pad], fill=color)
+    draw.text((pad - left, pad - top), word, fill=(255, 255, 255), font=font)
+    return image
 
 
 def shown(items: list[dict], cls: str, min_conf: float) -> list[dict]:
@@ -83,8 +108,8 @@ def shown(items: list[dict], cls: str, min_conf: float) -> list[dict]:
 
 def gallery_items(ws: Workspace, items: list[dict]) -> list:
     marks = {"accepted": "accepted", "rejected": "rejected", None: "to review"}
-    return [(draw_file(ws.data_dir / i["image"], [([[*b[:4], f"{b[4]} {b[5]:.2f}"] for b in i["boxes"]],
-                                                   PREDICTION)], max_side=480),
+    return [(with_review(draw_file(ws.data_dir / i["image"], [([[*b[:4], f"{b[4]} {b[5]:.2f}"] for b in i["boxes"]],
+                                                               PREDICTION)], max_side=480), i["review"]),
              f"#{i['position']} · {Path(i['name']).name} · {len(i['boxes'])} boxes · {marks[i['review']]}")
             for i in items]
 
@@ -103,6 +128,9 @@ def create_label_tab(ws: Workspace) -> dict:
                 on_cpu = gr.Checkbox(False, label="Label on the CPU")
                 go = gr.Button("Label images", variant="primary", elem_id="label-start")
                 job = gr.Dropdown([], label="Labelling job", elem_id="label-job")
+                # The job open in this browser, kept across reloads (the page itself holds no state); a fixed key
+                # (a job id is no secret) so that it outlives a restart of the page too.
+                open_job = gr.BrowserState("", storage_key="vrft-label-job", secret="vrft-label-job")
                 status = gr.Markdown(elem_id="label-status")
                 cancel = gr.Button("Cancel labelling", size="sm", elem_id="label-cancel")
             with gr.Column(scale=2):
@@ -110,8 +138,9 @@ def create_label_tab(ws: Workspace) -> dict:
                     cls = gr.Dropdown([ALL], value=ALL, label="Show class", elem_id="label-filter-class")
                     conf = gr.Slider(0, 1, 0, step=0.05, label="Show boxes from confidence", elem_id="label-filter-conf")
                 counts = gr.Markdown(elem_id="label-counts")
-                gallery = gr.Gallery(label="Predicted boxes (red) with their confidence", columns=3, height=520,
-                                     object_fit="contain", elem_id="label-gallery")
+                # No label over the pictures: it would cover the first one's review tag (the counts line says it).
+                gallery = gr.Gallery(label="Predicted boxes (red) with their confidence", show_label=False,
+                                     columns=3, height=520, object_fit="contain", elem_id="label-gallery")
                 with gr.Row():
                     picked = gr.Dropdown([], label="Image", elem_id="label-picked")
                     accept = gr.Button("Accept", variant="primary", elem_id="label-accept")
@@ -252,11 +281,17 @@ def create_label_tab(ws: Workspace) -> dict:
 
     export.click(on_export, [job, fmt], [message, download], api_visibility="private")
 
-    def on_refresh():
+    def on_refresh(current, kept):
+        """The runs, jobs and datasets as storage has them; the job this browser had open (`kept`) chosen again
+        after a reload while it exists."""
         names = [d["name"] for d in list_datasets(ws.store) if d["task"] == "detection"]
-        return (gr.update(choices=run_choices(ws)), gr.update(choices=job_choices(ws)),
+        jobs = job_choices(ws)
+        reopen = not current and kept and str(kept) in [value for _, value in jobs]
+        return (gr.update(choices=run_choices(ws)),
+                gr.update(choices=jobs, value=str(kept)) if reopen else gr.update(choices=jobs),
                 gr.update(choices=[NEW, *names]))
 
-    refresh = (on_refresh, [], [run, job, target])
+    job.change(lambda j: j or "", [job], [open_job], api_visibility="private", show_progress="hidden")
+    refresh = (on_refresh, [job, open_job], [run, job, target])
     tab.select(*refresh, api_visibility="private", show_progress="hidden")
     return {"refresh": refresh}

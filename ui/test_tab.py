@@ -2,6 +2,9 @@
 answerer answers (backend.jobs.answerer); the page queues the question and shows where it stands."""
 from __future__ import annotations
 
+import base64
+import html
+import io
 import time
 from pathlib import Path
 
@@ -56,16 +59,53 @@ def waiting_text(state: dict, seconds: float) -> str:
     return line
 
 
+def heading(source: str) -> str:
+    """An answer's source as the heading above its picture: 'run 3 (best, step 40)' -> 'Tuned: run 3 (best
+    checkpoint, step 40)', 'base' -> 'Base model'."""
+    if source.startswith("run "):
+        return "Tuned: " + source.replace("(best,", "(best checkpoint,").replace("(last,", "(last checkpoint,")
+    return "Base model" + source[len("base"):]
+
+
+def picture_url(image) -> str:
+    """A drawn picture inline (JPEG as a data URL), so the page shows it under its heading."""
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, "JPEG", quality=88)
+    return f"data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode()}"
+
+
 def shown(paths: list[str], answers: list[dict]) -> tuple[list, str]:
     """Gallery items (each image's answers in order: tuned, then base) and the reasoning text."""
     items, texts = [], []
     for a in answers:
         path = paths[a["image"]]
+        name = file_name(path)
         items.append((draw_boxes(path, [(a.get("boxes", []), PREDICTION)]),
-                      f"{Path(path).name} · {a['source']} · {len(a.get('boxes', []))} boxes"))
-        texts.append(f"**{Path(path).name} · {a['source']}**\n\n> {a['think'] or '(no reasoning)'}\n\n"
+                      f"{name} · {a['source']} · {len(a.get('boxes', []))} boxes"))
+        texts.append(f"**{name} · {heading(a['source'])}**\n\n> {a['think'] or '(no reasoning)'}\n\n"
                      f"answer: `{a['answer']}`")
     return items, "\n\n".join(texts)
+
+
+def file_name(path) -> str:
+    """An upload's own name (not its place in the cache)."""
+    return getattr(path, "shown", None) or Path(path).name
+
+
+def pictures_html(paths: list[str], items: list, answers: list[dict]) -> str:
+    """The gallery's pictures as the page shows them: each under a heading saying whose answer it is (base, or the
+    tuned run with its checkpoint) and over its whole caption, two abreast or one on a phone."""
+    figures = []
+    for (image, _), a in zip(items, answers):
+        boxes = len(a.get("boxes", []))
+        caption = f"{file_name(paths[a['image']])} · {boxes} box{'es' if boxes != 1 else ''} drawn in red"
+        figures.append(f"<figure class='test-answer' style='margin:0'><h4 style='margin:0 0 4px'>"
+                       f"{html.escape(heading(a['source']))}</h4><img src='{picture_url(image)}' "
+                       f"alt='{html.escape(caption)}' style='width:100%;height:auto;border-radius:4px'>"
+                       f"<figcaption style='font-size:0.9em;overflow-wrap:anywhere'>{html.escape(caption)}"
+                       "</figcaption></figure>")
+    return ("<div style='display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:12px'>"
+            + "".join(figures) + "</div>") if figures else ""
 
 
 def follow(ws: Workspace, request_id: int, poll: float = 0.5):
@@ -104,8 +144,10 @@ def create_test_tab(ws: Workspace) -> dict:
                 go = gr.Button("Predict", variant="primary", elem_id="predict")
             with gr.Column():
                 message = gr.Markdown()
-                gallery = gr.Gallery(label="Predicted boxes (red)", columns=2, height=480, object_fit="contain",
-                                     elem_id="test-gallery")
+                # The pictures, each under a heading (base, or tuned with its checkpoint) and over its whole
+                # caption; the gallery holds the same pictures for API clients (/predict's second value).
+                pictures = gr.HTML(elem_id="test-gallery")
+                gallery = gr.Gallery(visible=False, label="Predicted boxes (red)")
                 reasoning = gr.Markdown(elem_id="test-reasoning")
         listed = gr.State([])  # the run choices last sent to this browser
         timer = gr.Timer(REFRESH_SECONDS)
@@ -116,15 +158,15 @@ def create_test_tab(ws: Workspace) -> dict:
             request_id = ask(ws, r, m, paths, c or "", q or "", cmp, ck or "best", bool(cpu))
             for update in follow(ws, request_id):
                 if isinstance(update, str):
-                    yield update, gr.update(), gr.update()
+                    yield update, gr.update(), gr.update(), gr.update()
                 else:
                     items, text = shown(paths, update)
-                    yield "", items, text
+                    yield "", items, text, pictures_html(paths, items, update)
         except ValueError as e:
-            yield f"⚠ {e}", [], ""
+            yield f"⚠ {e}", [], "", ""
 
     go.click(on_predict, [run, model, images, category, question, compare, checkpoint, on_cpu],
-             [message, gallery, reasoning], api_name="predict")
+             [message, gallery, reasoning, pictures], api_name="predict")
 
     def on_refresh(current, shown):
         """The runs to test as storage has them now (`shown`: the choices this browser holds). Nothing is sent
