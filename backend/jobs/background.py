@@ -20,12 +20,26 @@ _STARTED: dict[int, subprocess.Popen] = {}
 
 
 def _alive(pid: int) -> bool:
+    """Whether `pid` is a live worker (with /proc: not a zombie, and its command line names a worker)."""
     try:
         os.kill(pid, 0)
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes() if Path(f"/proc/{pid}").exists() else b"worker"
-    except (ProcessLookupError, PermissionError, OSError):
+    except OSError:
         return False
-    return b"worker" in cmdline
+    proc = Path(f"/proc/{pid}")
+    if not proc.exists():
+        return True
+    for _ in range(5):
+        try:
+            stat = (proc / "stat").read_text()
+            if stat[stat.rindex(")") + 2:].startswith("Z"):  # exited, not yet reaped
+                return False
+            cmdline = (proc / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            return False
+        if cmdline:
+            return b"worker" in cmdline
+        time.sleep(0.05)  # a process being exec'd reads an empty command line for a moment
+    return False
 
 
 def worker_pid(data_dir: Path) -> int | None:
@@ -105,7 +119,12 @@ class WorkerKeeper:
     def check(self) -> None:
         """One look: the worker gone -> another started, unless one was started less than `every` seconds ago."""
         _reap()
-        if worker_pid(self.data_dir):
+        alive = worker_pid(self.data_dir)
+        if alive:
+            with self._lock:
+                if self.gone is not None:  # back (or another page started one): nothing to replace
+                    self._log(f"the worker runs again (pid {alive})")
+                self.pid, self.gone = alive, None
             return
         with self._lock:
             if self._stopped.is_set():
