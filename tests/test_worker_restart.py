@@ -167,3 +167,22 @@ def test_the_page_replaces_a_killed_worker_and_queued_jobs_proceed(tmp_path):
         assert page.wait(60) == 0
         assert _wait(lambda: worker_pid(data) is None, 10), "the worker the page started outlived it"
     ws.store.close()
+
+
+def test_a_worker_found_again_clears_the_note(tmp_path):
+    """Gone, then a worker runs again before the interval (another page started one): nothing is started, and the
+    page no longer says it is gone."""
+    clock, said = Clock(), []
+    starts = Stand_ins(tmp_path)
+    keeper = WorkerKeeper(tmp_path, every=10, poll=3600, start=starts, say=said.append, clock=clock)
+    try:
+        starts.kill(keeper.pid)
+        keeper.check()
+        assert "is gone" in keeper.message()
+        other = starts(tmp_path)  # as another page would
+        keeper.check()
+        assert keeper.pid == other and keeper.message() == "" and keeper.restarts == []
+        assert said[-1] == f"Visual-RFT Studio: the worker runs again (pid {other})"
+    finally:
+        keeper.stop()
+        starts.close()
