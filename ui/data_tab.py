@@ -141,10 +141,10 @@ def create_data_tab(ws: Workspace) -> dict:
                                       interactive=False)
                 gallery = gr.Gallery(label="Images with their annotations", columns=4, height=560,
                                      object_fit="contain", elem_id="dataset-gallery")
-                with gr.Row(equal_height=True, elem_id="dataset-pager-row"):
-                    previous = gr.Button("◀ Previous", size="sm", scale=0, min_width=110, elem_id="dataset-previous")
-                    pager = gr.Markdown(elem_id="dataset-pager")
-                    following = gr.Button("Next ▶", size="sm", scale=0, min_width=110, elem_id="dataset-next")
+                pager = gr.Markdown(elem_id="dataset-pager")
+                with gr.Row(elem_id="dataset-pager-row"):
+                    previous = gr.Button("◀ Previous", size="sm", min_width=110, elem_id="dataset-previous")
+                    following = gr.Button("Next ▶", size="sm", min_width=110, elem_id="dataset-next")
                 page = gr.State(1)  # the preview's page, per browser session
 
     def on_upload(paths, last):

@@ -4,7 +4,7 @@ what a phone (390 px) needs: the narrow runs table instead of the wide one, char
 PAGE_CSS = """
 /* Train: a group's settings two abreast where there is room, one under the other on a phone. */
 .settings-group .form { flex-direction: row; flex-wrap: wrap; }
-.settings-group .form > .block { flex: 1 1 280px; }
+.settings-group .form > .block { flex: 1 1 240px; }
 /* Runs: a chart's cell (title, legend and plot) takes no room while the chart is hidden. */
 .chart-cell:not(:has(.block)) { display: none; }
 /* Runs: the compact table (run, status, reward, dataset) on a narrow screen, the full one elsewhere. */

@@ -139,7 +139,7 @@ def form_value(key: str, value):
 
 def setting_input(key: str, value, help_text: str | None):
     """The form input for one setting: a choice, a checkbox, a number or text."""
-    common = {"label": key.replace("_", " "), "info": help_text or None, "min_width": 280}  # two abreast, or one
+    common = {"label": key.replace("_", " "), "info": help_text or None, "min_width": 240}  # two abreast, or one
     if key in CHOICES:
         return gr.Dropdown(list(CHOICES[key]), value=value, **common)
     if key == "qlora":  # None = decided by the device
