@@ -74,8 +74,8 @@ def test_sft_config_builds_and_refuses_what_this_machine_cannot_run(tmp_path):
         sft_config_kwargs(preset("CPU demo", use_liger_kernel=True), tmp_path, "cpu")
 
 
-@pytest.mark.parametrize("max_steps, eval_steps, expected", [(60, None, 7), (200, None, 25), (4, None, 1),
-                                                              (60, 10, 10), (60, 0, 0), (8, 20, 2), (8, 8, 2)])
+@pytest.mark.parametrize("max_steps, eval_steps, expected", [(60, None, 7), (200, None, 25), (4, None, 2),
+                                                              (60, 10, 10), (60, 0, 0), (8, 20, 4), (8, 8, 4)])
 def test_evaluation_interval(max_steps, eval_steps, expected):
     assert eval_interval(TrainSettings(max_steps=max_steps, eval_steps=eval_steps)) == expected
 

@@ -101,7 +101,7 @@ class TrainSettings:
     eval_steps: int | None = None
     """Evaluate the adapter on the held-out split every N steps (a checkpoint there, so the best one can be
     kept). None = about eight evaluations a run (max_steps // 8); 0 = only before and after. An interval
-    that leaves no evaluation during the run (as long as the run or longer) becomes max_steps // 4."""
+    that leaves no evaluation during the run (as long as the run or longer) becomes max_steps // 2."""
     min_pixels: int | None = None
     """Images smaller than this many pixels are enlarged; None = the model family's default."""
     max_pixels: int | None = None
@@ -172,7 +172,7 @@ def eval_interval(settings: TrainSettings) -> int:
         return settings.eval_steps
     if settings.eval_steps is None and settings.max_steps >= 8:
         return settings.max_steps // 8
-    return max(1, settings.max_steps // 4)  # a short run, or an interval as long as it: still a curve
+    return max(1, settings.max_steps // 2)  # a short run, or an interval as long as it: one point half-way
 
 
 GPU_COMMON = dict(max_steps=200, learning_rate=1e-5, beta=0.04, temperature=1.0, save_steps=50, eval_steps=25)
