@@ -16,10 +16,19 @@ def test_check_shows_what_the_model_sees_and_its_baseline(tmp_path):
         page.locator("#check-gallery img").first.wait_for(timeout=120_000)
         summary = page.locator("#check-summary").inner_text()
         assert "demo (demo)" in summary and "Zero-shot baseline" in summary and "format rate" in summary
+        # In this machine's terms: a CPU here, its plan and time per step; no GPU plan for the CPU demo preset.
+        assert "On this machine's CPU (no GPU found): LoRA on a float32 base" in summary and " a step (" in summary
+        assert "GPU plan" not in summary and "On a 24 GB GPU" not in summary
+        assert "Ready" in summary  # the signal check's verdict line
         table = page.locator("#check-table").inner_text()
         assert f"{SIZE}×{SIZE}" in table and "100×100" in table  # the demo's 0-100 frame
+        frame = page.locator("#check-frame").inner_text()
+        assert "Coordinate frame" in frame and "numbers from 0 to 100 across the width" in frame
         assert page.locator("#check-gallery img").count() == 4
         screenshot(page, "train-check")
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.wait_for_timeout(1000)
+        screenshot(page, "train-check-390")
 
 
 def test_the_known_checkpoints_table_follows_the_preset_and_picks_a_model(tmp_path):

@@ -12,10 +12,11 @@ PAGE_CSS = """
 @media (min-width: 721px) { #runs-table-compact { display: none !important; } }
 #runs-table-compact th, #runs-table-compact td, #runs-table-compact span {
   font-family: var(--font); font-size: var(--text-sm); word-break: normal; overflow-wrap: anywhere; }
-/* Label and Data: a gallery tile's caption whole (wrapped over the picture's foot), not cut at the file name. */
-#label-gallery .caption-label, #dataset-gallery .caption-label { white-space: normal; max-width: 100%; }
+/* Label, Data and Check: a gallery tile's caption whole (wrapped over the picture's foot), not cut at the file name. */
+#label-gallery .caption-label, #dataset-gallery .caption-label, #check-gallery .caption-label {
+  white-space: normal; max-width: 100%; }
 @media (max-width: 720px) {
   #label-gallery .grid-container { --grid-cols: 1 !important; }
-  #dataset-gallery .grid-container { --grid-cols: 2 !important; }
+  #dataset-gallery .grid-container, #check-gallery .grid-container { --grid-cols: 2 !important; }
 }
 """
