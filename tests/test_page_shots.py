@@ -39,6 +39,8 @@ def test_a_few_shot_run_with_novel_classes_from_the_train_form(tmp_path):
         page.wait_for_function("document.querySelector('#train-dataset input')?.value === 'demo-shapes'",
                                timeout=30_000)
         page.get_by_text("Advanced settings", exact=True).click()
+        for group in ("Data: shots, novel classes and prompts", "Evaluation and records"):  # closed at first
+            page.get_by_text(group, exact=True).click()
         # A bad class is one sentence, and nothing is queued.
         _advanced(page, "novel classes", "blue circle, purple hexagon")
         page.get_by_role("button", name="Train", exact=True).click()
@@ -50,8 +52,7 @@ def test_a_few_shot_run_with_novel_classes_from_the_train_form(tmp_path):
         page.locator("#launch-message").get_by_text("shots must be at least 1").wait_for(timeout=20_000)
 
         for label, value in (("shots", "2"), ("max steps", "1"), ("num generations", "2"),
-                             ("prompts per step", "2"), ("max completion length", "16"), ("eval max examples", "12"),
-                             ("eval during max examples", "4")):
+                             ("prompts per step", "2"), ("max completion length", "16"), ("eval max examples", "12")):
             _advanced(page, label, value)
         screenshot(page, "shots-1-train-form")
         page.get_by_role("button", name="Train", exact=True).click()
@@ -65,6 +66,9 @@ def test_a_few_shot_run_with_novel_classes_from_the_train_form(tmp_path):
         # What the form stored is what trains: the rows built from it hold training images only, no novel class.
         settings = TrainSettings.from_dict(get_run(ws.store, run_id).settings)
         assert (settings.shots, settings.novel_classes) == (2, NOVEL)
+        # The rewards ticked (the CPU demo preset's for detection), each with its weight.
+        assert settings.rewards == ["format", "detection_soft_iou", "detection_confidence"]
+        assert settings.reward_weights == [1.0, 1.0, 1.0]
         dataset = get_dataset(ws.store, "demo-shapes")
         split = {s["id"]: s["split"] for s in dataset["samples"]}
         rows = train_rows(dataset, ws.data_dir, "demo", settings)
