@@ -72,6 +72,19 @@ def test_label_review_add_and_export_through_the_page(tmp_path):
                                    timeout=30_000)
         assert "2 accepted · 1 rejected · 0 to review" in page.locator("#label-counts").inner_text()
         screenshot(page, "label-2-reviewed")
+        # The job stays open across a reload (kept in the browser), its reviews shown on the pictures.
+        page.reload()
+        page.get_by_role("tab", name="Label").click()
+        page.wait_for_function("document.querySelector('#label-job input')?.value.includes('3/3 · done')",
+                               timeout=30_000)
+        page.wait_for_function("document.querySelector('#label-counts')?.innerText.includes('2 accepted')",
+                               timeout=30_000)
+        assert "ACCEPTED" in page.locator("#label-counts").inner_text()  # the counts say how the tiles show it
+        assert "#1 · new1.png · " in page.locator("#label-gallery").inner_text()  # captions whole
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.wait_for_timeout(1000)
+        screenshot(page, "label-2-reviewed-390")
+        page.set_viewport_size({"width": 1400, "height": 1400})
 
         page.get_by_label("New dataset's name").fill("reviewed")
         page.get_by_role("button", name="Add accepted to dataset").click()
@@ -108,3 +121,16 @@ def test_label_review_add_and_export_through_the_page(tmp_path):
                 for name, boxes in accepted.items()}
         assert got == want, fmt
     ws.store.close()
+
+
+def test_a_tile_shows_its_review_without_a_caption():
+    from PIL import Image
+    from ui.label_tab import REVIEW_LOOK, with_review
+    picture = Image.new("RGB", (200, 150), (10, 20, 30))
+    accepted, rejected, pending = (with_review(picture.copy(), r) for r in ("accepted", "rejected", None))
+    assert accepted.getpixel((1, 148)) == REVIEW_LOOK["accepted"][0]  # framed in green
+    assert accepted.getpixel((100, 75)) == (10, 20, 30)
+    assert all(c > 120 for c in rejected.getpixel((100, 75)))  # greyed out
+    assert pending.getpixel((100, 75)) == (10, 20, 30) and pending.getpixel((1, 148)) == (10, 20, 30)
+    for review, tile in (("accepted", accepted), ("rejected", rejected), (None, pending)):
+        assert tile.getpixel((2, 2)) == REVIEW_LOOK[review][0]  # the tag in the corner
