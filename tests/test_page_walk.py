@@ -97,7 +97,15 @@ def test_upload_train_watch_reload_and_test(tmp_path):
             page.get_by_role("button", name="Predict").click()
             page.locator("#test-gallery img").nth(1).wait_for(timeout=120_000)  # tuned and base, side by side
             assert "answer" in page.locator("#test-reasoning").inner_text()
+            # A heading over each picture says whose answer it is; the caption is whole.
+            headings = page.locator("#test-gallery h4").all_inner_texts()
+            assert len(headings) == 2 and headings[0].startswith("Tuned: run 1 (best checkpoint, step ")
+            assert headings[1] == "Base model"
+            assert "shapes_001.png · " in page.locator("#test-gallery figcaption").first.inner_text()
             screenshot(page, "walk-5-test")
+            page.set_viewport_size({"width": 390, "height": 844})
+            page.wait_for_timeout(1000)
+            screenshot(page, "walk-5-test-390")
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "timings.json").write_text(json.dumps(timings))
     print(timings)
