@@ -20,11 +20,11 @@ def test_the_same_scores_give_no_change_and_a_zero_interval():
 
 
 def test_the_same_gain_on_every_image_is_an_improvement_with_a_point_interval():
-    before = {f"img{i}": [0.2, 0.3] for i in range(8)}
+    before = {f"img{i}": [0.2, 0.3] for i in range(12)}
     after = {k: [v + 0.1 for v in vs] for k, vs in before.items()}
     change = paired_bootstrap(before, after)
     assert change["delta"] == pytest.approx(0.1) and change["interval"] == pytest.approx([0.1, 0.1])
-    assert status(change) == "improved" and (change["images"], change["n"]) == (8, 16)
+    assert status(change) == "improved" and (change["images"], change["n"]) == (12, 24)
     assert status(paired_bootstrap(after, before)) == "worse"
 
 
@@ -91,6 +91,8 @@ def test_the_cones_run_rose_through_format():
 
 
 @pytest.mark.parametrize("changes, expected", [
+    ({"format": 0.2, "detection_confidence": 0.09}, True),  # confidence rises for a model that finds nothing
+    ({"format": 0.2, "detection_soft_iou": 0.0}, True),
     # the cones run: format 0.53 -> 0.84, soft IoU flat at 0.015, confidence +0.02
     ({"format": 0.31, "detection_soft_iou": 0.0, "detection_confidence": 0.02}, True),
     ({"format": 0.15, "detection_soft_iou": 0.12}, False),  # the boxes rose too
@@ -176,7 +178,7 @@ def test_a_nan_metric_is_recorded_as_missing(ws):
 def test_a_nan_loss_stops_the_run_with_a_sentence_and_keeps_the_last_good_checkpoint(ws):
     """A learning rate so large (finite, so accepted) that the weights leave the numbers after the first step: the
     NaN metrics of step 2 are recorded as missing (a NaN metric used to end the run with a database error), and its
-    NaN gradient norm stops training there, without saving it, in one sentence."""
+    NaN loss stops training there, without saving it, in one sentence."""
     from backend.data.demo.dataset import ensure_demo_dataset
     from backend.jobs.run_history import latest_checkpoint, run_json
     from backend.jobs.runs import create_run
@@ -188,8 +190,36 @@ def test_a_nan_loss_stops_the_run_with_a_sentence_and_keeps_the_last_good_checkp
     assert run_job_now(ws, run_id) != 0
     run = run_json(ws.store, run_id)
     assert run["status"] == "failed"
-    assert run["error"] == ("the gradient norm became NaN at step 2, so training stopped there; the last good "
+    assert run["error"] == ("the training loss became NaN at step 2, so training stopped there; the last good "
                             "checkpoint (step 1) is kept: lower the learning rate (or beta) and start a new run")
-    assert [p[0] for p in run["metrics"]["grad_norm"]] == [1]  # step 2's NaN is missing, not an error
-    assert [p[0] for p in run["metrics"]["loss"]] == [1, 2]
+    # step 2's NaN loss and gradient norm are missing, not an error (nor the trainer's running mean in their place)
+    assert [p[0] for p in run["metrics"]["grad_norm"]] == [1] and [p[0] for p in run["metrics"]["loss"]] == [1]
     assert latest_checkpoint(ws.store, ws.data_dir, run_id).step == 1
+
+
+def test_none_only_where_a_setting_may_be_unset_and_whole_floats_become_ints():
+    with pytest.raises(ValueError, match=r"^learning_rate must be a number, above 0 \(got None\)$"):
+        check_values(TrainSettings(learning_rate=None))
+    with pytest.raises(ValueError, match=r"^max_steps must be a number"):
+        check_values(TrainSettings(max_steps=None))
+    with pytest.raises(ValueError, match=r"^max_steps must be at least 1 \(got 3.5\)$"):
+        check_values(TrainSettings(max_steps=3.5))
+    settings = TrainSettings(max_steps=3.0, eval_steps=None, epsilon_high=None, max_pixels=None)
+    check_values(settings)
+    assert settings.max_steps == 3 and isinstance(settings.max_steps, int)
+
+
+def test_too_few_images_never_say_improved():
+    from backend.scoring.verdict import MIN_IMAGES
+    before = {f"i{k}": [0.1] for k in range(MIN_IMAGES - 1)}
+    after = {k: [0.5] for k in before}
+    v = verdict("mean_iou", before, after, {}, {}, final=True)
+    assert v["interval"] == [0.4, 0.4] and v["status"] == "no_change" and v["too_few_images"]
+    assert "Too few held-out images (under 10) to call it better or worse." in verdict_sentence(v)
+    more = {f"i{k}": [0.1] for k in range(MIN_IMAGES)}
+    assert verdict("mean_iou", more, {k: [0.5] for k in more}, {}, {}, final=True)["status"] == "improved"
+
+
+def test_missing_scores_are_left_out_of_the_pairs():
+    change = paired_bootstrap({"a": [0.1, None], "b": [None]}, {"a": [0.3, 0.2], "b": [0.4]})
+    assert change["images"] == 1 and change["delta"] == pytest.approx(0.15)

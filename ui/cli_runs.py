@@ -42,8 +42,10 @@ def cmd_runs_create(args: argparse.Namespace) -> int:
 
 
 def cmd_models_check(args: argparse.Namespace) -> int:
-    from backend.engine.preflight import DEFAULT_SAMPLES, SIGNAL_IMAGES, check, signal_sentences
+    from backend.engine.preflight import DEFAULT_SAMPLES, SIGNAL_IMAGES, check, readiness_line, signal_sentences
+    from backend.engine.settings import check_values
     ws, settings = _open(args), _settings(args)
+    check_values(settings)  # the signal check samples with them
     start = None
     if settings.init_from is not None:  # what a GRPO run with --init-from starts from: that SFT run's adapter
         from backend.jobs.predict import chosen_adapter
@@ -77,8 +79,7 @@ def cmd_models_check(args: argparse.Namespace) -> int:
         lines.append(f"  pictures (truth green, prediction red): {Path(base['samples'][0]['picture']).parent}")
     lines += [f"  {line}" for line in signal_sentences(result)]
     lines += [f"advice: {a}" for a in result["advice"]]
-    lines.append("ready: GRPO has a signal to learn the task from" if result["ready"] else
-                 "not ready: GRPO would not learn the task from this start (see the advice)")
+    lines.append(readiness_line(result))
     _print(result, args.json, "\n".join(lines))
     return 0
 

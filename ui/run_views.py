@@ -70,11 +70,25 @@ def verdict_html(run: dict) -> str:
     """The run's verdict (backend.scoring.verdict) as a line of the header; nothing for a run without held-out
     images or with a verdict still pending before it has started."""
     v = run.get("verdict")
-    if not v or (v["status"] == "pending" and not v["format_only"] and run["status"] not in ("running",)):
+    if not v or run["status"] == "queued":
         return ""
     from backend.scoring.verdict import verdict_sentence
     return (f"<div id='run-verdict' data-status='{v['status']}' style='margin-top:4px;color:"
-            f"{VERDICT_COLOURS[v['status']]}'>{html.escape(verdict_sentence(v))}</div>")
+            f"{VERDICT_COLOURS[v['status']]}'>{html.escape(verdict_sentence(v, why_pending(run)))}</div>")
+
+
+def why_pending(run: dict) -> str:
+    """What a run's verdict waits for, or why it will not come."""
+    evaluated = run.get("evaluation") or {}
+    if "before" not in evaluated and run["status"] != "running":
+        return "no held-out evaluation (no held-out images, or a run older than the verdict)"
+    if "before" in evaluated and not (evaluated["before"].get("base") or evaluated["before"]).get("per_image"):
+        return "this run's evaluations were stored before the verdict existed"
+    if run["status"] == "running":
+        every = (run.get("settings") or {}).get("eval_steps")
+        return ("it comes with the evaluation after training" if every == 0 else
+                "it comes with the first held-out evaluation during training")
+    return "the run ended before an evaluation after its start"
 
 
 def _frame(points: dict, names: dict[str, str], domain: list[str]) -> tuple[pd.DataFrame, list[str]]:

@@ -45,6 +45,7 @@ def grpo_config_kwargs(settings: TrainSettings, output_dir: Path, device: str, p
         gradient_accumulation_steps=1, beta=settings.beta, temperature=settings.temperature,
         max_completion_length=settings.max_completion_length, reward_weights=settings.reward_weights,
         seed=settings.seed, save_steps=settings.save_steps, save_strategy="steps", logging_steps=1,
+        logging_nan_inf_filter=False,  # a NaN loss is logged as such (the job stops on it), not as the running mean
         report_to=list(settings.report_to), run_name=run_name(output_dir),
         use_cpu=not cuda, bf16=cuda, gradient_checkpointing=cuda, lr_scheduler_type="constant",
         remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True, save_only_model=False,

@@ -27,6 +27,8 @@ DEFAULT_SAMPLES = 8
 SIGNAL_IMAGES = 8
 """Training images whose groups the signal check samples."""
 SIGNAL_SECONDS = 60.0
+"""The signal check stops sampling further groups after this long (a large model on a CPU); the output says how many
+groups it sampled in that time."""
 SIGNAL_SPREAD = 0.05
 SIGNAL_BEST = 0.5
 """A group has signal in a reward when its completions' rewards differ by at least SIGNAL_SPREAD (highest - lowest,
@@ -34,8 +36,6 @@ on the reward's 0-1 scale) and its best completion earns at least SIGNAL_BEST: a
 0.5 is where a box counts as found; a right class scores 1). GRPO divides a group's advantages by its std, so a
 group whose boxes differ only by chance overlap (0.02 against 0.3 on a large object) is pushed as hard as one with a
 real hit: that is noise to learn from, not signal."""
-"""The signal check stops sampling further groups after this long (a large model on a CPU); the output says how many
-groups it sampled in that time."""
 
 
 def _upright(path: Path) -> Image.Image:
@@ -168,14 +168,17 @@ def signal(ws, loaded, dataset: dict, settings: TrainSettings, images: int = SIG
     weights = dict(zip(names, settings.reward_weights or [1.0] * len(names)))
     rng = random.Random(settings.seed)
     torch.manual_seed(settings.seed)
-    train = [s for s in dataset["samples"] if s["split"] == "train"]
+    from backend.scoring.subsets import training_samples
+    # The run's own training images and prompts: its shots drawn with its seed, novel classes never asked about.
+    train = training_samples(dataset["samples"], dataset["task"], settings.shots, settings.novel_classes, settings.seed)
+    classes = [c for c in dataset["classes"] if c not in settings.novel_classes]  # as the job's train_rows
     chosen = random.Random(settings.seed).sample(train, min(images, len(train)))
     G, started = settings.num_generations, time.time()
     groups = []
     for s in chosen:
         if groups and time.time() - started > seconds:
             break
-        ex = task.build_examples(s, dataset["classes"], loaded.family.name, settings.task_settings(), rng,
+        ex = task.build_examples(s, classes, loaded.family.name, settings.task_settings(), rng,
                                  synonyms=dataset.get("synonyms", {}),
                                  input_size=loaded.view((s["width"], s["height"])).input)[0]
         with Image.open(Path(ws.data_dir) / dataset["folder"] / "images" / s["file"]) as im:
@@ -206,7 +209,8 @@ def has_signal(rewards: list[float]) -> bool:
 def ready(result: dict) -> bool:
     """Whether GRPO has something to learn from: some task reward (not format, nor detection_confidence, which a model
     that finds nothing earns too: NOT_THE_TASK) varies within at least one group, and some completion is in the
-    answer format. True where no signal check ran."""
+    answer format. True where no signal check ran (an SFT run, --no-baseline, --signal-images 0): readiness_line
+    then says it was not checked."""
     if result.get("signal") is None:
         return True
     task_signal = any(v["groups_varied"] for n, v in result["signal"].items() if n not in NOT_THE_TASK)
@@ -234,6 +238,15 @@ def signal_sentences(result: dict) -> list[str]:
         lines.append(f"{best} varies in {rewards[best]['groups_varied']} of {k} groups: GRPO has something to learn "
                      "from.")
     return lines
+
+
+def readiness_line(result: dict) -> str:
+    """The check's last word: ready, not ready, or the signal not checked (and why)."""
+    if result.get("signal") is None:
+        return ("signal not checked (an SFT run, no baseline, or --signal-images 0): whether GRPO can learn the task "
+                "from this start is not known")
+    return ("ready: GRPO has a signal to learn the task from" if result["ready"] else
+            "not ready: GRPO would not learn the task from this start (see the advice)")
 
 
 def signal_advice(result: dict) -> list[str]:

@@ -270,10 +270,12 @@ STRICT_HIGH = {"novel_fraction"}
 
 def check_values(settings: TrainSettings) -> None:
     """ValueError, one sentence, for the first setting outside its range (RANGES), a NaN or infinite number among
-    them, or reward weights that are not finite or all 0: nothing is queued that cannot start."""
+    them, or reward weights that are not finite or all 0: nothing is queued that cannot start. A whole number given
+    as a float (3.0) to a whole-number setting is kept as an int."""
+    optional = {f.name for f in fields(TrainSettings) if "None" in str(f.type)}
     for name, (low, high, said) in RANGES.items():
         value = getattr(settings, name)
-        if value is None:
+        if value is None and name in optional:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{name} must be a number, {said} (got {value!r})")
@@ -281,6 +283,8 @@ def check_values(settings: TrainSettings) -> None:
                or (name in STRICT_HIGH and value == high) or (setting_type(name) is int and value != int(value)))
         if bad:
             raise ValueError(f"{name} must be {said} (got {value if isinstance(value, int) else f'{value:g}'})")
+        if setting_type(name) is int:
+            setattr(settings, name, int(value))
     weights = settings.reward_weights
     if any(isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) for w in weights):
         raise ValueError(f"reward weights must be finite numbers (got {', '.join(map(str, weights))})")

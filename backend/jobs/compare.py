@@ -55,7 +55,9 @@ def compare(store: Store, dataset: str, metric: str | None = None, data_dir: Pat
                      "before": evaluated.get("before"), "best": best_point(store, run.id, run.task),
                      "seed": settings.get("seed", 0), "shots": settings.get("shots"),
                      "novel_classes": list(settings.get("novel_classes") or []),
-                     "training_set": run_training_set(store, run, data_dir)})
+                     "training_set": run_training_set(store, run, data_dir),
+                     "prompts": [settings.get(k) for k in ("eval_max_examples", "negative_share", "classes_in_prompt",
+                                                           "object_kind")]})
         rows[-1]["change"] = paired_bootstrap(*(main_scores(e or {}) or {} for e in (rows[-1]["before"],
                                                                                      rows[-1]["metrics"])))
     table = {"dataset": info["name"], "task": info["task"], "rows": [*bases.values(), *rows],
@@ -67,14 +69,15 @@ def compare(store: Store, dataset: str, metric: str | None = None, data_dir: Pat
 
 def contrasts(rows: list[dict]) -> list[dict]:
     """Differences the Compare view states with their paired interval over the same held-out images: each GRPO run
-    against each SFT run of the same model, shots and novel classes (seed for seed where both have it), after
-    training; and each run with novel classes, its novel classes against its base classes."""
+    against each SFT run of the same model, shots, novel classes and seed whose held-out prompts are the same (the same
+    cap and prompt settings), after training; and each run with novel classes, its novel classes against its base
+    classes, on the images that hold both."""
     out = []
     for grpo in (r for r in rows if r["method"] == "grpo" and r["init_from"] is None):
         for sft in (r for r in rows if r["method"] == "sft"):
-            if (sft["model"], sft["shots"], sft["novel_classes"], sft["seed"]) != (
-                    grpo["model"], grpo["shots"], grpo["novel_classes"], grpo["seed"]):
-                continue
+            if (sft["model"], sft["shots"], sorted(sft["novel_classes"]), sft["seed"], sft["prompts"]) != (
+                    grpo["model"], grpo["shots"], sorted(grpo["novel_classes"]), grpo["seed"], grpo["prompts"]):
+                continue  # not the same question, or not the same held-out prompts
             change = paired_bootstrap(main_scores(sft["metrics"]) or {}, main_scores(grpo["metrics"]) or {})
             if change:
                 out.append({"what": f"GRPO run {grpo['run']} against SFT run {sft['run']}", "runs": [grpo["run"], sft["run"]],

@@ -59,11 +59,11 @@ def run_json(store: Store, run_id: int, with_metrics: bool = True, data_dir: Pat
 def run_results(store: Store, run: dict) -> dict:
     """The run's evaluations, held-out curve (and each point's seconds), best step and verdict (`run`: run_dict's
     with its "metrics")."""
-    points = heldout_points(store, run["id"])
+    points, saved = heldout_points(store, run["id"]), checkpoint_steps(store, run["id"])
     out = {"evaluation": evaluations(store, run["id"]), "heldout": heldout_series(points),
            "heldout_seconds": [[p.step, p.seconds] for p in points],
-           "best": best_point(store, run["id"], run["task"], points)}
-    return out | {"verdict": run_verdict(run | out, points)}
+           "best": best_point(store, run["id"], run["task"], points, saved)}
+    return out | {"verdict": run_verdict(run | out | {"checkpoint_steps": saved}, points)}
 
 
 def run_verdict(run: dict, points: list[HeldoutPoint]) -> dict:
@@ -76,7 +76,8 @@ def run_verdict(run: dict, points: list[HeldoutPoint]) -> dict:
     evaluated = run.get("evaluation", {})
     before = main_scores(evaluated["before"]) if "before" in evaluated else None
     final = "after" in evaluated
-    latest = [p for p in points if p.step >= 1]
+    kept = run.get("checkpoint_steps", set())
+    latest = [p for p in points if p.step >= 1 and p.step in kept]  # not a step whose weights were not kept (NaN)
     after = main_scores(evaluated["after"]) if final else main_scores(latest[-1].metrics) if latest else None
     weights = dict(zip(settings.get("rewards") or [], settings.get("reward_weights") or []))
     return verdict(f"base classes' {metric}" if on_base else metric, before, after,
@@ -228,14 +229,20 @@ def heldout_series(points: list[HeldoutPoint]) -> dict[str, list[list[float]]]:
     return out
 
 
-def best_point(store: Store, run_id: int, task: str, points: list[HeldoutPoint] | None = None) -> dict | None:
+def checkpoint_steps(store: Store, run_id: int) -> set[int]:
+    """The steps of a run's checkpoints recorded complete."""
+    with store.read() as s:
+        return set(s.scalars(select(Checkpoint.step).where(Checkpoint.run_id == run_id, Checkpoint.complete.is_(True))))
+
+
+def best_point(store: Store, run_id: int, task: str, points: list[HeldoutPoint] | None = None,
+               saved: set[int] | None = None) -> dict | None:
     """{"step", "metric", "value"}: the trained step with the best held-out main metric (MAIN_METRIC; on the base
     classes where classes were held out: the novel ones never choose) among those with a complete checkpoint; the
     later one on a tie. None before any such evaluation."""
     metric = MAIN_METRIC[task]
     points = heldout_points(store, run_id) if points is None else points
-    with store.read() as s:
-        saved = set(s.scalars(select(Checkpoint.step).where(Checkpoint.run_id == run_id, Checkpoint.complete.is_(True))))
+    saved = checkpoint_steps(store, run_id) if saved is None else saved
     scored = [(main_value(p.metrics, task), p.step) for p in points if p.step >= 1 and p.step in saved]
     scored = [(v, step) for v, step in scored if v is not None]
     if not scored:

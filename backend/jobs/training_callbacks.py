@@ -58,15 +58,20 @@ def make_callback(ws: Workspace, run_id: int, settings: TrainSettings, recorder:
             self.step_started = time.time()
 
         def on_log(self, args, state, control, logs=None, **kw):
-            if not logs or state.global_step < 1 or not state.is_world_process_zero:  # the main process writes
+            if not logs or state.global_step < 1:
+                return
+            # Every process logs the same gathered loss and gradient norm; they stop together, at this step.
+            broken = [k for k in ("loss", "grad_norm") if isinstance(logs.get(k), (int, float))
+                      and not math.isfinite(logs[k])]
+            if processes.agree(bool(broken)):  # the weights are no longer numbers (or will not be after this update)
+                self.diverged = (state.global_step, "training loss" if "loss" in broken or not broken
+                                 else "gradient norm")
+                control.should_training_stop = True
+                control.should_save = False  # the last good checkpoint stays the newest
+            if not state.is_world_process_zero:  # the main process writes
                 return
             values = {k: v for k, v in logs.items() if isinstance(v, (int, float)) and not k.startswith(("total_flos", "train_"))}
             values["step_time"] = self.step_seconds  # without the held-out evaluation at its end
-            broken = [k for k in ("loss", "grad_norm") if k in values and not math.isfinite(values[k])]
-            if broken:  # the weights are no longer numbers (or will not be after this step's update)
-                self.diverged = (state.global_step, "training loss" if "loss" in broken else "gradient norm")
-                control.should_training_stop = True
-                control.should_save = False  # the last good checkpoint stays the newest
             upsert_metrics(ws.store, run_id, state.global_step, values, token=token)
             print(step_line(state.global_step, settings.max_steps, values), flush=True)
 

@@ -7,9 +7,14 @@ import math
 import random
 from functools import lru_cache
 
+from backend.scoring.rewards import NOT_THE_TASK
+
 RESAMPLES = 2000
 LEVEL = 0.90
 SEED = 0
+MIN_IMAGES = 10
+"""Fewer paired held-out images than this and a percentile interval is too narrow to trust (one image gives a
+zero-width interval): the verdict is then never "improved" or "worse", and says why."""
 
 Scores = dict[str, list[float]]
 """Per held-out image, the main metric of each of its prompts (in the same order each time it is evaluated)."""
@@ -21,8 +26,10 @@ def paired_bootstrap(before: Scores, after: Scores, resamples: int = RESAMPLES, 
     `level` percentile interval: images drawn with replacement `resamples` times (a prompt goes with its image, so
     an image's several prompts are not counted as independent), seeded. The two sides may hold other prompts of
     the same images (base against novel classes). None when no image was scored by both."""
-    pairs = tuple((sum(before[i]), len(before[i]), sum(after[i]), len(after[i]))
-                  for i in sorted(set(before) & set(after)) if before[i] and after[i])
+    def kept(values):  # a score stored as missing (NaN) is left out
+        return [v for v in values or [] if v is not None]
+    pairs = tuple((sum(kept(before[i])), len(kept(before[i])), sum(kept(after[i])), len(kept(after[i])))
+                  for i in sorted(set(before) & set(after)) if kept(before[i]) and kept(after[i]))
     return _bootstrap(pairs, resamples, level, seed) if pairs else None
 
 
@@ -55,9 +62,12 @@ def _quantile(ordered: list[float], q: float) -> float:
 
 
 def status(change: dict | None) -> str:
-    """"improved" or "worse" only when the interval excludes 0; "no_change" when it holds 0; "pending" without one."""
+    """"improved" or "worse" only when the interval excludes 0 and rests on MIN_IMAGES images or more; "no_change"
+    otherwise; "pending" without one."""
     if change is None:
         return "pending"
+    if change["images"] < MIN_IMAGES:
+        return "no_change"
     lo, hi = change["interval"]
     return "improved" if lo > 0 else "worse" if hi < 0 else "no_change"
 
@@ -96,13 +106,14 @@ def reward_changes(metrics: dict[str, list[list[float]]]) -> dict[str, float]:
 def format_only(changes: dict[str, float], weights: dict[str, float]) -> bool:
     """Whether the training reward rose mainly through the format reward while the task rewards stayed flat: the
     format reward rose by more than RISE, it gives at least two thirds of the weighted rise of the rewards that
-    rose, and no task reward rose by more than RISE."""
+    rose, and no task reward (NOT_THE_TASK aside: detection_confidence rises for a model that finds nothing but
+    says so) rose by more than RISE."""
     rise = changes.get("format", 0.0)
     if rise <= RISE:
         return False
     gains = {name: weights.get(name, 1.0) * change for name, change in changes.items() if change > 0}
-    task_rose = any(change > RISE for name, change in changes.items() if name != "format")
-    return not task_rose and gains["format"] >= (2 / 3) * sum(gains.values())
+    task_rose = any(change > RISE for name, change in changes.items() if name not in NOT_THE_TASK)
+    return not task_rose and gains["format"] > 0 and gains["format"] >= (2 / 3) * sum(gains.values())
 
 
 def verdict(metric: str, before: Scores | None, after: Scores | None, changes: dict[str, float],
@@ -118,20 +129,22 @@ def verdict(metric: str, before: Scores | None, after: Scores | None, changes: d
             "interval": None if change is None else [round(v, 4) for v in change["interval"]],
             "level": LEVEL, "n": None if change is None else change["n"],
             "images": None if change is None else change["images"],
+            "too_few_images": change is not None and change["images"] < MIN_IMAGES,
             "format_only": format_only(changes, weights), "reward_changes": {k: round(v, 4) for k, v in changes.items()}}
 
 
-def verdict_sentence(v: dict) -> str:
-    """The verdict as the run header says it."""
+def verdict_sentence(v: dict, why_pending: str = "no held-out evaluation after training started yet") -> str:
+    """The verdict as the run header says it (`why_pending`: what it waits for, or why it will not come)."""
     if v["status"] == "pending":
-        text = "Verdict: pending — no held-out evaluation after training started yet."
+        text = f"Verdict: pending — {why_pending}."
     else:
         when = "after training" if v["final"] else "at the latest evaluation"
         word = {"improved": "improved", "worse": "worse", "no_change": "no change beyond noise"}[v["status"]]
         lo, hi = v["interval"]
         text = (f"Verdict: {word} — held-out {v['metric']} {v['before']:.3f} before, {v['after']:.3f} {when} "
                 f"({v['delta']:+.3f}; {round(100 * v['level'])} % interval {lo:+.3f} … {hi:+.3f} over {v['images']} "
-                f"images, {v['n']} prompts).")
+                f"images, {v['n']} prompts)." + (f" Too few held-out images (under {MIN_IMAGES}) to call it better "
+                                                  "or worse." if v.get("too_few_images") else ""))
     if v["format_only"]:
         text += (" ⚠ The training reward rose through the format reward alone: the model learned the answer's shape, "
                  "not the task.")
