@@ -41,10 +41,11 @@ def test_the_data_tab_keeps_the_dataset_shown_while_it_exists(ws, tmp_path):
     with gr.Blocks():
         refresh, _, _ = create_data_tab(ws)["refresh"]
     _import(ws, tmp_path, "pets")
-    picker, summary, rows, gallery = refresh(None, "all")
+    picker, summary, rows, gallery, pager, page = refresh(None, "all")
     assert picker == gr.update(choices=["pets"], value="pets") and "### pets" in summary and len(gallery) == 4
+    assert (pager, page) == ("Images 1–4 of 4 (every split)", 1)
     _import(ws, tmp_path, "birds")
-    assert refresh("pets", "all") == (gr.update(choices=["pets", "birds"]), *(gr.update(),) * 3)  # nothing redrawn
+    assert refresh("pets", "all") == (gr.update(choices=["pets", "birds"]), *(gr.update(),) * 5)  # nothing redrawn
 
 
 def test_the_test_tabs_runs_follow_runs_finishing_and_keep_the_choice(ws, tmp_path):

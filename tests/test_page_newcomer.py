@@ -138,3 +138,19 @@ def test_a_newcomer_on_a_wide_screen_and_a_phone(tmp_path):
         page.get_by_role("tab", name="Reward playground").click()  # reached without a hidden menu
         page.wait_for_timeout(500)
         ws.store.close()
+
+
+def test_the_name_comes_from_the_uploaded_file_and_the_preview_pages(ws, tmp_path):
+    from backend.data.importer import import_dataset
+    from ui.data_tab import PAGE_SIZE, dataset_view, suggest_name
+    assert suggest_name(ws, ["/cache/ab12/cones.v1i.yolov8.zip"]) == "cones.v1i.yolov8"
+    assert suggest_name(ws, ["/cache/a/img1.jpg", "/cache/b/_annotations.coco.json"]) == "annotations.coco"
+    assert suggest_name(ws, ["/cache/a/My Photos (2).zip"]) == "My-Photos-2"  # made a valid name
+    builders.write_coco(tmp_path / "pets", builders.detection_samples(PAGE_SIZE + 2))
+    import_dataset(ws.store, ws.data_dir, [builders.zip_dir(tmp_path / "pets", tmp_path / "pets.zip")], "pets")
+    assert suggest_name(ws, ["/cache/c/pets.zip"]) == "pets-2"  # a name no dataset has yet
+    _, _, gallery, line, page = dataset_view(ws, "pets", "all", 2)
+    assert (len(gallery), page) == (2, 2) and line.startswith(f"Images {PAGE_SIZE + 1}–{PAGE_SIZE + 2} of 50")
+    assert dataset_view(ws, "pets", "all", 9)[3:] == (line, 2)  # past the last page: the last
+    _, _, gallery, line, page = dataset_view(ws, "pets", "all")
+    assert len(gallery) == PAGE_SIZE and "page 1 of 2: Next ▶ shows the next 2" in line
