@@ -99,3 +99,26 @@ def test_the_demo_model_on_its_own_shapes_is_ready(tmp_path):
                              "--signal-images", "3", "--json", data_dir=data).stdout)
     assert out["signal"]["detection_soft_iou"]["groups_with_signal"] > 0
     assert out["ready"] is True and out["demo_on_other_data"] is False
+
+
+def test_the_pages_check_passes_its_form_as_the_command_line_reads_it():
+    from backend.engine.settings import preset
+    from ui.cli import build_parser
+    from ui.cli_runs import _settings
+    from ui.train_tab import check_args
+    form = preset("CPU demo", num_generations=4, temperature=0.7, shots=2, novel_classes=["blue, light", "red"],
+                  classes_in_prompt=False, init_from=3)
+    form.rewards, form.reward_weights = ["detection_soft_iou", "format"], [2.0, 0.5]
+    args = build_parser().parse_args(check_args("/tmp/data", "cones", "demo", form, 4))
+    read = _settings(args)
+    for name in ("num_generations", "temperature", "shots", "novel_classes", "classes_in_prompt", "init_from",
+                 "rewards", "reward_weights", "max_completion_length", "seed"):
+        assert getattr(read, name) == getattr(form, name), name
+
+
+def test_the_page_says_when_the_signal_was_not_checked():
+    from ui.train_tab import check_view
+    result = {"model": "demo", "family": "demo", "min_pixels": 1, "max_pixels": 2, "largest_visual_tokens": 49,
+              "images": [], "memory": None, "baseline": None, "signal": None, "ready": True, "advice": []}
+    text = check_view(result)[2]
+    assert "Signal not checked" in text and "Ready" not in text

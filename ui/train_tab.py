@@ -41,27 +41,39 @@ def launch(ws: Workspace, dataset: str, model: str, preset_name: str, rewards_te
 
 
 CHECKED_SETTINGS = ("min_pixels", "max_pixels", "num_generations", "temperature", "top_p", "max_completion_length",
-                    "seed", "init_from", "method", "negative_share", "object_kind")
+                    "seed", "init_from", "method", "negative_share", "object_kind", "classes_in_prompt", "shots",
+                    "novel_classes")
 """The form's settings the check samples and scores with (the signal check: G completions as the run would)."""
 
 
 def run_check(ws: Workspace, dataset: str, model: str, settings: TrainSettings, samples: int = 4) -> dict:
     """`models check --json` in its own process, with the form's rewards and sampling settings: the page never loads
     a model (nor torch)."""
-    cmd = [sys.executable, str(ROOT / "app.py"), "--data-dir", str(ws.data_dir), "models", "check", model.strip(),
-           "--dataset", dataset, "--samples", str(samples), "--json"]
-    if settings.rewards:
-        cmd += ["--rewards", ",".join(settings.rewards),
-                "--reward-weights", ",".join(f"{w:g}" for w in settings.reward_weights)]
-    for name in CHECKED_SETTINGS:
-        value = getattr(settings, name)
-        if value is not None:
-            cmd += ["--" + name.replace("_", "-"), str(value)]
+    cmd = [sys.executable, str(ROOT / "app.py"), *check_args(ws.data_dir, dataset, model, settings, samples)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
         raise ValueError(lines[-1][len("error: "):] if lines else "the check failed (see the worker log)")
     return json.loads(proc.stdout)
+
+
+def check_args(data_dir, dataset: str, model: str, settings: TrainSettings, samples: int) -> list[str]:
+    """The command line (after `app.py`) of the check of `settings`."""
+    cmd = ["--data-dir", str(data_dir), "models", "check", model.strip(), "--dataset", dataset, "--samples",
+           str(samples), "--json"]
+    if settings.rewards:
+        cmd += ["--rewards", ",".join(settings.rewards),
+                "--reward-weights", ",".join(f"{w:g}" for w in settings.reward_weights)]
+    for name in CHECKED_SETTINGS:
+        value, flag = getattr(settings, name), name.replace("_", "-")
+        if isinstance(value, bool):
+            cmd.append(f"--{flag}" if value else f"--no-{flag}")
+        elif isinstance(value, list):
+            if value:
+                cmd += [f"--{flag}", json.dumps(value)]  # a JSON list: a class name may hold a comma
+        elif value is not None:
+            cmd += [f"--{flag}", str(value)]
+    return cmd
 
 
 def plan_lines(result: dict, settings: TrainSettings, preset_name: str | None, gpu: bool) -> list[str]:
@@ -136,14 +148,16 @@ def check_view(result: dict, settings: TrainSettings | None = None, preset_name:
         for sample in base["samples"]:
             terms = ", ".join(f"{k} {v:.2f}" for k, v in sample["rewards"].items())
             pictures.append((sample["picture"], f"{sample['category'] or ''}: {terms}"))
-    from backend.engine.preflight import signal_sentences
+    from backend.engine.preflight import readiness_line, signal_sentences
     signal = signal_sentences(result)
     if signal:
         lines.append(f"**{signal[0]}**\n" + "".join(f"\n- {line}" for line in signal[1:]))
     lines += [f"⚠ {a}" for a in result["advice"]]
-    if result.get("ready", True) and not result["advice"]:
+    if result.get("signal") is None:
+        lines.append(f"*{readiness_line(result).capitalize()}.*")
+    elif result["ready"] and not result["advice"]:
         lines.append("✓ Ready: GRPO has a signal to learn the task from, and nothing else stands in the way.")
-    elif not result.get("ready", True):
+    elif not result["ready"]:
         lines.append("✗ **Not ready:** GRPO would not learn the task from this start (see above).")
     return rows, pictures, "\n\n".join(lines)
 
