@@ -14,7 +14,7 @@ from tests.conftest import run_cli
 def _create(data, *flags) -> int:
     return json.loads(run_cli("runs", "create", "--dataset", "demo-shapes", "--model", "demo", "--num-generations",
                               "4", "--prompts-per-step", "2", "--max-completion-length", "64",
-                              "--eval-max-examples", "4", "--eval-during-max-examples", "4", "--rollout-steps", "1",
+                              "--eval-max-examples", "4", "--rollout-steps", "1",
                               "--ignore-memory-estimate", *flags, "--json", data_dir=data).stdout)["id"]
 
 
@@ -95,6 +95,8 @@ def test_heldout_curve_inspector_compare_and_the_best_checkpoint(tmp_path):
         page.get_by_label("Category to detect").fill("red circle")
         page.get_by_role("button", name="Predict").click()
         page.locator("#test-gallery img").nth(1).wait_for(timeout=120_000)
-        assert f"run {grpo} (best, step {run['best']['step']})" in page.locator("#test-reasoning").inner_text()
+        tuned = f"Tuned: run {grpo} (best checkpoint, step {run['best']['step']})"
+        assert tuned in page.locator("#test-reasoning").inner_text()
+        assert page.locator("#test-gallery h4").first.inner_text() == tuned  # the heading over its picture
         screenshot(page, "inspect-4-test-best")
     assert run["status"] == "completed" and sft < grpo
