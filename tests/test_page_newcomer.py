@@ -107,7 +107,7 @@ def test_a_newcomer_on_a_wide_screen_and_a_phone(tmp_path):
                                timeout=30_000)
         shown = page.locator("#log-tail textarea").input_value()
         assert "it/s]" not in shown and "FutureWarning" not in shown and "[transformers]" not in shown
-        assert "\r" not in shown and "progress bars" in shown and "train.log keeps them" in shown
+        assert "\r" not in shown and "progress bars" in shown and "train.log keeps every line" in shown
         page.wait_for_function("(() => { const t = document.querySelector('#log-tail textarea'); "
                                "return t.scrollHeight > t.clientHeight && "
                                "t.scrollTop + t.clientHeight >= t.scrollHeight - 4; })()", timeout=10_000)

@@ -369,3 +369,18 @@ def test_the_latest_step_is_a_short_table_of_its_key_metrics():
     assert latest_rows(series) == [["step", "2"], ["reward", "0.412"], ["  iou", "0.300"], ["KL", "0.0012"],
                                    ["completion length", "38 tokens"], ["step time", "4.1 s"]]
     assert latest_rows({}) == []
+
+
+def test_the_log_shows_what_a_terminal_would_without_bars_or_notices():
+    from ui.run_live import readable_log
+    raw = ("step 1\n\x1b[32mgreen\x1b[0m\n"
+           "Loading:   0%|          | 0/9 [00:00<?, ?it/s]\rLoading: 100%|##########| 9/9 [00:01<00:00, 8.1it/s]\n"
+           "/x/site-packages/trl/a.py:7: FutureWarning: y is deprecated\n  warnings.warn(\n"
+           "[transformers] The tokenizer has new PAD/BOS/EOS tokens.\n"
+           "[transformers] error: the weights could not be read\n"
+           "counting 1\rcounting 2\rcounting 3\n"
+           "step 2\n")
+    assert readable_log(raw) == ("step 1\ngreen\n[transformers] error: the weights could not be read\ncounting 3\n"
+                                 "step 2\n(1 progress bar and 2 library notices left out here; train.log keeps every "
+                                 "line)\n")
+    assert readable_log("step 1\nstep 2\n") == "step 1\nstep 2\n"  # nothing left out: the text as it is

@@ -269,12 +269,13 @@ def readable_log(text: str) -> str:
             notices += 1
         else:
             kept.append(line)
-    left = [f"{n} {what}" for n, what in ((bars, "progress bars"), (notices, "library notices")) if n]
+    left = [f"{n} {what}{'s' if n != 1 else ''}" for n, what in ((bars, "progress bar"), (notices, "library notice"))
+            if n]
     shown = "\n".join(kept)
     if not left:
         return shown
     return (shown + ("" if shown.endswith("\n") or not shown else "\n")
-            + f"({' and '.join(left)} left out here; train.log keeps them)\n")
+            + f"({' and '.join(left)} left out here; train.log keeps every line)\n")
 
 
 def compare_update(ws: Workspace, run: Run, held: list | None) -> tuple[list, tuple]:
