@@ -17,7 +17,7 @@ from tests.conftest import run_cli
 
 NOVEL = ["red circle", "blue square"]
 TINY = ("--num-generations", "2", "--prompts-per-step", "2", "--max-completion-length", "16", "--eval-max-examples",
-        "24", "--eval-during-max-examples", "2", "--ignore-memory-estimate")
+        "24", "--ignore-memory-estimate")
 
 
 def _create(data, *flags, check=True):
