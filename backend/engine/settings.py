@@ -234,7 +234,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 SEED_MAX = 2 ** 32 - 1
 RANGES: dict[str, tuple[float, float, str]] = {
-    # name: (lowest, highest, how the range is said); a bound of +-inf is none; `>` a strict bound (below).
+    # name: (lowest, highest, how the range is said); a bound of +-inf is none; STRICT_LOW: the lowest excluded.
     "max_steps": (1, math.inf, "at least 1"),
     "num_generations": (2, math.inf, "at least 2 (GRPO compares the completions of a group)"),
     "prompts_per_step": (1, math.inf, "at least 1"),
@@ -249,7 +249,6 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "lora_alpha": (1, math.inf, "at least 1"),
     "seed": (0, SEED_MAX, f"a whole number from 0 to {SEED_MAX}"),
     "novel_seed": (0, SEED_MAX, f"a whole number from 0 to {SEED_MAX}"),
-    "novel_fraction": (0, 1, "from 0 to below 1"),
     "save_steps": (1, math.inf, "at least 1"),
     "rollout_steps": (1, math.inf, "at least 1"),
     "rollout_groups_per_step": (0, math.inf, "0 or more"),
@@ -265,7 +264,6 @@ RANGES: dict[str, tuple[float, float, str]] = {
 """Every numeric setting's range, checked when a run is created (form, CLI and API alike)."""
 STRICT_LOW = {"learning_rate", "temperature", "top_p", "vllm_gpu_memory_utilization"}
 """Settings whose lowest value is excluded (above it, not equal)."""
-STRICT_HIGH = {"novel_fraction"}
 
 
 def check_values(settings: TrainSettings) -> None:
@@ -280,7 +278,7 @@ def check_values(settings: TrainSettings) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{name} must be a number, {said} (got {value!r})")
         bad = (not math.isfinite(value) or value < low or value > high or (name in STRICT_LOW and value == low)
-               or (name in STRICT_HIGH and value == high) or (setting_type(name) is int and value != int(value)))
+               or (setting_type(name) is int and value != int(value)))
         if bad:
             raise ValueError(f"{name} must be {said} (got {value if isinstance(value, int) else f'{value:g}'})")
         if setting_type(name) is int:

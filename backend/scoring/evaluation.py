@@ -58,13 +58,13 @@ def first_box_ious(records: list[dict]) -> list[tuple[str, float]]:
         if not truths:
             continue
         preds = prepare_predictions(parse_detections(extract_answer(r["completion"])) or [], sol)
-        out.append((r["image_id"], max(iou(preds[0][0], t) for t in truths) if preds else 0.0))
+        out.append((r.get("image_id", len(out)), max(iou(preds[0][0], t) for t in truths) if preds else 0.0))
     return out
 
 
 def by_image(scored: list[tuple[str, float]]) -> dict[str, list[float]]:
     """(image, value) per prompt -> {image: its prompts' values, in order}: what the paired bootstrap resamples
-    (backend.scoring.verdict)."""
+    (backend.scoring.verdict). A record without an image id counts as an image of its own."""
     out: dict[str, list[float]] = {}
     for image, value in scored:
         out.setdefault(str(image), []).append(round(float(value), 4))
@@ -110,7 +110,7 @@ def classification_accuracy(records: list[dict]) -> dict:
         ok = label_matches(parse_label(extract_answer(r["completion"])), [sol["label"], *sol.get("synonyms", [])])
         per_class[sol["label"]][0] += ok
         per_class[sol["label"]][1] += 1
-        scored.append((r["image_id"], float(ok)))
+        scored.append((r.get("image_id", len(scored)), float(ok)))
     total = sum(n for _, n in per_class.values())
     return {"accuracy": sum(k for k, _ in per_class.values()) / total if total else None,
             "per_class": {c: k / n for c, (k, n) in sorted(per_class.items())},
@@ -124,7 +124,7 @@ def grounding_miou(records: list[dict]) -> dict:
         sol = read_solution(r["solution"])
         dets = parse_detections(extract_answer(r["completion"]))
         ious.append(iou(to_pixels(dets[0].box, sol), normalise_box(sol["box"])) if dets else 0.0)
-        scored.append((r["image_id"], ious[-1]))
+        scored.append((r.get("image_id", len(scored)), ious[-1]))
     n = len(ious)
     return {"miou": sum(ious) / n if n else None, "iou50": sum(v >= 0.5 for v in ious) / n if n else None,
             "format_rate": _format_rate(records), "count": n, "per_image": by_image(scored)}
