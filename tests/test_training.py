@@ -26,8 +26,8 @@ def test_demo_whole_path_through_the_cli(tmp_path):
     assert json.loads(run_cli("demo", "--json", data_dir=data).stdout) == demo  # idempotent
 
     run_id = json.loads(run_cli("runs", "create", "--dataset", "demo-shapes", "--model", "demo", "--max-steps", "8",
-                                "--json", data_dir=data).stdout)["id"]
-    run_cli("worker", "--once", data_dir=data, timeout=900)  # two evaluations of 60 prompts and 8 steps
+                                "--eval-steps", "0", "--json", data_dir=data).stdout)["id"]
+    run_cli("worker", "--once", data_dir=data, timeout=900)  # two evaluations of 60 prompts (no curve) and 8 steps
 
     run = json.loads(run_cli("runs", "show", str(run_id), "--json", data_dir=data).stdout)
     assert run["status"] == "completed", run["error"]
