@@ -13,27 +13,7 @@ from backend.data.importer import import_dataset
 from backend.data.safety import ImportProblem
 from tests import builders, exports, more_exports
 from tests.conftest import run_cli
-
-
-def _imported(ws, tmp_path, writer, name="set", **kw):
-    root = tmp_path / "export"
-    truth = writer(root, **kw)
-    import_dataset(ws.store, ws.data_dir, [builders.zip_dir(root, tmp_path / f"{name}.zip")], name)
-    return truth, get_dataset(ws.store, name)
-
-
-def _check(info: dict, truth: dict) -> None:
-    """Every image with its boxes (or class) and, where the export has one, its split."""
-    got = {s["file"].rsplit("/", 1)[-1]: s for s in info["samples"]}
-    assert sorted(got) == sorted(truth)
-    for name, (split, want) in truth.items():
-        s = got[name]
-        if split is not None:
-            assert s["split"] == split, name
-        if isinstance(want, str):
-            assert s["label"] == want, name
-        else:
-            assert s["boxes"] == [[float(v) for v in b[:4]] + [b[4]] for b in want], name
+from tests.test_real_exports import _check, _imported
 
 
 def test_labelme_rectangles_polygons_windows_paths_and_embedded_images(ws, tmp_path):
