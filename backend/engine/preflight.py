@@ -153,22 +153,20 @@ def baseline(ws, loaded, dataset: dict, samples: int, max_new_tokens: int, out_d
 
 def signal(ws, loaded, dataset: dict, settings: TrainSettings, images: int = SIGNAL_IMAGES,
            seconds: float = SIGNAL_SECONDS) -> tuple[dict, dict]:
-    """What GRPO would learn from at its first steps: for `images` training images, the run's G completions sampled
-    at its temperature and top_p from the starting model, scored with the run's rewards. Per reward its mean and the
-    share of groups whose rewards differ (a group whose G completions all score the same gives no advantage: GRPO
-    learns nothing from it; SIGNAL_SPREAD): ({reward: {"mean", "groups_with_signal", "groups_varied"}}, how it was sampled: groups,
-    G, temperature, seconds, the share of groups whose weighted total differs, the format rate). Sampling stops after
-    `seconds`."""
+    """What GRPO would learn from at its first steps: for `images` of the run's own training images (its shots, base
+    classes only), the run's G completions sampled at its temperature and top_p from the starting model, scored with
+    the run's rewards. Returns ({reward: {"mean", "groups_with_signal" (the share of groups that vary: has_signal),
+    "groups_varied"}}, {how it was sampled: groups, asked, G, temperature, seconds, the share of groups whose weighted
+    total differs, the format rate}). Sampling stops after `seconds`."""
     import torch
 
     from backend.engine.inference import generate
-    from backend.scoring.tasks import get_task
+    from backend.scoring.subsets import training_samples
     task = get_task(dataset["task"])
     names = settings.rewards or list(task.default_rewards)
     weights = dict(zip(names, settings.reward_weights or [1.0] * len(names)))
     rng = random.Random(settings.seed)
     torch.manual_seed(settings.seed)
-    from backend.scoring.subsets import training_samples
     # The run's own training images and prompts: its shots drawn with its seed, novel classes never asked about.
     train = training_samples(dataset["samples"], dataset["task"], settings.shots, settings.novel_classes, settings.seed)
     classes = [c for c in dataset["classes"] if c not in settings.novel_classes]  # as the job's train_rows
@@ -195,10 +193,11 @@ def signal(ws, loaded, dataset: dict, settings: TrainSettings, images: int = SIG
         out[n] = {"mean": round(sum(sum(g[n]) for g in groups) / (G * len(groups)), 4),
                   "groups_with_signal": round(varied / len(groups), 4), "groups_varied": varied}
     totals = [[sum(weights.get(n, 1.0) * g[n][i] for n in applied) for i in range(G)] for g in groups]
-    return out, {"groups": len(groups), "asked": len(chosen), "num_generations": G,
-                 "temperature": settings.temperature, "seconds": round(time.time() - started, 1), "bound_seconds": seconds,
-                 "total_groups_with_signal": round(sum(max(t) - min(t) >= SIGNAL_SPREAD for t in totals) / max(1, len(groups)),
-                                                   4), "format_rate": out.get("format", {}).get("mean")}
+    total_varied = sum(max(t) - min(t) >= SIGNAL_SPREAD for t in totals)
+    return out, {"groups": len(groups), "asked": len(chosen), "num_generations": G, "temperature": settings.temperature,
+                 "seconds": round(time.time() - started, 1), "bound_seconds": seconds,
+                 "total_groups_with_signal": round(total_varied / max(1, len(groups)), 4),
+                 "format_rate": out.get("format", {}).get("mean")}
 
 
 def has_signal(rewards: list[float]) -> bool:
@@ -257,9 +256,10 @@ def signal_advice(result: dict) -> list[str]:
     sig = result["signal_check"]
     k = sig["groups"]
     if sig["format_rate"] == 0:
-        out.append(f"No sampled completion of {k * sig['num_generations']} is in the <think>…</think><answer>…</answer> "
-                   "format: GRPO gets no reward to learn from. Start from an instruction-tuned checkpoint, or warm-start "
-                   "with SFT (--method sft, then a GRPO run with --init-from RUN).")
+        out.append(f"No sampled completion of {k * sig['num_generations']} is in the "
+                   "<think>…</think><answer>…</answer> format: GRPO gets no reward to learn from. Start from an "
+                   "instruction-tuned checkpoint, or warm-start with SFT (--method sft, then a GRPO run with "
+                   "--init-from RUN).")
     elif any(v["groups_varied"] for v in result["signal"].values()):
         varied = [n for n, v in result["signal"].items() if v["groups_varied"]]
         out.append(f"Only {' and '.join(varied)} var{'ies' if len(varied) == 1 else 'y'}: GRPO would teach "

@@ -80,8 +80,8 @@ def contrasts(rows: list[dict]) -> list[dict]:
                 continue  # not the same question, or not the same held-out prompts
             change = paired_bootstrap(main_scores(sft["metrics"]) or {}, main_scores(grpo["metrics"]) or {})
             if change:
-                out.append({"what": f"GRPO run {grpo['run']} against SFT run {sft['run']}", "runs": [grpo["run"], sft["run"]],
-                            **change})
+                out.append({"what": f"GRPO run {grpo['run']} against SFT run {sft['run']}",
+                            "runs": [grpo["run"], sft["run"]], **change})
     for r in rows:
         metrics = r["metrics"] or {}
         if r["novel_classes"] and metrics.get("base") and metrics.get("novel"):

@@ -130,7 +130,8 @@ def verdict(metric: str, before: Scores | None, after: Scores | None, changes: d
             "level": LEVEL, "n": None if change is None else change["n"],
             "images": None if change is None else change["images"],
             "too_few_images": change is not None and change["images"] < MIN_IMAGES,
-            "format_only": format_only(changes, weights), "reward_changes": {k: round(v, 4) for k, v in changes.items()}}
+            "format_only": format_only(changes, weights),
+            "reward_changes": {k: round(v, 4) for k, v in changes.items()}}
 
 
 def verdict_sentence(v: dict, why_pending: str = "no held-out evaluation after training started yet") -> str:
