@@ -8,9 +8,8 @@ import io
 import json
 from pathlib import Path
 
-from backend.data.common import Format, Parsed, Problems, RawSample, Upload, read_text
-from backend.data.formats.labelstudio_min import read_records
-from backend.data.formats.ls_common import Regions
+from backend.data.common import Format, Parsed, Problems, Upload, read_text
+from backend.data.formats.labelstudio_min import parse_files
 from backend.data.safety import ImportProblem
 
 _REQUIRED = {"annotation_id", "annotator", "lead_time"}
@@ -50,13 +49,7 @@ def _records(path: Path, upload: Upload) -> list[dict]:
 
 
 def parse(upload: Upload, problems: Problems) -> Parsed:
-    regions = Regions(problems)
-    samples: list[RawSample] = []
-    files = _csv_files(upload)
-    for path in files:
-        samples += read_records(_records(path, upload), upload.rel(path), path.parent, upload, problems, regions)
-    task, classes, samples, warnings = regions.result(samples, "the export")
-    return Parsed(task, classes, samples, warnings, read=files)
+    return parse_files(_csv_files(upload), _records, upload, problems)
 
 
 FORMAT = Format("labelstudio-csv", None, detect, parse)

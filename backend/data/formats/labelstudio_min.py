@@ -111,14 +111,19 @@ def read_records(records: list[dict], where: str, base: Path, upload: Upload, pr
     return samples
 
 
-def parse(upload: Upload, problems: Problems) -> Parsed:
+def parse_files(files: list[Path], records, upload: Upload, problems: Problems) -> Parsed:
+    """The flat task records of every file (`records(path, upload)` reads one file's) as one dataset: JSON-MIN's and
+    the CSV export's."""
     regions = Regions(problems)
     samples: list[RawSample] = []
-    files = _min_files(upload)
     for path in files:
-        samples += read_records(load_json(path, upload), upload.rel(path), path.parent, upload, problems, regions)
+        samples += read_records(records(path, upload), upload.rel(path), path.parent, upload, problems, regions)
     task, classes, samples, warnings = regions.result(samples, "the export")
     return Parsed(task, classes, samples, warnings, read=files)
+
+
+def parse(upload: Upload, problems: Problems) -> Parsed:
+    return parse_files(_min_files(upload), load_json, upload, problems)
 
 
 FORMAT = Format("labelstudio-min", None, detect, parse)
