@@ -12,6 +12,21 @@ from backend.data.workspace import open_workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 
+MAX_WORKERS = 4
+"""`-n auto` (pytest.ini) runs this many test processes at most, one per core below that."""
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
+
+
+def pytest_configure(config) -> None:
+    """Under xdist each test process, and every process it starts (page, worker, job), gets an equal share of the
+    cores as its torch threads: two test processes of two threads each on two cores spent half the CPU spinning."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+
 
 @pytest.fixture
 def ws(tmp_path):
