@@ -20,7 +20,7 @@ def test_client_walk(tmp_path):
         status, *_ = client.predict([handle_file(str(archive))], "pets", "auto", 0.2, api_name="/import_dataset")
         assert "Imported" in status
 
-        run_id = client.predict("demo-shapes", "demo", "CPU demo", 4, "", api_name="/create_run")["id"]
+        run_id = client.predict("pets", "demo", "CPU demo", 4, "", api_name="/create_run")["id"]
         deadline = time.time() + 400
         while (run := client.predict(run_id, api_name="/run_status"))["status"] not in ("completed", "failed"):
             assert time.time() < deadline, run

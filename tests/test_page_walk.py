@@ -51,8 +51,12 @@ def test_upload_train_watch_reload_and_test(tmp_path):
             steps = page.get_by_label("max steps")
             steps.fill("8")
             steps.press("Tab")
+            page.get_by_text("Evaluation and records", exact=True).click()  # a group that starts closed
+            cap = page.get_by_label("eval max examples")  # the held-out curve on 12 prompts: the walk, not the metric
+            cap.fill("12")
+            cap.press("Tab")
             page.wait_for_timeout(500)
-            assert steps.input_value() == "8"
+            assert steps.input_value() == "8" and cap.input_value() == "12"
             screenshot(page, "walk-2-train")
             pressed = time.perf_counter()
             page.get_by_role("button", name="Train", exact=True).click()
