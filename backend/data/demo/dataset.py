@@ -15,7 +15,7 @@ DEMO_DATASET = "demo-shapes"
 DEMO_IMAGES = 140
 DEMO_HELD_OUT = 3 / 7
 """60 of the 140 scenes held out: a verdict's interval over 20 held-out images was about ±0.09 of mean IoU, wider than
-what 100 GRPO steps change (measured: benchmarks/demo_learning.py); over 60 it is about ±0.05."""
+what 100 GRPO steps change (measured: benchmarks/demo_learning.py); over 60 it was about ±0.04."""
 DEMO_SEED = 0
 
 
