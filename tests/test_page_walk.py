@@ -49,13 +49,13 @@ def test_upload_train_watch_reload_and_test(tmp_path):
             assert page.locator("#train-dataset input").input_value() == "demo-shapes"
             page.get_by_text("Advanced settings", exact=True).click()
             page.get_by_text("Evaluation and records", exact=True).click()  # a group that starts closed
+            cap = page.get_by_label("eval max examples")  # the held-out curve on 12 prompts: the walk, not the metric
             cap_shown = time.time() + 20  # the preset's value reaches the group it opened before anything is typed
-            while page.get_by_label("eval max examples").input_value() != "60" and time.time() < cap_shown:
+            while cap.input_value() != "60" and time.time() < cap_shown:
                 page.wait_for_timeout(200)
             steps = page.get_by_label("max steps")
             steps.fill("8")
             steps.press("Tab")
-            cap = page.get_by_label("eval max examples")  # the held-out curve on 12 prompts: the walk, not the metric
             cap.fill("12")
             cap.press("Tab")
             page.wait_for_timeout(500)
