@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import signal
+import time
 from pathlib import Path
 
 from backend.data.workspace import open_workspace
@@ -84,26 +85,62 @@ def serve(data_dir: Path, host: str = "127.0.0.1", port: int = 7860, auth: str |
 
     ws = open_workspace(data_dir)
     demo = DemoSetup(ws)
-    signal.signal(signal.SIGTERM, _interrupt)  # `docker stop`, `systemctl stop`: as Ctrl-C
+    stop = _StopSignals()  # Ctrl-C and `docker stop`/`systemctl stop` (SIGTERM) alike, from here on
     keeper = WorkerKeeper(ws.data_dir)  # a worker, found or started, and another whenever it dies
     try:
         app = build_app(ws, demo, keeper)
-        print(f"Visual-RFT Studio: http://{host}:{port} (data in {ws.data_dir.resolve()}, worker pid {keeper.pid}); "
-              "Ctrl-C stops the page and the worker it started", flush=True)
-        from starlette.middleware import Middleware
+        if not stop.asked:
+            print(f"Visual-RFT Studio: http://{host}:{port} (data in {ws.data_dir.resolve()}, worker pid "
+                  f"{keeper.pid}); Ctrl-C stops the page and the worker it started", flush=True)
+            from starlette.middleware import Middleware
 
-        from ui.login_throttle import LOGIN_NOTE, LoginThrottle
-        trust_proxies(proxies)
-        app.queue(default_concurrency_limit=4).launch(
-            server_name=host, server_port=port, auth=credentials, share=share, max_file_size=MAX_UPLOAD,
-            footer_links=["api"], show_error=False, quiet=True, ssr_mode=False, css=PAGE_CSS,
-            auth_message=LOGIN_NOTE if credentials else None,
-            app_kwargs={"middleware": [Middleware(LoginThrottle)]})  # failed logins slowed down
-    except KeyboardInterrupt:
-        pass
+            from ui.login_throttle import LOGIN_NOTE, LoginThrottle
+            trust_proxies(proxies)
+            app.queue(default_concurrency_limit=4).launch(
+                server_name=host, server_port=port, auth=credentials, share=share, max_file_size=MAX_UPLOAD,
+                footer_links=["api"], show_error=False, quiet=True, ssr_mode=False, css=PAGE_CSS,
+                auth_message=LOGIN_NOTE if credentials else None, prevent_thread_lock=True,
+                app_kwargs={"middleware": [Middleware(LoginThrottle)]})  # failed logins slowed down
+            stop.wait(lambda: not app.is_running)
+            _close(app)
     finally:  # the page's own worker stops with it (jobs checkpointed, runs re-queued); one started apart does not
+        stop.restore()  # a Ctrl-C while the worker stops is a KeyboardInterrupt again: stop_started_worker passes it on
         stop_started_worker(keeper.stop())
     return 0
+
+
+class _StopSignals:
+    """SIGINT and SIGTERM only set a flag, which the main thread reads between sleeps. A KeyboardInterrupt raised
+    wherever the main thread happens to be is lost when it lands in a finaliser (`Exception ignored in ...
+    __del__`) or in a library's `except Exception`, and the page then served on, deaf to the signal."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.asked = False
+        for sig in self.SIGNALS:
+            signal.signal(sig, self._ask)
+
+    def _ask(self, signum, frame) -> None:
+        self.asked = True
+
+    def wait(self, done=lambda: False, every: float = 0.2) -> None:
+        """Until a stop signal (or `done()`)."""
+        while not self.asked and not done():
+            time.sleep(every)
+
+    def restore(self) -> None:
+        """Signals raise KeyboardInterrupt again (SIGTERM too: as Ctrl-C)."""
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _close(app) -> None:
+    """What Gradio's own blocking loop does when interrupted: the server closed, any share tunnel ended."""
+    from gradio.tunneling import CURRENT_TUNNELS
+    app.close(verbose=False)
+    for tunnel in CURRENT_TUNNELS:
+        tunnel.kill()
 
 
 def _interrupt(signum, frame):

@@ -320,6 +320,7 @@ def work(ws: Workspace, once: bool = False, lease_seconds: int = 60, idle_sleep:
     handed to its slot's warm standby (the default) or started fresh (`VRFT_JOB_START=spawn`). With `once`,
     standbys are kept only while runs are queued. A run whose job dies `max_attempts` times fails.
     """
+    stopping = Stopping(handle_signals)  # first: a worker that has said anything stops gracefully
     mode = job_start_mode()
     slots = make_slots(ws, mode, visible_gpus() if gpus is None else gpus)
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -328,7 +329,6 @@ def work(ws: Workspace, once: bool = False, lease_seconds: int = 60, idle_sleep:
     jobs: list[Job] = []
     done = 0
     answerer: Answerer | None = None  # on the CPU
-    stopping = Stopping(handle_signals)
     try:
         if not once or not _queue_empty(ws):
             for slot in slots:
