@@ -424,3 +424,17 @@ def test_forwarded_allow_ips_is_checked_before_anything_starts(tmp_path):
     assert proc.returncode == 1 and proc.stderr.startswith("error: --forwarded-allow-ips: 'proxy.example' is not an "
                                                            "IP address or network"), proc.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_the_page_reports_nothing_to_gradio(ws, monkeypatch):
+    """Gradio's telemetry is on unless turned off: building a page would start a thread (not a daemon, so it holds up
+    the page's exit) that asks Gradio's servers for the latest version, and launching it would report the page's
+    components there. The page turns it off itself, whatever the environment says."""
+    import threading
+
+    from ui.app import build_app
+    monkeypatch.delenv("GRADIO_ANALYTICS_ENABLED", raising=False)
+    before = set(threading.enumerate())
+    app = build_app(ws)
+    assert app.analytics_enabled is False
+    assert [t.name for t in set(threading.enumerate()) - before if not t.daemon] == []

@@ -18,7 +18,8 @@ def build_app(ws: Workspace, demo=None, keeper=None) -> gr.Blocks:
     worker's loss and replacement shown, and the worker_status endpoint)."""
     # Uploads are deleted from gradio's cache once imported or refused (ui/data_tab.py); anything else it holds
     # (test images, abandoned uploads) goes after a day, swept hourly.
-    with gr.Blocks(title="Visual-RFT Studio", delete_cache=(3600, 86400)) as app:
+    # analytics off: no usage report or version check to Gradio's servers (a thread of its own that outlived Ctrl-C)
+    with gr.Blocks(title="Visual-RFT Studio", delete_cache=(3600, 86400), analytics_enabled=False) as app:
         gr.Markdown("## Visual-RFT Studio\nReinforcement fine-tuning of vision-language models with verifiable "
                     "rewards, on a hundred images.")
         banner = gr.Markdown(elem_id="demo-banner")
