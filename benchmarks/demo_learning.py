@@ -11,7 +11,10 @@ app's verdict computes it. The last line is one JSON object. Never tune on the h
 "a,b" holds those classes out of both trainings (never in a prompt: their boxes are dropped, their images
 kept). Each entry then has "base" and "novel": the same metrics on the base and on the novel classes' prompts.
 
-    .venv/bin/python benchmarks/demo_learning.py [--seed 0] [--steps 60] [--shots 2]
+--eval-steps N also evaluates GRPO's run every N steps on the same held-out prompts (the app's held-out curve) and
+prints each point's change from the warm start with its interval ("curve" in the JSON line).
+
+    .venv/bin/python benchmarks/demo_learning.py [--seed 0] [--steps 60] [--shots 2] [--eval-steps 10]
         [--novel-classes "blue circle,blue square,blue triangle"]
 """
 from __future__ import annotations
@@ -113,13 +116,14 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=None, help="GRPO steps (default: the CPU demo preset's)")
     p.add_argument("--shots", type=int, default=None, help="training images per class (default: every one)")
     p.add_argument("--novel-classes", default="", help="comma-separated classes held out of training")
+    p.add_argument("--eval-steps", type=int, default=0, help="held-out curve every N steps (default: none)")
     args = p.parse_args()
     ws = demo_workspace()
     dataset = get_dataset(ws.store, "demo-shapes")
     settings = preset("CPU demo", seed=args.seed, max_steps=args.steps, shots=args.shots,
                       novel_classes=parse_class_list(args.novel_classes))
     settings.eval_max_examples = 10_000
-    settings.eval_steps = 0  # before and after only: the comparison is of those two
+    settings.eval_steps = args.eval_steps  # by default before and after only: the comparison is of those two
 
     run_id = create_run(ws.store, "demo-shapes", "demo", settings)  # shots and classes checked: one sentence
     print(training_set_text(training_set(dataset, settings)), flush=True)
@@ -134,6 +138,7 @@ def main() -> None:
     grpo = summary(ev["after"], grpo_seconds)
     print(f"warm start: {warm}", flush=True)
     print(f"GRPO ({settings.max_steps} steps, job total {total:.0f} s): {grpo}", flush=True)
+    grpo_curve = curve(ws, run_id, ev["before"])
     sft_metrics, sft_seconds = sft(ws, dataset, grpo_seconds, args.seed, settings)
     sft_result = summary(sft_metrics, sft_seconds)
     print(f"SFT (same wall-clock): {sft_result}", flush=True)
@@ -143,7 +148,20 @@ def main() -> None:
                "grpo_vs_sft": intervals(sft_metrics, ev["after"])}
     print(f"verdict: {run_json(ws.store, run_id)['verdict']}", flush=True)
     print(json.dumps({"warm_start": warm, "grpo": grpo, "sft": sft_result, "changes": changes, "seed": args.seed,
-                      "shots": args.shots, "novel_classes": settings.novel_classes, "steps": settings.max_steps}))
+                      "shots": args.shots, "novel_classes": settings.novel_classes, "steps": settings.max_steps,
+                      "curve": grpo_curve}))
+
+
+def curve(ws, run_id: int, before: dict) -> list[dict]:
+    """GRPO's held-out curve: each evaluated step's mean IoU and its change from the warm start with the interval."""
+    from backend.jobs.run_history import heldout_points
+    out = []
+    for point in heldout_points(ws.store, run_id):
+        if point.step >= 1:
+            change = intervals(before, point.metrics).get("all", {})
+            out.append({"step": point.step, "mean_iou": round(point.metrics.get("mean_iou") or 0.0, 4), **change})
+            print(f"held-out step {point.step}: {out[-1]}", flush=True)
+    return out
 
 
 if __name__ == "__main__":
