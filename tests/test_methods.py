@@ -70,6 +70,7 @@ def test_sft_config_builds_and_refuses_what_this_machine_cannot_run(tmp_path):
     settings = preset("CPU demo", method="sft", max_steps=3)
     config = SFTConfig(**sft_config_kwargs(settings, tmp_path, "cpu"))
     assert (config.max_steps, config.per_device_train_batch_size, config.max_length) == (3, 4, None)
+    assert config.lr_scheduler_type == settings.lr_scheduler == "linear"
     with pytest.raises(ValueError, match="use_liger_kernel needs a CUDA GPU"):
         sft_config_kwargs(preset("CPU demo", use_liger_kernel=True), tmp_path, "cpu")
 

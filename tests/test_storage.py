@@ -19,7 +19,7 @@ def test_migrations_create_every_table_and_are_idempotent(tmp_path):
     store.close()
     again = open_store(tmp_path)  # a second start finds the schema current
     with again.read() as s:
-        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == head_revision() == "0009_label_rejected_boxes"
+        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == head_revision() == "0010_runs_lr_scheduler"
     again.close()
 
 
@@ -150,6 +150,43 @@ def test_migration_0002_keeps_the_rollouts_already_stored(tmp_path):
         assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == head_revision()
         assert [(r.prompt_index, r.sample_index, r.truth) for r in s.scalars(select(Rollout))] == [(None, None, None)] * 2
     store.close()
+
+
+def test_migration_0010_keeps_the_constant_rate_that_stored_runs_trained_with(tmp_path):
+    """Runs stored before lr_scheduler existed trained (and resume) with a constant rate; new runs default to linear
+    decay. Downgrading removes the setting again (the code before it rejects unknown settings)."""
+    import json
+
+    from alembic import command
+
+    from backend.engine.settings import TrainSettings
+    from backend.jobs.runs import get_run
+    from storage.db import _alembic_config, make_engine
+    url = f"sqlite:///{tmp_path / 'studio.db'}"
+    engine = make_engine(url)
+    cfg = _alembic_config()
+    with engine.connect().execution_options(write=True) as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0009_label_rejected_boxes")
+        conn.commit()
+    with engine.begin() as conn:
+        for settings in ({"learning_rate": 0.0005, "max_steps": 100}, {}):
+            conn.exec_driver_sql("INSERT INTO runs (model, family, task, settings, status, step, max_steps, attempts, "
+                                 "cancel_requested, created_at) VALUES ('demo', 'demo', 'detection', ?, 'running', "
+                                 "40, 100, 0, 0, '2026-01-01')", (json.dumps(settings),))
+    engine.dispose()
+    store = open_store(tmp_path)
+    assert get_run(store, 1).settings == {"learning_rate": 0.0005, "max_steps": 100, "lr_scheduler": "constant"}
+    assert TrainSettings.from_dict(get_run(store, 2).settings).lr_scheduler == "constant"
+    assert TrainSettings().lr_scheduler == "linear"
+    store.close()
+    with engine.connect().execution_options(write=True) as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0009_label_rejected_boxes")
+        conn.commit()
+        assert [json.loads(r[0]) for r in conn.exec_driver_sql("SELECT settings FROM runs ORDER BY id")] == [
+            {"learning_rate": 0.0005, "max_steps": 100}, {}]
+    engine.dispose()
 
 
 def test_row_helpers(tmp_path):

@@ -180,6 +180,18 @@ def test_killed_job_resumes_from_its_last_checkpoint(tmp_path):
         assert [p[0] for p in run["metrics"][name]] == list(range(1, 9))  # every step exactly once
     log = (ws.data_dir / f"runs/{run_id}/train.log").read_text()
     assert f"resuming from step {resume_step}" in log
+    # The preset's linear decay goes on from where it was, as transformers' scheduler runs it without a break.
+    import torch
+    from transformers import get_scheduler
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=5e-4)
+    schedule = get_scheduler("linear", optimizer, num_warmup_steps=0, num_training_steps=8)
+    expected = []
+    for _ in range(8):
+        optimizer.step()
+        schedule.step()
+        expected.append(schedule.get_last_lr()[0])
+    assert [v for _, v in run["metrics"]["learning_rate"]] == pytest.approx(expected)
+    assert expected[0] > expected[-2] > 0
 
 
 def test_cancel_stops_within_a_few_steps_with_a_checkpoint(tmp_path):
@@ -243,16 +255,18 @@ def test_rl_options_from_the_cli_reach_trls_config(tmp_path):
     run_id = json.loads(run_cli(
         "runs", "create", "--dataset", "demo-shapes", "--model", "demo", "--loss-type", "dr_grpo",
         "--scale-rewards", "none", "--importance-sampling-level", "sequence", "--top-p", "0.9", "--epsilon", "0.1",
-        "--epsilon-high", "0.28", "--mask-truncated-completions", "--max-steps", "7", "--json", data_dir=data).stdout)["id"]
+        "--epsilon-high", "0.28", "--mask-truncated-completions", "--max-steps", "7", "--lr-scheduler", "cosine",
+        "--json", data_dir=data).stdout)["id"]
     settings = TrainSettings.from_dict(get_run(open_workspace(data).store, run_id).settings)
     config = GRPOConfig(**grpo_config_kwargs(settings, tmp_path / "out", "cpu", RunPlan("hf", False),
                                               vllm_available=False))
     assert (config.loss_type, config.scale_rewards, config.importance_sampling_level) == ("dr_grpo", "none", "sequence")
     assert (config.top_p, config.epsilon, config.epsilon_high) == (0.9, 0.1, 0.28)
-    assert config.mask_truncated_completions is True and config.max_steps == 7
+    assert config.mask_truncated_completions is True and config.max_steps == 7 and config.lr_scheduler_type == "cosine"
     default = GRPOConfig(**grpo_config_kwargs(TrainSettings(), tmp_path / "out", "cpu", RunPlan("hf", False),
                                                vllm_available=False))
     assert (default.loss_type, default.scale_rewards, default.importance_sampling_level) == ("dapo", "group", "token")
+    assert default.lr_scheduler_type == "linear"  # TRL's default, which the paper trained with
     bad = run_cli("runs", "create", "--dataset", "demo-shapes", "--model", "demo", "--loss-type", "ppo",
                   data_dir=data, check=False)
     assert bad.returncode == 2 and "invalid choice: 'ppo'" in bad.stderr

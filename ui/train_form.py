@@ -16,8 +16,9 @@ ON_FORM = ("method", "rewards", "reward_weights")
 SETTING_GROUPS: dict[str, tuple[bool, tuple[str, ...]]] = {
     # title: (open at first, its settings). Every TrainSettings field is in one group or ON_FORM, once
     # (tests/test_train_form.py); the groups a newcomer rarely needs start closed.
-    "Optimisation: length and learning": (True, ("max_steps", "learning_rate", "prompts_per_step", "beta", "lora_rank",
-                                                 "lora_alpha", "seed", "save_steps", "init_from")),
+    "Optimisation: length and learning": (True, ("max_steps", "learning_rate", "lr_scheduler", "prompts_per_step",
+                                                 "beta", "lora_rank", "lora_alpha", "seed", "save_steps",
+                                                 "init_from")),
     "Generation: the completions sampled for each image": (True, ("num_generations", "max_completion_length",
                                                                    "temperature", "top_p")),
     "The GRPO loss (TRL's options)": (False, ("loss_type", "scale_rewards", "importance_sampling_level", "epsilon",

@@ -47,7 +47,7 @@ def grpo_config_kwargs(settings: TrainSettings, output_dir: Path, device: str, p
         seed=settings.seed, save_steps=settings.save_steps, save_strategy="steps", logging_steps=1,
         logging_nan_inf_filter=False,  # a NaN loss is logged as such (the job stops on it), not as the running mean
         report_to=list(settings.report_to), run_name=run_name(output_dir),
-        use_cpu=not cuda, bf16=cuda, gradient_checkpointing=cuda, lr_scheduler_type="constant",
+        use_cpu=not cuda, bf16=cuda, gradient_checkpointing=cuda, lr_scheduler_type=settings.lr_scheduler,
         remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True, save_only_model=False,
         log_completions=False, top_p=settings.top_p, loss_type=settings.loss_type,
         scale_rewards=settings.scale_rewards, importance_sampling_level=settings.importance_sampling_level,

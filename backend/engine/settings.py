@@ -38,6 +38,9 @@ class TrainSettings:
     learning_rate: float = 1e-6
     """Step size of the adapter's optimiser (AdamW). A LoRA adapter takes a larger one than the paper's full
     fine-tune (1e-6)."""
+    lr_scheduler: str = "linear"
+    """How the learning rate moves over the run: "linear" (down to 0 at max_steps: TRL's default, as in the paper),
+    "cosine" (down to 0 along half a cosine) or "constant" (runs from before this setting trained so)."""
     beta: float = 0.04
     """KL penalty to the reference model (0 = none, and no reference model in memory)."""
     temperature: float = 1.0
@@ -228,6 +231,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "scale_rewards": ("group", "batch", "none"),
     "importance_sampling_level": ("token", "sequence"),
     "method": ("grpo", "sft"),
+    "lr_scheduler": ("linear", "cosine", "constant"),
 }
 """Settings whose value is one of a few names (the CLI and the Train form offer exactly these)."""
 

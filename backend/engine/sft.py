@@ -29,7 +29,7 @@ def sft_config_kwargs(settings: TrainSettings, output_dir: Path, device: str) ->
         save_steps=settings.save_steps, save_strategy="steps", logging_steps=1,
         logging_nan_inf_filter=False,  # a NaN loss is logged as such (the job stops on it), not as the running mean
         report_to=list(settings.report_to), run_name=run_name(output_dir), use_cpu=not cuda,
-        bf16=cuda, gradient_checkpointing=cuda, lr_scheduler_type="constant", dataloader_num_workers=0,
+        bf16=cuda, gradient_checkpointing=cuda, lr_scheduler_type=settings.lr_scheduler, dataloader_num_workers=0,
         disable_tqdm=True, save_only_model=False,
         # No truncation: it would cut image tokens or the answer (images are capped by max_pixels instead).
         max_length=None)
