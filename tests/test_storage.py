@@ -127,16 +127,27 @@ def test_rollouts_of_a_step_written_twice_are_stored_once(tmp_path):
     store.close()
 
 
-def test_migration_0002_keeps_the_rollouts_already_stored(tmp_path):
+def _migrate(engine, revision: str, step=None) -> None:
+    """Take the database to `revision` (alembic's upgrade or downgrade, as `step` names)."""
     from alembic import command
-    from storage.db import _alembic_config, make_engine
-    url = f"sqlite:///{tmp_path / 'studio.db'}"
-    engine = make_engine(url)
+    from storage.db import _alembic_config
     cfg = _alembic_config()
     with engine.connect().execution_options(write=True) as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0001")
+        (step or command.upgrade)(cfg, revision)
         conn.commit()
+
+
+def _database_at(tmp_path, revision: str):
+    """An engine on a new studio.db that migrations took only as far as `revision`."""
+    from storage.db import make_engine
+    engine = make_engine(f"sqlite:///{tmp_path / 'studio.db'}")
+    _migrate(engine, revision)
+    return engine
+
+
+def test_migration_0002_keeps_the_rollouts_already_stored(tmp_path):
+    engine = _database_at(tmp_path, "0001")
     with engine.begin() as conn:
         conn.exec_driver_sql("INSERT INTO runs (model, family, task, settings, status, step, max_steps, attempts, "
                              "cancel_requested, created_at) VALUES ('demo', 'demo', 'detection', '{}', 'completed', "
@@ -161,14 +172,7 @@ def test_migration_0010_keeps_the_constant_rate_that_stored_runs_trained_with(tm
 
     from backend.engine.settings import TrainSettings
     from backend.jobs.runs import get_run
-    from storage.db import _alembic_config, make_engine
-    url = f"sqlite:///{tmp_path / 'studio.db'}"
-    engine = make_engine(url)
-    cfg = _alembic_config()
-    with engine.connect().execution_options(write=True) as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0009_label_rejected_boxes")
-        conn.commit()
+    engine = _database_at(tmp_path, "0009_label_rejected_boxes")
     with engine.begin() as conn:
         for settings in ({"learning_rate": 0.0005, "max_steps": 100}, {}):
             conn.exec_driver_sql("INSERT INTO runs (model, family, task, settings, status, step, max_steps, attempts, "
@@ -180,10 +184,8 @@ def test_migration_0010_keeps_the_constant_rate_that_stored_runs_trained_with(tm
     assert TrainSettings.from_dict(get_run(store, 2).settings).lr_scheduler == "constant"
     assert TrainSettings().lr_scheduler == "linear"
     store.close()
-    with engine.connect().execution_options(write=True) as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0009_label_rejected_boxes")
-        conn.commit()
+    _migrate(engine, "0009_label_rejected_boxes", command.downgrade)
+    with engine.connect() as conn:
         assert [json.loads(r[0]) for r in conn.exec_driver_sql("SELECT settings FROM runs ORDER BY id")] == [
             {"learning_rate": 0.0005, "max_steps": 100}, {}]
     engine.dispose()
