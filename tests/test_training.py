@@ -180,13 +180,15 @@ def test_killed_job_resumes_from_its_last_checkpoint(tmp_path):
         assert [p[0] for p in run["metrics"][name]] == list(range(1, 9))  # every step exactly once
     log = (ws.data_dir / f"runs/{run_id}/train.log").read_text()
     assert f"resuming from step {resume_step}" in log
-    # The preset's linear decay goes on from where it was, as transformers' scheduler runs it without a break.
+    # The run's linear decay goes on from where it was, as transformers' scheduler runs it without a break.
     import torch
     from transformers import get_scheduler
-    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=5e-4)
-    schedule = get_scheduler("linear", optimizer, num_warmup_steps=0, num_training_steps=8)
+    settings = run["settings"]
+    assert settings["lr_scheduler"] == "linear"
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=settings["learning_rate"])
+    schedule = get_scheduler("linear", optimizer, num_warmup_steps=0, num_training_steps=settings["max_steps"])
     expected = []
-    for _ in range(8):  # each step logs the rate it stepped with
+    for _ in range(settings["max_steps"]):  # each step logs the rate it stepped with
         expected.append(schedule.get_last_lr()[0])
         optimizer.step()
         schedule.step()
